@@ -1,0 +1,5 @@
+"""Pure detection: events in, findings out. No Faust, Kafka, asyncio, I/O or clock in this package."""
+
+from pipeline.detection.engine import Engine, Output
+
+__all__ = ["Engine", "Output"]

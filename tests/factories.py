@@ -1,0 +1,81 @@
+"""Factories for test messages: valid usage events, and malformed ones of many kinds."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import msgpack
+
+BASE_TS = 1_772_409_600_000  # 2026-03-02T00:00:00Z
+
+
+def event(n: int = 0, **overrides: Any) -> dict[str, Any]:
+    """A valid UsageEvent v1 with every field present; ``n`` makes event_id and ts distinct."""
+    ev: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": f"ev-{n}",
+        "ts": BASE_TS + n * 1000,
+        "account_id": f"acct-{n % 50}",
+        "model": "frontier-1",
+        "input_tokens": 500,
+        "output_tokens": 800,
+        "status": "ok",
+        "org_id": None,
+        "api_key_id": "key-1",
+        "endpoint": "messages",
+        "latency_ms": 1200,
+        "ip_prefix": "203.0.113.0/24",
+        "asn": 64500,
+        "client_fingerprint": "cf0123456789abcd",
+        "payment_fingerprint": "pf0123456789abcd",
+        "account_tier": "pro",
+        "country": "US",
+        "prompt_simhash": "0123456789abcdef",
+        "prompt_chars": 2000,
+        "n_turns": 1,
+        "n_tools": 0,
+        "reasoning_requested": False,
+        "capability": "chat",
+        "language": "en",
+    }
+    ev.update(overrides)
+    return ev
+
+
+def malformed(i: int, rng: random.Random) -> bytes:
+    """The i-th malformed message: cycles through many kinds of breakage (all must reach the DLQ)."""
+    good = event(i, event_id=f"bad-{i}")
+    kind = i % 14
+    if kind == 0:
+        return bytes(rng.getrandbits(8) for _ in range(rng.randint(1, 200))) + b"\xc1"  # 0xc1 is never valid
+    if kind == 1:
+        packed = msgpack.packb(good)
+        return packed[: rng.randint(1, len(packed) - 1)]  # truncated
+    if kind == 2:
+        return msgpack.packb({**good, "input_tokens": -3})
+    if kind == 3:
+        return msgpack.packb({**good, "input_tokens": "many"})
+    if kind == 4:
+        return msgpack.packb({k: v for k, v in good.items() if k != "account_id"})
+    if kind == 5:
+        return json.dumps([1, 2, 3]).encode()  # JSON that is not an object
+    if kind == 6:
+        return msgpack.packb({**good, "status": "bogus"})
+    if kind == 7:
+        return msgpack.packb({**good, "account_id": "x" * 100_000})  # oversized
+    if kind == 8:
+        return msgpack.packb({**good, "reasoning_requested": "yes"})
+    if kind == 9:
+        return msgpack.packb({**good, "schema_version": 2})
+    if kind == 10:
+        return b'{"schema_version": 1, "event_id": '  # truncated JSON
+    if kind == 11:
+        return msgpack.packb([good])  # not a map
+    if kind == 12:
+        return msgpack.packb({**good, "ts": "yesterday"})
+    nested: Any = "x"
+    for _ in range(200):
+        nested = [nested]
+    return msgpack.packb({**good, "language": nested})  # deep nesting where a string belongs

@@ -29,7 +29,9 @@ class Settings(BaseSettings):
     # Worker
     app_id: str = Field("distillation-guard", description="Faust application id (consumer group)")
     store_dir: Path = Field(Path("var/store"), description="directory of the worker's RocksDB tables")
-    store: str = Field("rocksdict://", description="Faust table store URL (rocksdict:// or memory://)")
+    store: str = Field(
+        "rocksdb://", description="Faust table store URL: rocksdb:// (RocksDB via the rocksdict driver) or memory://"
+    )
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web port of the worker")
     max_message_bytes: int = Field(64 * 1024, ge=256, description="input events larger than this go to the DLQ")
 

@@ -1,0 +1,357 @@
+"""Command line of the pipeline: ``python -m pipeline <command> --help`` explains each command.
+
+Exit codes: 0 success; 1 the command ran but found a problem (bad records skipped, a check failed);
+2 bad usage or unreadable input (a flag, a file); 3 a service could not be reached or started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from pipeline.settings import Settings
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE, EXIT_SERVICE = 0, 1, 2, 3
+
+
+class CommandError(Exception):
+    """A user-facing error: printed as ``error: <message>`` and exits with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    for name in ("bootstrap", "topic_prefix", "partitions", "store_dir", "kafka_data_dir", "kafka_port",
+                 "kafka_controller_port", "web_port"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise CommandError(f"invalid settings: {problems}") from exc
+
+
+def _add_kafka_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Kafka")
+    g.add_argument("--bootstrap", metavar="HOST:PORT[,…]",
+                   help="Kafka bootstrap servers (env DG_BOOTSTRAP; default 127.0.0.1:9092, the local broker)")
+    g.add_argument("--topic-prefix", metavar="P", help="prefix in front of every topic name (env DG_TOPIC_PREFIX)")
+
+
+def _add_local_kafka_opts(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("local broker")
+    g.add_argument("--data-dir", dest="kafka_data_dir", type=Path, metavar="DIR",
+                   help="broker data and log directory (env DG_KAFKA_DATA_DIR; default ./.kafka)")
+    g.add_argument("--port", dest="kafka_port", type=int, metavar="N",
+                   help="client listener port on 127.0.0.1 (env DG_KAFKA_PORT; default 9092)")
+    g.add_argument("--controller-port", dest="kafka_controller_port", type=int, metavar="N",
+                   help="KRaft controller port on 127.0.0.1 (env DG_KAFKA_CONTROLLER_PORT; default 9093)")
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from pipeline import kafka_local
+
+    settings = _settings(args)
+    try:
+        if args.action == "start":
+            info = kafka_local.start(settings, timeout=args.timeout)
+            word = "started" if info.started else "already running"
+            print(f"Kafka {settings.kafka_version} {word}: bootstrap {info.bootstrap}, pid {info.pid}, "
+                  f"data {info.data_dir}")
+        elif args.action == "stop":
+            was = kafka_local.stop(settings, timeout=args.timeout)
+            print("Kafka stopped" if was else "Kafka was not running")
+        else:
+            st = kafka_local.status(settings)
+            print(st)
+            return EXIT_OK if st.running else EXIT_PROBLEM
+    except kafka_local.KafkaLocalError as exc:
+        raise CommandError(str(exc), EXIT_SERVICE) from exc
+    return EXIT_OK
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from pipeline import topics
+
+    settings = _settings(args)
+    try:
+        results = topics.create_topics(settings)
+    except Exception as exc:  # kafka-python raises a zoo of errors; name the broker
+        raise CommandError(f"cannot create topics on {settings.bootstrap}: {exc}", EXIT_SERVICE) from exc
+    for name, what in results:
+        print(f"{what:8} {name}")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from pipeline import logs
+    from pipeline.app import create_app
+
+    settings = _settings(args)
+    logs.configure(args.loglevel)
+    app = create_app(settings)
+    argv = ["pipeline", "worker", "-l", args.loglevel, "--web-port", str(settings.web_port)]
+    sys.argv = argv
+    app.main()  # faust's worker runs until SIGTERM / Ctrl-C
+    return EXIT_OK
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    from pipeline.produce import ProduceError, produce_file
+
+    settings = _settings(args)
+    try:
+        stats = produce_file(settings, args.input, raw=args.raw, progress=not args.quiet)
+    except ProduceError as exc:
+        raise CommandError(str(exc), exc.code) from exc
+    print(f"sent {stats.sent} events to {settings.topic('usage-events')}"
+          + (f"; skipped {stats.bad} bad records (listed above)" if stats.bad else ""))
+    return EXIT_PROBLEM if stats.bad else EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline import simulate
+    from pipeline.eventfile import EventFileError, file_format, write_jsonl, write_records
+
+    if args.out is None and not args.topic:
+        raise CommandError("give --out FILE and/or --topic")
+    if args.out is not None:
+        try:
+            file_format(args.out)
+        except EventFileError as exc:
+            raise CommandError(str(exc)) from exc
+    if args.scale <= 0:
+        raise CommandError(f"--scale must be > 0, got {args.scale}")
+    t0 = time.perf_counter()
+    try:
+        sim = simulate.generate(args.scenario, args.seed, scale=args.scale)
+    except simulate.UnknownScenario as exc:
+        raise CommandError(str(exc)) from exc
+    gen_s = time.perf_counter() - t0
+    info = sim.info
+    print(f"scenario {args.scenario} seed {args.seed}: {len(sim.events)} events, {len(sim.labels)} accounts, "
+          f"{len(info.get('campaigns', {}))} campaigns, generated in {gen_s:.1f} s", file=sys.stderr)
+    try:
+        if args.out is not None:
+            n = write_records(args.out, sim.events)
+            print(f"wrote {n} events to {args.out}", file=sys.stderr)
+        if args.labels is not None:
+            write_jsonl(args.labels, sim.labels)
+            print(f"wrote {len(sim.labels)} labels to {args.labels}", file=sys.stderr)
+    except EventFileError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.topic:
+        from pipeline import codec
+        from pipeline.produce import ProduceError, make_producer
+
+        settings = _settings(args)
+        try:
+            producer = make_producer(settings)
+        except ProduceError as exc:
+            raise CommandError(str(exc), exc.code) from exc
+        from tqdm import tqdm
+
+        topic = settings.topic("usage-events")
+        for ev in tqdm(sim.events, desc=f"produce to {topic}", unit=" ev", file=sys.stderr):
+            producer.send(topic, key=ev["account_id"].encode("utf-8"), value=codec.encode(ev))
+        producer.flush(timeout=120)
+        producer.close(timeout=30)
+        print(f"sent {len(sim.events)} events to {topic}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    import time
+
+    from tqdm import tqdm
+
+    from pipeline.backtest import backtest_file
+    from pipeline.eventfile import EventFileError, file_format, read_labels
+    from pipeline.metrics import Evaluation
+
+    if args.topic:
+        raise CommandError("'backtest --topic' (topic replay) is not built yet (see the streaming issue)",
+                           EXIT_PROBLEM)
+    if args.input is None:
+        raise CommandError("give --input FILE (an events file)")
+    if args.report is not None and args.labels is None:
+        raise CommandError("--report needs --labels (the report scores the run against them)")
+    settings = _settings(args)
+    try:
+        file_format(args.input)
+        labels = read_labels(args.labels) if args.labels is not None else None
+    except EventFileError as exc:
+        raise CommandError(str(exc)) from exc
+    evaluation = Evaluation(labels) if labels is not None else None
+    shown = 0
+
+    def on_bad(rec: Any) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= 20:
+            tqdm.write(f"skipped bad record: {rec}", file=sys.stderr)
+
+    bar = tqdm(desc=f"backtest {args.input.name}", unit=" ev", file=sys.stderr, disable=args.quiet,
+               mininterval=0.5)
+    t0 = time.perf_counter()
+    try:
+        counts = backtest_file(args.input, settings, alerts_out=args.alerts_out, actions_out=args.actions_out,
+                               evaluation=evaluation, on_bad=on_bad,
+                               on_event=None if args.quiet else (lambda: bar.update(1)))
+    except EventFileError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        bar.close()
+    secs = time.perf_counter() - t0
+    rate = counts.events / secs if secs > 0 else float("inf")
+    print(f"{counts.events} events, {counts.alerts} alerts, {counts.actions} actions, "
+          f"{counts.bad_records} bad records skipped; {secs:.1f} s, {rate:,.0f} events/s")
+    if evaluation is not None:
+        m = evaluation.compute()
+        print(f"campaigns found {m['campaigns_found']}/{m['campaigns']}; account recall {m['account_recall']}; "
+              f"precision {m['precision']}; benign FPR {m['benign_fpr']}; "
+              f"median delay {m['median_delay_event_share']} of campaign events")
+        if args.report is not None:
+            from pipeline.report import write_report
+
+            meta = {"input": str(args.input), "labels": str(args.labels),
+                    "detector_version": settings.detector_version, "bad_records": counts.bad_records}
+            files = write_report(args.report, evaluation, m, meta)
+            print(f"report: {files[-1]}")
+    return EXIT_PROBLEM if counts.bad_records else EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pipeline import kafka_local
+    from pipeline.demo import DemoOptions, run_demo
+
+    settings = _settings(args)
+    opts = DemoOptions(scenario=args.scenario, seed=args.seed, max_seconds=args.max_seconds,
+                       colour=not args.no_colour, external_bootstrap="bootstrap" in settings.model_fields_set)
+    try:
+        return run_demo(settings, opts)
+    except kafka_local.KafkaLocalError as exc:
+        raise CommandError(str(exc), EXIT_SERVICE) from exc
+
+
+def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise CommandError(f"'{name}' is not built yet ({issue}); nothing was done", EXIT_PROBLEM)
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline",
+        description="Detect distillation attacks on an LLM API from a stream of usage events (Kafka + Faust).",
+        epilog="Exit codes: 0 ok; 1 ran but found a problem; 2 bad usage or input; 3 Kafka unreachable. "
+               "Every option also reads from a DG_-prefixed environment variable (see README).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on a simulated scenario with a local Kafka")
+    _add_kafka_opts(p)
+    p.add_argument("--scenario", default="tiny", help="simulated scenario to stream (default tiny)")
+    p.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
+    p.add_argument("--max-seconds", type=float, default=600.0, help="give up after this long (default 600)")
+    p.add_argument("--no-colour", action="store_true", help="plain output")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("worker", help="run a Faust worker of the streaming pipeline (start more to scale out)",
+                       description="Run a Faust worker: reads usage-events, writes anomaly-alerts and the DLQ. "
+                                   "Start more workers (distinct --web-port, --store-dir) to scale out.")
+    _add_kafka_opts(p)
+    p.add_argument("-l", "--loglevel", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level (default info)")
+    p.add_argument("--web-port", type=int, metavar="N", help="worker web/stats port (env DG_WEB_PORT; default 6066)")
+    p.add_argument("--store-dir", type=Path, metavar="DIR",
+                   help="RocksDB table directory (env DG_STORE_DIR; default ./var/store)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("kafka", help="start, stop or inspect a local single-node Apache Kafka (KRaft)",
+                       description="A local Apache Kafka in KRaft mode from jars resolved with Maven "
+                                   "(cached under ~/.cache/distillation-guard), run with the machine's Java.")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start or stop (default 90)")
+    _add_local_kafka_opts(p)
+    p.set_defaults(func=cmd_kafka)
+
+    p = sub.add_parser("topics", help="create the topics of the manifest (schemas/topics.json)")
+    p.add_argument("action", choices=["create"])
+    _add_kafka_opts(p)
+    p.add_argument("--partitions", type=int, metavar="N", help="override the manifest's partition counts")
+    p.set_defaults(func=cmd_topics)
+
+    from pipeline.simulate import SCENARIOS
+
+    p = sub.add_parser(
+        "simulate", help="write synthetic traffic with labelled campaigns",
+        description="Generate deterministic synthetic usage events with labelled distillation campaigns. "
+                    "Scenarios: " + "; ".join(f"{k}: {v}" for k, v in SCENARIOS.items()))
+    p.add_argument("--scenario", default="tiny", choices=sorted(SCENARIOS), help="scenario (default tiny)")
+    p.add_argument("--seed", type=int, default=1, help="random seed; same seed, same output (default 1)")
+    p.add_argument("--scale", type=float, default=1.0, help="multiply population sizes (default 1.0)")
+    p.add_argument("--out", "-o", type=Path, metavar="FILE",
+                   help="events file: .jsonl or .msgpack, optionally .gz")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="labels file to write (JSONL)")
+    p.add_argument("--topic", action="store_true", help="also produce the events to the usage-events topic")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("produce", help="send an events file to the input topic",
+                       description="Send a .jsonl or .msgpack events file (optionally .gz) to usage-events, "
+                                   "keyed by account_id, as msgpack. Bad records are listed and skipped "
+                                   "(exit 1), unless --raw sends every record as it is.")
+    p.add_argument("--input", "-i", required=True, type=Path, metavar="FILE", help="events file")
+    p.add_argument("--raw", action="store_true",
+                   help="send each record's bytes unvalidated (to exercise the worker's dead-letter path)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser(
+        "backtest", help="replay events through the detection code, in event time",
+        description="Replay an events file through the same detection engine the worker runs, in event "
+                    "time, touching no live topic. Same input, byte-identical outputs. Bad records are "
+                    "reported and skipped (exit 1).")
+    p.add_argument("--input", "-i", type=Path, metavar="FILE", help="events file (.jsonl/.msgpack[.gz])")
+    p.add_argument("--topic", metavar="NAME", help="replay a stored topic instead (not built yet)")
+    p.add_argument("--alerts-out", type=Path, metavar="FILE", help="write AnomalyAlerts here (JSONL)")
+    p.add_argument("--actions-out", type=Path, metavar="FILE", help="write EnforcementActions here (JSONL)")
+    p.add_argument("--labels", type=Path, metavar="FILE", help="labels file: score the run against it")
+    p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_backtest)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

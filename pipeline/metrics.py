@@ -1,0 +1,171 @@
+"""Backtest scoring against labels: recall, false-positive rate, precision and detection delay.
+
+Definitions (pinned by tests):
+- An account is *flagged* when an alert of severity ``high`` or ``critical`` names it (as ``account_id``
+  or in ``related_accounts``), or an enforcement action other than ``flag_for_review`` does. Its flag time
+  is the first such message, in arrival order.
+- Campaign recall: campaigns with at least one flagged member / campaigns. Account recall: flagged
+  distillation accounts / distillation accounts. Benign false-positive rate: flagged benign accounts /
+  benign accounts. Precision: flagged distillation accounts / all flagged accounts (a flagged account
+  missing from the labels counts against precision).
+- Detection delay of a campaign: the share of the campaign's events that arrived before its first flagged
+  member was flagged (1.0 if never), and the event-time minutes from its first event to that flag.
+- Per tier: an account's tier is the first non-null ``account_tier`` of its events.
+- Score per account: the highest alert score that named it (0 when none); the threshold curve flags an
+  account when that score reaches the threshold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from statistics import median
+from typing import Any
+
+FLAG_SEVERITIES = frozenset({"high", "critical"})
+REVIEW_ONLY = "flag_for_review"
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def flagged_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
+    """The accounts a single output message flags under the definition above (often none)."""
+    if topic == "anomaly-alerts":
+        if value.get("severity") not in FLAG_SEVERITIES:
+            return []
+        named = [value["account_id"]] if value.get("account_id") else []
+        return named + list(value.get("related_accounts") or [])
+    if topic == "enforcement-actions" and value.get("action") != REVIEW_ONLY:
+        return [value["account_id"]]
+    return []
+
+
+def scored_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
+    """Every account an alert names, flagging or not (for score distributions)."""
+    if topic != "anomaly-alerts":
+        return []
+    named = [value["account_id"]] if value.get("account_id") else []
+    return named + list(value.get("related_accounts") or [])
+
+
+@dataclass
+class Evaluation:
+    """Accumulates what a run saw (events, outputs) so it can be scored against labels afterwards."""
+
+    labels: Mapping[str, tuple[str, str | None]]
+    n_events: int = 0
+    account_events: Counter[str] = field(default_factory=Counter)
+    account_tier: dict[str, str] = field(default_factory=dict)
+    campaign_events: Counter[str] = field(default_factory=Counter)
+    campaign_first_ts: dict[str, int] = field(default_factory=dict)
+    # account -> (arrival index, ts, campaign events seen so far for its campaign)
+    first_flag: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    max_score: dict[str, float] = field(default_factory=dict)
+    campaign_first_flag: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    flag_timeline: list[tuple[int, str, str | None]] = field(default_factory=list)
+
+    def observe_event(self, event: Mapping[str, Any]) -> None:
+        acc = event["account_id"]
+        self.n_events += 1
+        self.account_events[acc] += 1
+        if acc not in self.account_tier and event.get("account_tier"):
+            self.account_tier[acc] = event["account_tier"]
+        camp = self.labels.get(acc, ("benign", None))[1]
+        if camp is not None:
+            self.campaign_events[camp] += 1
+            self.campaign_first_ts.setdefault(camp, event["ts"])
+
+    def observe_output(self, topic: str, value: Mapping[str, Any]) -> None:
+        ts = int(value["ts"])
+        for acc in scored_accounts(topic, value):
+            score = float(value.get("score", 0.0))
+            if score > self.max_score.get(acc, -1.0):
+                self.max_score[acc] = score
+        for acc in flagged_accounts(topic, value):
+            if acc in self.first_flag:
+                continue
+            camp = self.labels.get(acc, ("benign", None))[1]
+            seen = self.campaign_events[camp] if camp is not None else 0
+            self.first_flag[acc] = (self.n_events, ts, seen)
+            self.flag_timeline.append((ts, acc, camp))
+            if camp is not None and camp not in self.campaign_first_flag:
+                self.campaign_first_flag[camp] = (self.n_events, ts, seen)
+
+    def compute(self) -> dict[str, Any]:
+        """The metrics as a JSON-ready dict (see the module docstring for the definitions)."""
+        seen = set(self.account_events)
+        labelled = {a: lab for a, lab in self.labels.items() if a in seen}
+        distill = {a for a, (lab, _) in labelled.items() if lab == "distillation"}
+        benign = {a for a, (lab, _) in labelled.items() if lab == "benign"}
+        flagged = set(self.first_flag)
+        campaigns: dict[str, list[str]] = {}
+        for a, (lab, camp) in labelled.items():
+            if lab == "distillation" and camp is not None:
+                campaigns.setdefault(camp, []).append(a)
+
+        per_campaign: dict[str, dict[str, Any]] = {}
+        for camp in sorted(campaigns):
+            members = campaigns[camp]
+            hit = self.campaign_first_flag.get(camp)
+            total = self.campaign_events[camp]
+            per_campaign[camp] = {
+                "accounts": len(members),
+                "accounts_flagged": sum(1 for a in members if a in flagged),
+                "events": total,
+                "found": hit is not None,
+                "delay_event_share": (hit[2] / total if total else 0.0) if hit else 1.0,
+                "delay_minutes": ((hit[1] - self.campaign_first_ts[camp]) / 60_000.0) if hit else None,
+            }
+        found = [c for c in per_campaign.values() if c["found"]]
+        tp = len(flagged & distill)
+        per_tier: dict[str, dict[str, Any]] = {}
+        for tier in sorted({self.account_tier.get(a, "unknown") for a in labelled}):
+            t_acc = {a for a in labelled if self.account_tier.get(a, "unknown") == tier}
+            t_d, t_b = t_acc & distill, t_acc & benign
+            per_tier[tier] = {
+                "distillation_accounts": len(t_d),
+                "benign_accounts": len(t_b),
+                "account_recall": _ratio(len(t_d & flagged), len(t_d)),
+                "benign_fpr": _ratio(len(t_b & flagged), len(t_b)),
+            }
+        return {
+            "events": self.n_events,
+            "accounts": len(seen),
+            "distillation_accounts": len(distill),
+            "benign_accounts": len(benign),
+            "unlabelled_accounts": len(seen - set(labelled)),
+            "campaigns": len(campaigns),
+            "campaigns_found": len(found),
+            "campaign_recall": _ratio(len(found), len(campaigns)),
+            "account_recall": _ratio(tp, len(distill)),
+            "benign_false_positives": len(flagged & benign),
+            "benign_fpr": _ratio(len(flagged & benign), len(benign)),
+            "flagged_accounts": len(flagged),
+            "precision": _ratio(tp, len(flagged)),
+            "median_delay_event_share": median(float(c["delay_event_share"]) for c in found) if found else None,
+            "median_delay_minutes": median(float(c["delay_minutes"]) for c in found) if found else None,
+            "per_campaign": per_campaign,
+            "per_tier": per_tier,
+            "threshold_curve": self.threshold_curve(distill, benign),
+        }
+
+    def threshold_curve(self, distill: set[str], benign: set[str]) -> list[dict[str, float | None]]:
+        """Precision and recall when an account counts as flagged at max alert score ≥ threshold."""
+        curve = []
+        for t in THRESHOLDS:
+            hit = {a for a, s in self.max_score.items() if s >= t and s > 0}
+            tp = len(hit & distill)
+            curve.append({
+                "threshold": t,
+                "precision": _ratio(tp, len(hit & (distill | benign))),
+                "recall": _ratio(tp, len(distill)),
+                "benign_fpr": _ratio(len(hit & benign), len(benign)),
+            })
+        return curve
+
+    def scores(self, accounts: Iterable[str]) -> list[float]:
+        return [self.max_score.get(a, 0.0) for a in accounts]
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None

@@ -37,7 +37,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc'])}: " if e["loc"] else "") + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
         raise CommandError(f"invalid settings: {problems}") from exc
 
 
@@ -103,7 +106,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings(args)
     logs.configure(args.loglevel)
     app = create_app(settings)
-    argv = ["pipeline", "worker", "-l", args.loglevel, "--web-port", str(settings.web_port)]
+    faust_level = {"warning": "warn"}.get(args.loglevel, args.loglevel)
+    argv = ["pipeline", "worker", "-l", faust_level, "--web-port", str(settings.web_port)]
     sys.argv = argv
     app.main()  # faust's worker runs until SIGTERM / Ctrl-C
     return EXIT_OK
@@ -249,6 +253,96 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise CommandError(str(exc), EXIT_SERVICE) from exc
 
 
+MASK = "**********"
+
+
+def _shown(value: Any) -> Any:
+    """A settings value for display: secrets masked, paths as text."""
+    from pydantic import SecretStr
+
+    if isinstance(value, SecretStr):
+        return MASK if value.get_secret_value() else ""
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    settings = _settings(args)
+    flags = {n for n in ("bootstrap", "topic_prefix") if getattr(args, n, None) is not None}
+    rows = []
+    for name in type(settings).model_fields:
+        env = f"DG_{name.upper()}"
+        source = "flag" if name in flags else f"env {env}" if env in os.environ else "default"
+        rows.append((name, _shown(getattr(settings, name)), source))
+    if args.json:
+        print(json.dumps({name: value for name, value, _ in rows}, indent=2, sort_keys=True))
+        return EXIT_OK
+    width = max(len(name) for name, _, _ in rows)
+    text = {name: "(unset)" if value is None else str(value) for name, value, _ in rows}
+    vwidth = min(60, max(len(v) for v in text.values()))
+    for name, _, source in rows:
+        print(f"{name:<{width}}  {text[name]:<{vwidth}}  {source}")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from pipeline import schemas, signing
+
+    current = os.environ.get(args.key_env, "")
+    if not current:
+        raise CommandError(f"no signing key: set {args.key_env} (the HMAC key the worker signs with)")
+    keys = {"current": current.encode("utf-8")}
+    for i, k in enumerate((k.strip() for k in os.environ.get(args.previous_keys_env, "").split(",")), 1):
+        if k:
+            keys[f"previous-{i}"] = k.encode("utf-8")
+    try:
+        text = sys.stdin.read() if str(args.input) == "-" else args.input.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CommandError(f"cannot read {args.input}: {exc}") from exc
+    records: list[tuple[int, Any]] = []
+    try:  # a single JSON object (possibly spread over lines) ...
+        whole = json.loads(text)
+        records = [(1, whole)] if isinstance(whole, dict) else []
+    except ValueError:
+        pass
+    if not records:  # ... or JSONL, one action per line
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append((lineno, json.loads(line)))
+                except ValueError as exc:
+                    records.append((lineno, exc))
+    if not records:
+        raise CommandError(f"no actions in {args.input}")
+    failed = 0
+    for lineno, obj in records:
+        where, key_name = f"line {lineno}", ""
+        if isinstance(obj, ValueError):
+            problems = [f"not JSON: {obj}"]
+        else:
+            problems = [f"schema: {e}" for e in schemas.errors("enforcement_action", obj)[:3]]
+            if isinstance(obj, dict):
+                where += f" action_id={obj.get('action_id')!r} account_id={obj.get('account_id')!r}"
+                try:
+                    key_name = signing.check(obj, keys)
+                except signing.SignatureError as exc:
+                    problems.append(str(exc))
+        if problems:
+            failed += 1
+            print(f"FAIL {where}: {'; '.join(problems)}")
+        else:
+            print(f"OK   {where} (key {key_name})")
+    print(f"{len(records) - failed} ok, {failed} failed", file=sys.stderr)
+    return EXIT_PROBLEM if failed else EXIT_OK
+
+
 def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise CommandError(f"'{name}' is not built yet ({issue}); nothing was done", EXIT_PROBLEM)
@@ -341,6 +435,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("config", help="show the effective settings (secrets masked)",
+                       description="Print every setting as the commands would see it, from DG_* environment "
+                                   "variables, flags and defaults, with where each value came from. Secrets "
+                                   "are shown as " + MASK + ".")
+    p.add_argument("action", choices=["show"])
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of aligned text")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "verify", help="check the schema and HMAC signature of enforcement actions",
+        description="Check EnforcementActions (JSONL, or one JSON object) against their schema and their "
+                    "signature: prints OK or FAIL with the reason per action. The key is read from the "
+                    "environment: the current key from --key-env, and, during a key rotation, earlier keys "
+                    "(comma separated) from --previous-keys-env. Exit 0: all ok; 1: any failed; 2: no key "
+                    "or unreadable input.")
+    p.add_argument("--input", "-i", required=True, type=Path, metavar="FILE",
+                   help="actions file (JSONL), or - for standard input")
+    p.add_argument("--key-env", default="DG_SIGNING_KEY", metavar="VAR",
+                   help="environment variable holding the current signing key (default DG_SIGNING_KEY)")
+    p.add_argument("--previous-keys-env", default="DG_SIGNING_KEYS_PREVIOUS", metavar="VAR",
+                   help="environment variable with earlier keys, comma separated "
+                        "(default DG_SIGNING_KEYS_PREVIOUS)")
+    p.set_defaults(func=cmd_verify)
     return parser
 
 

@@ -47,33 +47,12 @@ def _c(text: str, code: str, on: bool) -> str:
     return f"{code}{text}{RESET}" if on else text
 
 
-def _consumer_lag(settings: Settings, group: str, topic: str) -> int | None:
-    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap)
-    try:
-        offsets = admin.list_consumer_group_offsets(group)
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        ends = consumer.end_offsets(tps)
-        lag = 0
-        for tp in tps:
-            committed = offsets.get(tp)
-            lag += ends[tp] - (committed.offset if committed is not None and committed.offset >= 0 else 0)
-        return lag
-    except Exception:
-        return None
-    finally:
-        consumer.close()
-        admin.close()
-
-
 def run_demo(base: Settings, opts: DemoOptions) -> int:
     """Run the demo; returns the process exit code."""
     from kafka import KafkaConsumer
 
     from pipeline import codec, kafka_local, simulate, topics
+    from pipeline.lag import group_lag
     from pipeline.metrics import Evaluation
     from pipeline.produce import make_producer
 
@@ -142,7 +121,7 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
             now = time.monotonic()
             if got:
                 last_new = now
-            if caught_up_at is None and _consumer_lag(settings, settings.app_id, in_topic) == 0:
+            if caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic) == 0:
                 caught_up_at = now
             if caught_up_at is not None and now - last_new > 2 and now - caught_up_at > 2:
                 break

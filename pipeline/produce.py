@@ -36,9 +36,11 @@ def make_producer(settings: Settings, **extra: Any) -> Any:
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    from pipeline.kafka_config import kafka_python_config
+
     try:
         return KafkaProducer(
-            bootstrap_servers=[b.strip() for b in settings.bootstrap.split(",") if b.strip()],
+            **kafka_python_config(settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=20,

@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 def _default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "distillation-guard"
+
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 class Settings(BaseSettings):
@@ -26,6 +31,17 @@ class Settings(BaseSettings):
     partitions: int | None = Field(None, ge=1, description="override the manifest's partition count")
     replication_factor: int = Field(1, ge=1, description="replication factor for created topics")
 
+    # Kafka security (kafka_config.py turns these into client kwargs and Faust credentials)
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (needed with SASL_*)"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name (needed with SASL_*)")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (needed with SASL_*)")
+    ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers; default: system CAs")
+    ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    ssl_keyfile: Path | None = Field(None, description="private key (PEM) of the client certificate")
+
     # Worker
     app_id: str = Field("distillation-guard", description="Faust application id (consumer group)")
     store_dir: Path = Field(Path("var/store"), description="directory of the worker's RocksDB tables")
@@ -34,6 +50,7 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web port of the worker")
     max_message_bytes: int = Field(64 * 1024, ge=256, description="input events larger than this go to the DLQ")
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
 
     # Placeholder rule (issue 2 slice): requests per account per event-time minute
     rate_limit_per_minute: int = Field(120, ge=1, description="placeholder rule: requests/minute before an alert")
@@ -47,7 +64,27 @@ class Settings(BaseSettings):
 
     # Enforcement (policy arrives with the detection issue)
     signing_key: SecretStr | None = Field(None, description="HMAC key for enforcement actions")
+    signing_keys_previous: SecretStr | None = Field(
+        None, description="earlier HMAC keys, comma separated, still accepted by 'verify' during a key rotation"
+    )
     detector_version: str = Field("placeholder-rate-0.1", description="detector version stamped on alerts")
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Self:
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl:
+            missing = [f"DG_{n.upper()}" for n in ("sasl_mechanism", "sasl_username", "sasl_password")
+                       if getattr(self, n) in (None, "")]
+            if self.sasl_password is not None and not self.sasl_password.get_secret_value():
+                missing.append("DG_SASL_PASSWORD")
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(sorted(set(missing)))}")
+        elif self.sasl_mechanism or self.sasl_username or self.sasl_password:
+            raise ValueError(f"SASL settings are given but security_protocol is {self.security_protocol}: "
+                             "use SASL_PLAINTEXT or SASL_SSL, or drop the DG_SASL_* variables")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        return self
 
     def topic(self, name: str) -> str:
         """The full topic name for a manifest topic name, with the configured prefix."""

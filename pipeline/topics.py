@@ -38,7 +38,9 @@ def load_manifest() -> dict[str, dict[str, Any]]:
 def _admin(settings: Settings) -> Any:
     from kafka import KafkaAdminClient
 
-    return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=f"{settings.app_id}-topics")
+    from pipeline.kafka_config import kafka_python_config
+
+    return KafkaAdminClient(**kafka_python_config(settings), client_id=f"{settings.app_id}-topics")
 
 
 def create_topics(settings: Settings, names: list[str] | None = None) -> list[tuple[str, str]]:

@@ -1,0 +1,100 @@
+"""HMAC signatures of enforcement actions, so the enforcement service can check where an action came from.
+
+The signature is the lowercase hex HMAC-SHA256, under a shared key, of the canonical msgpack encoding
+(:func:`pipeline.codec.encode_canonical`: map keys sorted at every level) of every field of the action
+except ``signature`` itself. Unknown extra fields are covered too, so nothing can be added unnoticed.
+
+Key rotation: the contract has no key-id field, so a verifier cannot be told which key signed an action.
+Instead :func:`verify` takes several candidate keys (the current one and the previous ones) and accepts
+an action that any of them signed. To rotate: give verifiers the new key as current and the old one as
+previous (``DG_SIGNING_KEY`` / ``DG_SIGNING_KEYS_PREVIOUS``), then switch the worker to the new key, and
+drop the old key once no action signed with it can still arrive.
+
+>>> action = {"action_id": "a1", "account_id": "acct-1", "action": "throttle"}
+>>> action["signature"] = sign(action, b"k1")
+>>> verify(action, b"k1"), verify(action, {"current": b"k2", "previous": b"k1"}), verify(action, b"k2")
+(True, True, False)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from pipeline.codec import CodecError, encode_canonical
+
+__all__ = ["SIGNATURE_FIELD", "SignatureError", "check", "sign", "signing_payload", "verify"]
+
+SIGNATURE_FIELD = "signature"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+Keys = Mapping[str, bytes] | bytes
+
+
+class SignatureError(ValueError):
+    """An action whose signature is missing, malformed or made with none of the given keys."""
+
+
+def signing_payload(action: Mapping[str, Any]) -> bytes:
+    """The bytes that are signed: canonical msgpack of every field except ``signature``."""
+    try:
+        return encode_canonical({k: v for k, v in action.items() if k != SIGNATURE_FIELD})
+    except (CodecError, TypeError, ValueError) as exc:
+        raise SignatureError(f"cannot encode the action canonically: {exc}") from exc
+
+
+def _mac(payload: bytes, key: bytes) -> str:
+    if not key:
+        raise ValueError("an empty signing key is not a key")
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def sign(action: Mapping[str, Any], key: bytes) -> str:
+    """The hex HMAC-SHA256 signature of ``action`` under ``key`` (a ``signature`` field is ignored)."""
+    return _mac(signing_payload(action), key)
+
+
+def _named(keys: Keys) -> dict[str, bytes]:
+    if isinstance(keys, bytes | bytearray):
+        return {"key": bytes(keys)}
+    named = {name: bytes(k) for name, k in keys.items()}
+    if not named:
+        raise ValueError("no keys to verify with")
+    return named
+
+
+def check(action: Mapping[str, Any], keys: Keys) -> str:
+    """The name of the key that signed ``action`` (``"key"`` for a single key); raises
+    :class:`SignatureError` saying why when the signature is missing, malformed or matches no key.
+
+    Each comparison runs in constant time (:func:`hmac.compare_digest`), and every key is tried, so the
+    time taken does not depend on the signature's content.
+    """
+    named = _named(keys)
+    signature = action.get(SIGNATURE_FIELD)
+    if signature is None:
+        raise SignatureError("no signature field")
+    if not isinstance(signature, str) or not _HEX64.fullmatch(signature):
+        raise SignatureError("signature is not 64 lowercase hex characters")
+    payload = signing_payload(action)
+    matched: str | None = None
+    for name, key in named.items():
+        if hmac.compare_digest(_mac(payload, key), signature) and matched is None:
+            matched = name
+    if matched is None:
+        which = "the key" if len(named) == 1 else f"any of the {len(named)} keys"
+        raise SignatureError(f"signature does not match {which}: wrong key, or the action was altered")
+    return matched
+
+
+def verify(action: Mapping[str, Any], keys: Keys) -> bool:
+    """True if ``action`` carries a valid signature under ``keys``: one key, or several candidates by name
+    (e.g. ``{"current": k2, "previous": k1}`` during a rotation)."""
+    try:
+        check(action, keys)
+    except SignatureError:
+        return False
+    return True

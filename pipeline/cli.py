@@ -185,6 +185,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from pipeline.backtest import backtest_file
+    from pipeline.detection import DetectionConfig
     from pipeline.eventfile import EventFileError, file_format, read_labels
     from pipeline.metrics import Evaluation
 
@@ -234,7 +235,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             from pipeline.report import write_report
 
             meta = {"input": str(args.input), "labels": str(args.labels),
-                    "detector_version": settings.detector_version, "bad_records": counts.bad_records}
+                    "detector_version": DetectionConfig.from_settings(settings).detector_version,
+                    "bad_records": counts.bad_records}
             files = write_report(args.report, evaluation, m, meta)
             print(f"report: {files[-1]}")
     return EXIT_PROBLEM if counts.bad_records else EXIT_OK

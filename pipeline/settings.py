@@ -52,8 +52,15 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(64 * 1024, ge=256, description="input events larger than this go to the DLQ")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
 
-    # Placeholder rule (issue 2 slice): requests per account per event-time minute
-    rate_limit_per_minute: int = Field(120, ge=1, description="placeholder rule: requests/minute before an alert")
+    # Detection and policy (pipeline/detection/config.py documents every knob; these are the ones to tune)
+    enforce: bool = Field(False, description="enforce mode: actions are to be carried out (needs DG_SIGNING_KEY); "
+                          "default shadow: recorded, not carried out")
+    allowlist_accounts: str = Field("", description="account ids, comma separated, never acted on beyond review")
+    allowlist_orgs: str = Field("", description="org ids, comma separated, never acted on beyond review")
+    account_high: float = Field(0.6, gt=0, le=1, description="harvest-profile score for a high account alert")
+    account_critical: float = Field(0.8, gt=0, le=1, description="harvest-profile score for a critical account alert")
+    campaign_high: float = Field(0.3, gt=0, le=1, description="campaign score for a high campaign alert")
+    campaign_critical: float = Field(0.5, gt=0, le=1, description="campaign score for a critical campaign alert")
 
     # Local Kafka
     kafka_version: str = Field("3.9.1", description="Apache Kafka version for the local broker")
@@ -62,12 +69,11 @@ class Settings(BaseSettings):
     kafka_port: int = Field(9092, ge=1, le=65535, description="listener port of the local broker")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="controller port of the local broker")
 
-    # Enforcement (policy arrives with the detection issue)
+    # Enforcement
     signing_key: SecretStr | None = Field(None, description="HMAC key for enforcement actions")
     signing_keys_previous: SecretStr | None = Field(
         None, description="earlier HMAC keys, comma separated, still accepted by 'verify' during a key rotation"
     )
-    detector_version: str = Field("placeholder-rate-0.1", description="detector version stamped on alerts")
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:
@@ -84,7 +90,19 @@ class Settings(BaseSettings):
                              "use SASL_PLAINTEXT or SASL_SSL, or drop the DG_SASL_* variables")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        if self.enforce and (self.signing_key is None or not self.signing_key.get_secret_value()):
+            raise ValueError("enforce mode needs a signing key: set DG_SIGNING_KEY, or leave DG_ENFORCE off "
+                             "(shadow mode)")
         return self
+
+    @property
+    def input_partitions(self) -> int:
+        """Partitions of the input topic (and of everything co-partitioned with it)."""
+        if self.partitions is not None:
+            return self.partitions
+        from pipeline.topics import load_manifest
+
+        return int(load_manifest()["usage-events"]["partitions"])
 
     def topic(self, name: str) -> str:
         """The full topic name for a manifest topic name, with the configured prefix."""

@@ -1,16 +1,42 @@
-"""The detection engine: the one entry point the worker and the backtest both call, event by event."""
+"""The detection engine: three pure stages the worker runs as agents and the backtest runs in process.
+
+1. ``on_event`` (keyed by account): de-duplicate, update the account's behaviour state, and at each
+   window update score it (harvest profile, population model, change against its own past), hand the
+   account-level finding to the policy, and address a member summary to each of its link keys.
+2. ``on_link_update`` (keyed by link key): update the link group, judge it for campaign traits, and
+   name the members that behave like its core (findings), plus a campaign alert when it first fires
+   or grows.
+3. ``on_finding`` (keyed by account): the policy turns a finding into at most one alert and one action.
+
+State lives in the stores the engine is given (dicts in a backtest, Faust tables in the worker).
+"""
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from pipeline.detection.placeholder import RateRule
-from pipeline.models import UsageEvent
+from pipeline.detection.config import DAY_MS, DetectionConfig
+from pipeline.detection.features import D_N, AccountState
+from pipeline.detection.links import LinkGroup, judge
+from pipeline.detection.messages import CRITICAL, HIGH, LOW, MEDIUM, Finding, LinkUpdate, MemberSummary
+from pipeline.detection.partition import partition_for
+from pipeline.detection.policy import Policy, PolicyState
+from pipeline.detection.population import PopulationModels
+from pipeline.detection.scoring import (
+    harvest_components,
+    harvest_reasons,
+    harvest_score,
+    regularity,
+    shift_score,
+)
+from pipeline.models import UsageEvent, Verdict
+from pipeline.simhash import lsh_bands
 
 ALERTS = "anomaly-alerts"
 ACTIONS = "enforcement-actions"
+DEV_SIGNING_KEY = b"distillation-guard-development-key:not-for-enforcement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,29 +48,179 @@ class Output:
     value: dict[str, Any]
 
 
+class Store(Protocol):
+    def get(self, key: str, default: Any = None) -> Any: ...
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+@dataclass
+class EventResult:
+    outputs: list[Output]
+    links: list[LinkUpdate]
+    duplicate: bool = False
+
+
 class Engine:
-    """Turns usage events into alerts and actions. Pure: state lives in the mapping it is given.
+    """See the module docstring. ``accounts``/``links``/``policy`` map keys to state objects."""
 
-    ``state`` maps account id → serialised account state (bytes). The worker passes a Faust table,
-    the backtest a dict, so both run exactly this code.
-    """
-
-    def __init__(self, *, rate_limit_per_minute: int, detector_version: str,
-                 state: MutableMapping[str, bytes] | None = None) -> None:
-        self.rule = RateRule(rate_limit_per_minute, detector_version)
-        self.state: MutableMapping[str, bytes] = {} if state is None else state
+    def __init__(self, cfg: DetectionConfig, *, signing_key: bytes | None = None,
+                 accounts: Store | None = None, links: Store | None = None,
+                 policy: Store | None = None) -> None:
+        self.cfg = cfg
+        self.policy = Policy(cfg, signing_key or DEV_SIGNING_KEY)
+        self.accounts: Store = {} if accounts is None else accounts
+        self.links: Store = {} if links is None else links
+        self.policy_states: Store = {} if policy is None else policy
+        self.models = PopulationModels(cfg)
+        self._partition_cache: dict[str, int] = {}
 
     @classmethod
-    def from_config(cls, config: Any, state: MutableMapping[str, bytes] | None = None) -> Engine:
+    def from_config(cls, settings: Any, **stores: Any) -> Engine:
         """The engine the settings describe (worker and backtest both build it this way)."""
-        return cls(rate_limit_per_minute=config.rate_limit_per_minute,
-                   detector_version=config.detector_version, state=state)
+        key = getattr(settings, "signing_key", None)
+        return cls(DetectionConfig.from_settings(settings),
+                   signing_key=key.get_secret_value().encode("utf-8") if key is not None else None, **stores)
 
-    def process(self, event: UsageEvent) -> list[Output]:
-        """Apply one valid event; return the messages it causes (often none)."""
-        account = event["account_id"]
-        new_state, alert = self.rule.update(self.state.get(account), event)
-        self.state[account] = new_state
-        if alert is None:
-            return []
-        return [Output(ALERTS, account, dict(alert))]
+    # ------------------------------------------------------------------------------ stage 1: account
+
+    def on_event(self, ev: UsageEvent, partition: int, offset: int | None = None) -> EventResult:
+        acc = ev["account_id"]
+        st: AccountState | None = self.accounts.get(acc)
+        if st is None:
+            st = AccountState()
+        elif (offset is not None and offset <= st.applied_offset) or st.seen(ev["event_id"]):
+            return EventResult([], [], duplicate=True)
+        st.update(ev, self.cfg)
+        if offset is not None:
+            st.applied_offset = offset
+        outputs: list[Output] = []
+        links: list[LinkUpdate] = []
+        if st.n == 3 or st.n >= 2 * st.last_summary_n or ev["ts"] - st.last_summary_ts >= self.cfg.summary_interval_ms:
+            st.last_summary_ts, st.last_summary_n = ev["ts"], st.n
+            finding = self._account_finding(st, ev, partition)
+            if finding is not None:
+                outputs += self.on_finding(finding)
+            if self.cfg.link_detection:
+                links = self._link_updates(st, ev)
+        self.accounts[acc] = st
+        return EventResult(outputs, links)
+
+    def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int) -> Finding | None:
+        p = st.profile()
+        hs = harvest_score(p)
+        pop = self.models.score(st.tier or "unknown", partition, p)
+        shift, shift_reasons = shift_score(p)
+        enough = st.day[D_N] >= self.cfg.account_min_events
+        cfg = self.cfg
+        if enough and hs >= cfg.account_critical:
+            sev = CRITICAL
+        elif enough and hs >= cfg.account_high:
+            sev = HIGH
+        elif hs >= cfg.account_medium or (pop.anomalous and hs >= 0.2):
+            sev = MEDIUM
+        elif shift >= 0.5 or (pop.anomalous and hs >= 0.1):
+            sev = LOW
+        else:
+            return None
+        reasons = harvest_reasons(p) if sev >= MEDIUM else []
+        if pop.anomalous:
+            reasons.append({"code": "population_outlier",
+                            "detail": f"unusual among {st.tier or 'unknown'}-tier accounts (score above the "
+                                      f"segment's {100 * cfg.population_quantile:g}th percentile)",
+                            "value": round(pop.score, 4),
+                            "baseline": None if pop.threshold is None else round(pop.threshold, 4)})
+        reasons += shift_reasons
+        if not reasons:
+            c = harvest_components(p)
+            reasons.append({"code": "harvest_profile", "detail": "mix of elicitation, templating and volume",
+                            "value": round(hs, 4), "baseline": None})
+            del c
+        score = max(hs, 0.5 * shift, 0.3 if pop.anomalous else 0.0)
+        return Finding(ev["account_id"], ev["ts"], "account_behaviour", sev, round(score, 4), tuple(reasons),
+                       window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
+                       window_events=int(round(p["events_day"])), org=st.org)
+
+    def _link_updates(self, st: AccountState, ev: UsageEvent) -> list[LinkUpdate]:
+        p = st.profile()
+        s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
+                          round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
+                          round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,
+                          round(regularity(p["interarrival_log_std"]), 4))
+        updates: list[LinkUpdate] = []
+        if st.payment:
+            updates.append(LinkUpdate(f"pay:{st.payment}", s))
+        if st.client:
+            updates.append(LinkUpdate(f"cli:{st.client}", s))
+        bands: dict[int, int] = {}
+        for h in st.templates(self.cfg.template_link_min_hits):
+            for b in lsh_bands(h, self.cfg.template_bands):
+                bands.setdefault(b, h)
+        updates += [LinkUpdate(f"tpl:{b >> 64}:{b & 0xFFFFFFFFFFFFFFFF:x}", s, h) for b, h in sorted(bands.items())]
+        return updates
+
+    # ------------------------------------------------------------------------------ stage 2: link key
+
+    def on_link_update(self, upd: LinkUpdate, offset: int | None = None) -> tuple[list[Output], list[Finding]]:
+        g: LinkGroup | None = self.links.get(upd.key)
+        if g is None:
+            g = LinkGroup(upd.key)
+        elif offset is not None and offset <= g.applied_offset:
+            return [], []  # a redelivery: already applied
+        if offset is not None:
+            g.applied_offset = offset
+        if not g.add(upd.summary, self.cfg, upd.template):
+            self.links[upd.key] = g
+            return [], []
+        findings, campaign = judge(g, self.cfg)
+        self.links[upd.key] = g
+        outputs: list[Output] = []
+        if campaign is not None:
+            cid = g.campaign_id
+            outputs.append(Output(ALERTS, cid, dict(self.policy.campaign_alert(cid, g.now, campaign))))
+        return outputs, findings
+
+    # ------------------------------------------------------------------------------ stage 3: policy
+
+    def on_finding(self, f: Finding) -> list[Output]:
+        ps: PolicyState | None = self.policy_states.get(f.account)
+        if ps is None:
+            ps = PolicyState()
+        alert, action = self.policy.decide(f, ps)
+        self.policy_states[f.account] = ps
+        out: list[Output] = []
+        if alert is not None:
+            out.append(Output(ALERTS, f.account, dict(alert)))
+        if action is not None:
+            out.append(Output(ACTIONS, f.account, dict(action)))
+        return out
+
+    def on_verdict(self, v: Verdict) -> None:
+        ps: PolicyState | None = self.policy_states.get(v["account_id"])
+        if ps is None:
+            ps = PolicyState()
+        ps.verdict = v["verdict"]
+        self.policy_states[v["account_id"]] = ps
+
+    # ------------------------------------------------------------------------------ in process
+
+    def partition(self, account: str) -> int:
+        p = self._partition_cache.get(account)
+        if p is None:
+            p = self._partition_cache[account] = partition_for(account, self.cfg.partitions)
+        return p
+
+    def process(self, ev: UsageEvent) -> list[Output]:
+        """All three stages for one event, in process (backtests): what the worker does via topics."""
+        res = self.on_event(ev, self.partition(ev["account_id"]))
+        outputs = res.outputs
+        for upd in res.links:
+            outs, findings = self.on_link_update(upd)
+            outputs += outs
+            for f in findings:
+                outputs += self.on_finding(f)
+        return outputs
+
+
+def account_state_size(states: MutableMapping[str, AccountState]) -> int:
+    """Total serialised bytes of the given account states (for measuring state size)."""
+    return sum(len(s.to_bytes()) for s in states.values())

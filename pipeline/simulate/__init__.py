@@ -88,6 +88,7 @@ def generate(scenario: str, seed: int, scale: float = 1.0) -> Simulation:
         "new_model_release_ts": world.release_ts,
         "populations": populations,
         "campaigns": campaigns,
+        "account_population": {world.labels[i]["account_id"]: world.label_population[i] for i in active.tolist()},
         "max_lateness_ms": MAX_LATENESS_MS,
     }
     return Simulation(events=events, labels=labels, info=info)

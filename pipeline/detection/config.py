@@ -1,0 +1,89 @@
+"""Detection settings: the tunables of features, scoring and policy, as one frozen value.
+
+The worker and the backtest both build it from ``Settings`` (``DetectionConfig.from_settings``), so they
+run with the same numbers. Every default here is documented where it is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+
+
+@dataclass(frozen=True, slots=True)
+class DetectionConfig:
+    # --- account features
+    template_radius: int = 10
+    """Hamming distance (bits of 64) within which a prompt SimHash counts as a repeat of a template."""
+    template_slots: int = 16
+    """Template representatives kept per account (space-saving sketch)."""
+    long_output_tokens: int = 2000
+    """An output at least this long counts as a long output."""
+    summary_interval_ms: int = 30 * 60_000
+    """An active account re-summarises its window (model scoring, link updates) at most this often."""
+
+    # --- population model (river HalfSpaceTrees per tier segment)
+    population_seed: int = 7
+    population_warmup: int = 200
+    """Window summaries a segment must see before its scores are trusted."""
+    population_quantile: float = 0.995
+    """Calibrated threshold: a summary is anomalous when its score exceeds this running quantile."""
+
+    # --- account-level decision thresholds on the harvest profile score (0..1)
+    account_medium: float = 0.35
+    account_high: float = 0.6
+    account_critical: float = 0.8
+    account_min_events: int = 30
+    """Fewer events than this in an account's day window give it no account-level high/critical."""
+
+    # --- linked accounts
+    link_detection: bool = True
+    """Off: account-level scoring alone (the ablation of the detection table)."""
+    link_member_cap: int = 512
+    """Members kept in detail per link key; more are counted, not stored (bounded state)."""
+    link_min_members: int = 5
+    """Members with enough events a link group needs before it can be called a campaign."""
+    link_member_min_events: int = 3
+    campaign_high: float = 0.3
+    campaign_critical: float = 0.5
+    member_similarity: float = 0.6
+    """How closely (0..1) a member must match the campaign core's profile to be named."""
+    template_bands: int = 4
+    template_link_min_hits: float = 2.0
+    """A template seen this often in one account is announced to its LSH buckets."""
+
+    # --- policy
+    episode_ms: int = 7 * DAY_MS
+    """Quiet time after which an account's next finding opens a new alert episode."""
+    shadow: bool = True
+    detector_version: str = "dg-detect-1.0"
+    policy_version: str = "dg-policy-1.0"
+    action_ttl_ms: int = 7 * DAY_MS
+    allowlist_accounts: frozenset[str] = field(default_factory=frozenset)
+    allowlist_orgs: frozenset[str] = field(default_factory=frozenset)
+
+    # --- partitioning (so per-partition models give the same answers in a backtest as in the worker)
+    partitions: int = 4
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DetectionConfig:
+        """Take every field that ``settings`` has under the same name (the rest keep their defaults);
+        ``shadow`` is ``not settings.enforce``, ``partitions`` the input topic's, allow-lists are
+        comma-separated strings."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "partitions":
+                v = getattr(settings, "input_partitions", None)
+            else:
+                v = getattr(settings, f.name, None)
+            if v is None:
+                continue
+            if f.name.startswith("allowlist_") and isinstance(v, str):
+                v = frozenset(x.strip() for x in v.split(",") if x.strip())
+            values[f.name] = v
+        if hasattr(settings, "enforce"):
+            values["shadow"] = not settings.enforce
+        return cls(**values)

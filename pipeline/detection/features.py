@@ -1,0 +1,272 @@
+"""Per-account behaviour state: small decayed counters on two time scales, updated in event time.
+
+Everything an account needs fits in a few hundred bytes (``AccountState.to_bytes``): exponentially
+decayed counts with a one-hour and a one-day half-life, a rolling 24-hour activity bitmap, an EWMA of
+inter-arrival times, and a space-saving sketch of prompt templates (SimHash representatives). Nothing
+here reads the clock: time is the events' ``ts``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from typing import Any
+
+import msgpack
+
+from pipeline.detection.config import DAY_MS, HOUR_MS, DetectionConfig
+from pipeline.models import UsageEvent
+
+CAPABILITIES = ("coding", "math", "reasoning", "agentic", "chat", "writing", "analysis", "vision",
+                "translation", "other")
+_CAP_INDEX = {c: i for i, c in enumerate(CAPABILITIES)}
+AGENTIC = frozenset({"agentic", "coding"})
+
+# day-scale counters
+D_N, D_OUT_K, D_IN_K, D_LONG, D_REASON, D_AGENT_TOOLS, D_TPL_HIT, D_ERR, D_RATE, D_REFUSED, D_TURNS, D_TOOLS = range(12)
+D_CAP0 = 12
+N_DAY = D_CAP0 + len(CAPABILITIES)
+# hour-scale counters
+H_N, H_REASON, H_TPL_HIT, H_NEW_MODEL = range(4)
+N_HOUR = 4
+
+LN2 = math.log(2.0)
+STATE_VERSION = 1
+MAX_MODELS = 3
+RECENT_IDS = 8
+
+
+def _decay(dt_ms: int, half_life_ms: int) -> float:
+    return math.exp(-LN2 * dt_ms / half_life_ms) if dt_ms > 0 else 1.0
+
+
+def roll_mask(mask: int, from_hour: int, to_hour: int) -> int:
+    """Advance a rolling 24-hour activity bitmap (bit = hour of day) from one absolute hour to a later one.
+
+    >>> bin(roll_mask(0b111, 2, 3))   # hour 3 of the day was 24 h ago: its bit is cleared
+    '0b111'
+    >>> roll_mask(0xFFFFFF, 0, 24)    # a whole day later nothing of the old day is left
+    0
+    """
+    gap = to_hour - from_hour
+    if gap <= 0:
+        return mask
+    if gap >= 24:
+        return 0
+    for h in range(from_hour + 1, to_hour + 1):
+        mask &= ~(1 << (h % 24))
+    return mask
+
+
+class AccountState:
+    """The behaviour of one account, as running statistics. See the module docstring."""
+
+    __slots__ = (
+        "n", "first_ts", "last_ts", "day", "hour", "mask", "mask_hour", "ia_mean", "ia_var",
+        "tpl", "models", "tier", "org", "payment", "client", "last_summary_ts", "last_summary_n",
+        "recent_ids", "applied_offset",
+    )
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.first_ts = 0
+        self.last_ts = 0
+        self.day = [0.0] * N_DAY
+        self.hour = [0.0] * N_HOUR
+        self.mask = 0
+        self.mask_hour = 0
+        self.ia_mean = 0.0  # EWMA of log10(inter-arrival seconds)
+        self.ia_var = 0.0
+        self.tpl: list[list[float]] = []  # [simhash int, decayed hit count]
+        self.models: list[list[Any]] = []  # [model id, day count, hour count]
+        self.tier: str | None = None
+        self.org: str | None = None
+        self.payment: str | None = None
+        self.client: str | None = None
+        self.last_summary_ts = 0
+        self.last_summary_n = 0
+        self.recent_ids: list[int] = []
+        self.applied_offset = -1
+
+    # ------------------------------------------------------------------------------------ update
+
+    def seen(self, event_id: str) -> bool:
+        """Whether this event id is among the account's recent ones (a redelivered duplicate)."""
+        return _id_hash(event_id) in self.recent_ids
+
+    def update(self, ev: UsageEvent, cfg: DetectionConfig) -> None:
+        """Apply one event (already de-duplicated) to the state."""
+        ts = ev["ts"]
+        if self.n == 0:
+            self.first_ts = ts
+            self.last_ts = ts
+            self.mask_hour = ts // HOUR_MS
+        dt = ts - self.last_ts
+        if dt > 0:
+            fd, fh = _decay(dt, DAY_MS), _decay(dt, HOUR_MS)
+            day, hour = self.day, self.hour
+            for i in range(N_DAY):
+                day[i] *= fd
+            for i in range(N_HOUR):
+                hour[i] *= fh
+            for slot in self.tpl:
+                slot[1] *= fd
+            for m in self.models:
+                m[1] *= fd
+                m[2] *= fh
+            gap_s = max(dt / 1000.0, 0.05)
+            x = math.log10(gap_s)
+            if self.n == 1:
+                self.ia_mean = x
+            else:
+                d = x - self.ia_mean
+                self.ia_mean += 0.05 * d
+                self.ia_var = 0.95 * (self.ia_var + 0.05 * d * d)
+            self.last_ts = ts
+        h_abs = ts // HOUR_MS
+        if h_abs > self.mask_hour:
+            self.mask = roll_mask(self.mask, self.mask_hour, h_abs)
+            self.mask_hour = h_abs
+        self.mask |= 1 << (h_abs % 24)
+
+        day, hour = self.day, self.hour
+        self.n += 1
+        day[D_N] += 1.0
+        hour[H_N] += 1.0
+        out_t = ev["output_tokens"]
+        day[D_OUT_K] += out_t / 1000.0
+        day[D_IN_K] += ev["input_tokens"] / 1000.0
+        if out_t >= cfg.long_output_tokens:
+            day[D_LONG] += 1.0
+        if ev["reasoning_requested"]:
+            day[D_REASON] += 1.0
+            hour[H_REASON] += 1.0
+        cap = ev["capability"]
+        n_tools = ev["n_tools"] or 0
+        if cap in AGENTIC and n_tools > 0:
+            day[D_AGENT_TOOLS] += 1.0
+        if cap is not None:
+            day[D_CAP0 + _CAP_INDEX[cap]] += 1.0
+        day[D_TOOLS] += min(n_tools, 100)
+        day[D_TURNS] += min(ev["n_turns"] or 1, 200)
+        status = ev["status"]
+        if status != "ok":
+            day[D_ERR if status == "error" else D_RATE if status == "rate_limited" else D_REFUSED] += 1.0
+        if ev["prompt_simhash"] is not None and self._template_hit(int(ev["prompt_simhash"], 16), cfg):
+            day[D_TPL_HIT] += 1.0
+            hour[H_TPL_HIT] += 1.0
+        self._model(ev["model"])
+        if ev["account_tier"] is not None:
+            self.tier = ev["account_tier"]
+        if ev["org_id"] is not None:
+            self.org = ev["org_id"]
+        if ev["payment_fingerprint"] is not None:
+            self.payment = ev["payment_fingerprint"]
+        if ev["client_fingerprint"] is not None:
+            self.client = ev["client_fingerprint"]
+        ids = self.recent_ids
+        ids.append(_id_hash(ev["event_id"]))
+        if len(ids) > RECENT_IDS:
+            del ids[0]
+
+    def _template_hit(self, h: int, cfg: DetectionConfig) -> bool:
+        radius = cfg.template_radius
+        for slot in self.tpl:
+            if (int(slot[0]) ^ h).bit_count() <= radius:
+                slot[1] += 1.0
+                return True
+        if len(self.tpl) < cfg.template_slots:
+            self.tpl.append([h, 1.0])
+        else:  # space-saving: the weakest representative gives way, its count inherited
+            weakest = min(range(len(self.tpl)), key=lambda i: self.tpl[i][1])
+            self.tpl[weakest] = [h, self.tpl[weakest][1] + 1.0]
+        return False
+
+    def _model(self, model: str) -> None:
+        models = self.models
+        for m in models:
+            if m[0] == model:
+                m[1] += 1.0
+                m[2] += 1.0
+                break
+        else:
+            if len(models) >= MAX_MODELS:
+                models.remove(min(models, key=lambda m: m[1]))
+            models.append([model, 1.0, 1.0])
+        dominant = max(models, key=lambda m: m[1] - m[2])  # dominant before this hour
+        self.hour[H_NEW_MODEL] = sum(m[2] for m in models if m is not dominant)
+
+    # ------------------------------------------------------------------------------------ features
+
+    def profile(self) -> dict[str, float]:
+        """The window's behaviour as shares and rates (all finite; shares in 0..1)."""
+        day, hour = self.day, self.hour
+        n = max(day[D_N], 1e-9)
+        nh = max(hour[H_N], 1e-9)
+        caps = day[D_CAP0:N_DAY]
+        total_caps = sum(caps)
+        if total_caps > 0:
+            probs = [c / total_caps for c in caps if c > 0]
+            entropy = -sum(p * math.log2(p) for p in probs) / math.log2(len(CAPABILITIES))
+            top_share = max(caps) / total_caps
+        else:
+            entropy, top_share = 1.0, 0.0
+        return {
+            "events_day": day[D_N] * LN2,  # decayed count → events per day (half-life one day)
+            "events_hour": hour[H_N] * LN2 * 24.0,  # hour scale, as a per-day rate
+            "reasoning_share": min(day[D_REASON] / n, 1.0),
+            "agentic_tools_share": min(day[D_AGENT_TOOLS] / n, 1.0),
+            "template_share": min(day[D_TPL_HIT] / n, 1.0),
+            "long_output_share": min(day[D_LONG] / n, 1.0),
+            "out_in_ratio": day[D_OUT_K] / max(day[D_IN_K], 1e-3),
+            "output_k_per_req": day[D_OUT_K] / n,
+            "capability_entropy": entropy,
+            "capability_top_share": top_share,
+            "error_share": min(day[D_ERR] / n, 1.0),
+            "rate_limited_share": min(day[D_RATE] / n, 1.0),
+            "refused_share": min(day[D_REFUSED] / n, 1.0),
+            "tools_per_req": day[D_TOOLS] / n,
+            "turns_per_req": day[D_TURNS] / n,
+            "active_hours": float(self.mask.bit_count()),
+            "age_hours": (self.last_ts - self.first_ts) / HOUR_MS + 1.0,
+            "interarrival_log_std": math.sqrt(max(self.ia_var, 0.0)),
+            "reasoning_share_hour": min(hour[H_REASON] / nh, 1.0),
+            "template_share_hour": min(hour[H_TPL_HIT] / nh, 1.0),
+            "new_model_share_hour": min(hour[H_NEW_MODEL] / nh, 1.0),
+            "templates": float(sum(1 for s in self.tpl if s[1] >= 3.0)),
+        }
+
+    def templates(self, min_hits: float) -> list[int]:
+        """SimHashes of the account's established templates (representatives seen at least ``min_hits``)."""
+        return [int(s[0]) for s in self.tpl if s[1] >= min_hits]
+
+    def mask_at(self, hour_abs: int) -> int:
+        """The 24-hour activity bitmap as seen at a later absolute hour."""
+        return roll_mask(self.mask, self.mask_hour, hour_abs)
+
+    # ------------------------------------------------------------------------------------ codec
+
+    def to_bytes(self) -> bytes:
+        """Compact msgpack encoding; doubles, so a restored state continues exactly as the original."""
+        return msgpack.packb(
+            [STATE_VERSION, self.n, self.first_ts, self.last_ts, self.day, self.hour, self.mask,
+             self.mask_hour, self.ia_mean, self.ia_var, self.tpl, self.models, self.tier, self.org,
+             self.payment, self.client, self.last_summary_ts, self.last_summary_n, self.recent_ids,
+             self.applied_offset],
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> AccountState:
+        v = msgpack.unpackb(raw, strict_map_key=True)
+        if v[0] != STATE_VERSION:
+            raise ValueError(f"account state version {v[0]} is not {STATE_VERSION}")
+        s = cls()
+        (_, s.n, s.first_ts, s.last_ts, s.day, s.hour, s.mask, s.mask_hour, s.ia_mean, s.ia_var, s.tpl,
+         s.models, s.tier, s.org, s.payment, s.client, s.last_summary_ts, s.last_summary_n, s.recent_ids,
+         s.applied_offset) = v
+        return s
+
+
+def _id_hash(event_id: str) -> int:
+    # 32 bits are enough to recognise a redelivery among the last few events of one account
+    return zlib.crc32(event_id.encode("utf-8"))

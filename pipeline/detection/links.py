@@ -1,0 +1,195 @@
+"""Linked accounts: per link key, a bounded group of member summaries judged for campaign traits.
+
+Strong links (a payment fingerprint, a client fingerprint, a prompt template's LSH bucket) put accounts
+in one group. A group is a campaign when its members *together* look like harvesting: the traffic asks
+for reasoning or agentic transcripts, it is templated, it runs round the clock across members, it is
+spread over many accounts, evenly, and members go quiet as others take over. A group whose members
+all belong to one organisation has its coordination explained (a company shares a card) and counts
+half. Only members whose own profile matches the group's core are named, so an honest account that
+shares a fingerprint with a campaign is not swept up. Groups keep at most ``link_member_cap`` members.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import msgpack
+
+from pipeline.detection.config import HOUR_MS, DetectionConfig
+from pipeline.detection.features import roll_mask
+from pipeline.detection.ids import stable_id
+from pipeline.detection.messages import CRITICAL, HIGH, Finding, MemberSummary
+from pipeline.models import Reason
+
+QUIET_MS = 6 * HOUR_MS
+TEMPLATE_MATCH_BITS = 14
+"""Two SimHashes this close are one template family; unrelated prompts differ in ~32 bits (P(≤14) ≈ 1e-6)."""
+INSTITUTIONAL_TIERS = frozenset({"enterprise", "education", "research"})
+"""Tiers whose accounts are vetted institutions: sharing a card or a template among them is expected."""
+KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
+
+
+def _clip(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+
+
+class LinkGroup:
+    """State of one link key. ``members``: account → [ts, n, events_day, elicitation, templating, mask,
+    mask_hour, first_ts, org, flagged, tier, regularity]."""
+
+    __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
+                 "applied_offset")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.members: dict[str, list[Any]] = {}
+        self.n_seen = 0
+        self.updates = 0
+        self.now = 0
+        self.detected_ts: int | None = None
+        self.alerted_n = 0
+        self.alerted_sev = 0
+        self.ref: int | None = None  # template buckets: the first template, candidates are checked against it
+        self.applied_offset = -1  # in the worker: the last link-updates offset applied (redeliveries skip)
+
+    def to_bytes(self) -> bytes:
+        return msgpack.packb([1, self.key, self.members, self.n_seen, self.updates, self.now,
+                              self.detected_ts, self.alerted_n, self.alerted_sev, self.ref, self.applied_offset])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> LinkGroup:
+        v = msgpack.unpackb(raw, strict_map_key=True)
+        g = cls(v[1])
+        (_, _, g.members, g.n_seen, g.updates, g.now, g.detected_ts, g.alerted_n, g.alerted_sev, g.ref,
+         g.applied_offset) = v
+        return g
+
+    @property
+    def campaign_id(self) -> str:
+        return stable_id("camp", self.key)
+
+    def add(self, s: MemberSummary, cfg: DetectionConfig, template: int | None = None) -> bool:
+        """Take a member's summary; False when a template candidate is not a true near-duplicate."""
+        if template is not None:
+            if self.ref is None:
+                self.ref = template
+            elif (self.ref ^ template).bit_count() > TEMPLATE_MATCH_BITS:
+                return False
+        m = self.members.get(s.account)
+        flagged = False
+        if m is None:
+            self.n_seen += 1
+            if len(self.members) >= cfg.link_member_cap:
+                oldest = min(self.members, key=lambda a: (self.members[a][0], a))
+                del self.members[oldest]
+        else:
+            flagged = m[9]
+        self.members[s.account] = [s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour,
+                                   s.first_ts, s.org, flagged, s.tier, s.regularity]
+        self.updates += 1
+        if s.ts > self.now:
+            self.now = s.ts
+        return True
+
+
+def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
+    """The group's campaign score (0..1) and its components."""
+    if len(g.members) < cfg.link_min_members:
+        return 0.0, {"members": float(len(g.members))}
+    active = [m for m in g.members.values() if m[1] >= cfg.link_member_min_events]
+    k = len(active)
+    if k < cfg.link_min_members:
+        return 0.0, {"members": float(k)}
+    weights = [min(m[1], 200) for m in active]
+    wsum = float(sum(weights))
+    elicit = sum(w * m[3] for w, m in zip(weights, active, strict=True)) / wsum
+    # a template bucket is itself cross-account repetition; other links rely on the members' own
+    templ = 1.0 if g.ref is not None else sum(w * m[4] for w, m in zip(weights, active, strict=True)) / wsum
+    regular = sum(w * m[11] for w, m in zip(weights, active, strict=True)) / wsum
+    hour_now = g.now // HOUR_MS
+    mask = 0
+    born = g.now
+    for m in active:
+        mask |= roll_mask(m[5], m[6], hour_now)
+        born = min(born, m[7])
+    age_hours = (g.now - born) / HOUR_MS + 1.0
+    clock = _clip(mask.bit_count() / max(6.0, min(24.0, age_hours)))
+    breadth = _clip((k - 2.0) / 13.0)
+    counts = [m[1] for m in active]
+    mean = sum(counts) / k
+    cv = math.sqrt(sum((c - mean) ** 2 for c in counts) / k) / mean if mean > 0 else 1.0
+    even = 1.0 - _clip(cv)
+    churn = sum(1 for m in active if g.now - m[0] > QUIET_MS) / k
+    orgs = Counter(m[8] for m in active)
+    top_org, top_n = orgs.most_common(1)[0]
+    institutional = sum(1 for m in active if m[10] in INSTITUTIONAL_TIERS)
+    explained = (top_org is not None and top_n / k >= 0.8) or institutional / k >= 0.8
+    coordination = 0.35 * breadth + 0.25 * clock + 0.15 * regular + 0.1 * even + 0.15 * churn
+    score = elicit * templ * coordination * (0.5 if explained else 1.0)
+    return score, {"members": float(k), "elicitation": elicit, "templating": templ, "round_the_clock": clock,
+                   "regularity": regular,
+                   "breadth": breadth, "evenness": even, "churn": churn, "org_explained": float(explained)}
+
+
+def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, Any] | None]:
+    """Findings for members newly named by a campaign group, and a campaign summary when it should alert."""
+    if g.updates % max(1, len(g.members) // 32) != 0:
+        return [], None  # large groups are re-judged every few updates: bounded work per update
+    score, comp = evaluate(g, cfg)
+    sev = CRITICAL if score >= cfg.campaign_critical else HIGH if score >= cfg.campaign_high else 0
+    if not sev:
+        return [], None
+    if g.detected_ts is None:
+        g.detected_ts = g.now
+    kind_word = KINDS.get(g.key.split(":", 1)[0], "link")
+    reasons = _campaign_reasons(comp, kind_word)
+    findings: list[Finding] = []
+    for acc in sorted(g.members):
+        m = g.members[acc]
+        if m[9] or m[1] < cfg.link_member_min_events or m[3] < 0.5:
+            continue
+        similarity = 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
+        if similarity < cfg.member_similarity:
+            continue
+        m[9] = True
+        member_reason: Reason = {
+            "code": "campaign_member",
+            "detail": f"shares a {kind_word} with {int(comp['members']) - 1} other accounts that together "
+                      f"harvest model outputs; behaves like the group's core ({100 * similarity:.0f}% alike)",
+            "value": round(similarity, 4), "baseline": cfg.member_similarity,
+        }
+        findings.append(Finding(acc, g.now, "coordinated_campaign", sev, round(score, 4),
+                                (member_reason, *reasons), g.campaign_id, (), m[7], m[1], m[8]))
+    flagged = sorted(a for a, m in g.members.items() if m[9])
+    campaign = None
+    if flagged and (sev > g.alerted_sev or len(flagged) >= 2 * max(g.alerted_n, 1)):
+        g.alerted_sev = max(g.alerted_sev, sev)
+        g.alerted_n = len(flagged)
+        campaign = {"severity": sev, "score": round(score, 4), "reasons": reasons, "related": flagged[:1000],
+                    "window_start_ts": min(g.members[a][7] for a in flagged), "members": int(comp["members"])}
+    return findings, campaign
+
+
+def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
+    def r(code: str, detail: str, value: float, baseline: float | None = None) -> Reason:
+        return {"code": code, "detail": detail, "value": round(value, 4),
+                "baseline": None if baseline is None else round(baseline, 4)}
+
+    out = [r("linked_accounts", f"{c['members']:.0f} active accounts share one {kind_word}", c["members"])]
+    out.append(r("group_elicitation", f"{100 * c['elicitation']:.0f}% of the group's traffic elicits reasoning "
+                 "or agentic transcripts", c["elicitation"]))
+    out.append(r("group_templating", f"{100 * c['templating']:.0f}% of the group's prompts are templated",
+                 c["templating"]))
+    if c["round_the_clock"] >= 0.5:
+        out.append(r("group_round_the_clock", "the group's accounts together cover the clock", c["round_the_clock"]))
+    if c["regularity"] >= 0.5:
+        out.append(r("scripted_timing", "members send at a machine's steady pace", c["regularity"]))
+    if c["churn"] >= 0.3:
+        out.append(r("member_churn", f"{100 * c['churn']:.0f}% of members went quiet while others carry on",
+                     c["churn"]))
+    if c["org_explained"]:
+        out.append(r("one_organisation", "the members belong to one organisation or institution (counts half)",
+                     1.0))
+    return out

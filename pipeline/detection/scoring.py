@@ -1,0 +1,96 @@
+"""Account-level scores: how much an account's window looks like output harvesting, and how much it
+changed against its own past. Pure functions of a profile (``AccountState.profile``)."""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.models import Reason
+
+
+def _clip(x: float) -> float:
+    return 0.0 if x < 0.0 else 1.0 if x > 1.0 else x
+
+
+def regularity(interarrival_log_std: float) -> float:
+    """1 for a metronome, 0 for human burstiness (std of log10 inter-arrival seconds ≥ 0.6)."""
+    return 1.0 - _clip(interarrival_log_std / 0.6)
+
+
+def harvest_components(p: dict[str, float]) -> dict[str, float]:
+    """The evidence terms, each in [0, 1]."""
+    return {
+        # what a distiller wants: reasoning traces, or agentic/tool-use transcripts
+        "elicitation": max(p["reasoning_share"], p["agentic_tools_share"]),
+        # the same prompt skeleton over and over (near-duplicate SimHashes)
+        "templating": p["template_share"],
+        # a machine works round the clock: hours active out of the last 24 (or of the account's life,
+        # when it is younger, but never less than six)
+        "round_the_clock": _clip(p["active_hours"] / max(6.0, min(24.0, p["age_hours"]))),
+        # a script keeps its pace: inter-arrival times that hardly vary
+        "regularity": regularity(p["interarrival_log_std"]),
+        # volume: 50 requests a day counts as nothing, 5,000 as all
+        "volume": _clip(math.log10(max(p["events_day"], 1.0) / 50.0) / 2.0),
+        "long_outputs": p["long_output_share"],
+    }
+
+
+def harvest_score(p: dict[str, float]) -> float:
+    """0..1: elicitation × templating × (round the clock, volume, long outputs).
+
+    A single component cannot make the score: a heavy enterprise batch job has no elicitation, a
+    reasoning-heavy student has no round-the-clock volume.
+    """
+    c = harvest_components(p)
+    return c["elicitation"] * c["templating"] * (0.3 * c["round_the_clock"] + 0.3 * c["volume"]
+                                                 + 0.2 * c["long_outputs"] + 0.2 * c["regularity"])
+
+
+def shift_score(p: dict[str, float]) -> tuple[float, list[Reason]]:
+    """Change against the account's own day: the last hour's rate, reasoning share and model mix."""
+    reasons: list[Reason] = []
+    rate_ratio = p["events_hour"] / max(p["events_day"], 1.0)
+    score = 0.0
+    if p["events_hour"] >= 240 and rate_ratio >= 4.0:
+        score = max(score, _clip((rate_ratio - 4.0) / 8.0 + 0.5))
+        reasons.append(_reason("volume_jump", f"the last hour ran at {p['events_hour']:.0f} requests/day, "
+                               f"{rate_ratio:.1f}x the account's daily rate", p["events_hour"], p["events_day"]))
+    if p["reasoning_share_hour"] - p["reasoning_share"] >= 0.5:
+        score = max(score, 0.5)
+        reasons.append(_reason("reasoning_jump", "reasoning requests jumped in the last hour",
+                               p["reasoning_share_hour"], p["reasoning_share"]))
+    if p["new_model_share_hour"] >= 0.5:
+        score = max(score, 0.3)
+        reasons.append(_reason("model_shift", "most of the last hour went to a model the account did not "
+                               "use before", p["new_model_share_hour"], None))
+    return score, reasons
+
+
+def harvest_reasons(p: dict[str, float]) -> list[Reason]:
+    """Reasons a reviewer can act on, strongest first."""
+    c = harvest_components(p)
+    out: list[Reason] = []
+    if c["elicitation"] >= 0.5:
+        if p["reasoning_share"] >= p["agentic_tools_share"]:
+            out.append(_reason("reasoning_elicitation", f"{100 * p['reasoning_share']:.0f}% of requests ask for "
+                               "reasoning traces", p["reasoning_share"], None))
+        else:
+            out.append(_reason("agentic_harvest", f"{100 * p['agentic_tools_share']:.0f}% of requests are "
+                               "agentic or coding with tool definitions", p["agentic_tools_share"], None))
+    if c["templating"] >= 0.5:
+        out.append(_reason("templated_prompts", f"{100 * p['template_share']:.0f}% of prompts are near-"
+                           f"duplicates of {p['templates']:.0f} templates", p["template_share"], None))
+    if c["round_the_clock"] >= 0.5:
+        out.append(_reason("round_the_clock", f"active in {p['active_hours']:.0f} of the last 24 hours",
+                           p["active_hours"], 24.0))
+    if c["volume"] >= 0.3:
+        out.append(_reason("high_volume", f"about {p['events_day']:.0f} requests a day", p["events_day"], 50.0))
+    if c["long_outputs"] >= 0.5:
+        out.append(_reason("long_outputs", f"{100 * p['long_output_share']:.0f}% of outputs are long",
+                           p["long_output_share"], None))
+    return out
+
+
+def _reason(code: str, detail: str, value: float | None, baseline: float | None) -> Reason:
+    return {"code": code, "detail": detail, "value": None if value is None else round(float(value), 4),
+            "baseline": None if baseline is None else round(float(baseline), 4)}

@@ -1,20 +1,43 @@
 """The Faust application: topics, tables and agents of the streaming pipeline, built from Settings.
 
-Agents are thin: they decode raw bytes themselves (so a bad message reaches the dead-letter topic with
-its original bytes), call the pure detection engine, and send what it returns. Agent concurrency stays
-at 1 (faust-streaming #606: higher concurrency can commit past an unprocessed message).
+Two agents, both thin (decode, call the pure engine, send what it returns):
+
+- ``account_agent`` reads the co-partitioned, account-keyed topics ``usage-events``, ``findings`` and
+  ``analyst-verdicts``; it keeps the ``account-state`` and ``policy-state`` tables and sends member
+  summaries to ``link-updates`` keyed by link key;
+- ``link_agent`` reads ``link-updates``; it keeps the ``link-state`` table and sends findings (keyed by
+  account) and campaign alerts.
+
+Exactly-once *effect* without transactions: each agent works in batches; it first sends every output of
+the batch and waits until Kafka has acknowledged them (acks=all), and only then writes the new state to
+its tables (RocksDB + changelog), before Faust commits the batch's offsets. A crash before the state
+write redelivers the batch against the old state, which reproduces the same outputs with the same ids;
+a crash after it finds each key's applied source offset in the state and skips what is already in.
+Agent concurrency stays at 1 (faust-streaming #606).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+import asyncio
+import os
+import time
+import weakref
+from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import faust
+from faust.streams import _current_event
 
 from pipeline import codec
 from pipeline.detection import Engine
+from pipeline.detection.engine import ACTIONS, ALERTS, Output
+from pipeline.detection.features import AccountState
+from pipeline.detection.links import LinkGroup
+from pipeline.detection.messages import Finding, LinkUpdate
+from pipeline.detection.policy import PolicyState
 from pipeline.logs import get_logger
+from pipeline.observability import WorkerMetrics, default_metrics
 from pipeline.settings import Settings
 from pipeline.topics import load_manifest
 
@@ -24,36 +47,9 @@ DLQ_REASON = "dlq.reason"
 DLQ_TOPIC = "dlq.source.topic"
 DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
-
-
-class TableState(MutableMapping[str, bytes]):
-    """Engine state on a Faust table: string account ids outside, raw bytes keys inside."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-
-    def __getitem__(self, key: str) -> bytes:
-        value = self.table[key.encode("utf-8")]
-        if value is None:
-            raise KeyError(key)
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.table.get(key.encode("utf-8"))
-        return default if value is None else value
-
-    def __setitem__(self, key: str, value: bytes) -> None:
-        self.table[key.encode("utf-8")] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self.table[key.encode("utf-8")]
-
-    def __iter__(self) -> Iterator[str]:
-        for k in self.table:
-            yield k.decode("utf-8") if isinstance(k, bytes) else k
-
-    def __len__(self) -> int:
-        return len(self.table)
+BATCH_MAX = 500
+BATCH_WITHIN_S = 0.05
+EXIT_OUTPUT_FAILED = 70
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -66,22 +62,109 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tu
     ]
 
 
-def create_app(settings: Settings) -> faust.App:
-    """Build the Faust app with its topics, table and agents from the settings."""
+class _PartitionOnly:
+    """Stands in for Faust's current event where only its partition matters (table and store writes)."""
+
+    __slots__ = ("message", "__weakref__")
+
+    def __init__(self, partition: int) -> None:
+        self.message = SimpleNamespace(partition=partition)
+
+
+class PartitionedTable(faust.Table):
+    """A table written with an explicit partition: a batch holds events of several partitions, and after
+    the batch there is no current event for Faust to take the partition from (changelog and RocksDB)."""
+
+    explicit_partition: int | None = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self.explicit_partition is not None:
+            return self.explicit_partition
+        return super().partition_for_key(key)
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        stand_in = _PartitionOnly(partition)
+        token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+        self.explicit_partition = partition
+        try:
+            self[key] = value
+        finally:
+            self.explicit_partition = None
+            _current_event.reset(token)
+
+
+class BatchStore:
+    """An engine store over a table: objects are decoded once, kept for the batch, and written back only
+    by ``flush()`` (after the batch's outputs are acknowledged)."""
+
+    def __init__(self, table: PartitionedTable, decode: Callable[[bytes], Any]) -> None:
+        self.table = table
+        self.decode = decode
+        self.pending: dict[str, tuple[int, Any]] = {}
+        self.partition = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        hit = self.pending.get(key)
+        if hit is not None:
+            return hit[1]
+        raw = self.table.get(key.encode("utf-8"))
+        return default if raw is None else self.decode(raw)
+
+    def __setitem__(self, key: str, obj: Any) -> None:
+        self.pending[key] = (self.partition, obj)
+
+    def flush(self) -> None:
+        for key, (partition, obj) in self.pending.items():
+            self.table.put(partition, key.encode("utf-8"), obj.to_bytes())
+        self.pending.clear()
+
+
+class Outbox:
+    """The batch's outgoing messages: sent together, then awaited until Kafka acknowledges them all."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, bytes | None, bytes, Any]] = []
+
+    def add(self, topic: Any, key: bytes | None, value: bytes, headers: Any = None) -> None:
+        self.items.append((topic, key, value, headers))
+
+    async def deliver(self) -> None:
+        futures = [await topic.send(key=key, value=value, headers=headers) for topic, key, value, headers in self.items]
+        self.items.clear()
+        if futures:
+            await asyncio.gather(*futures)
+
+
+def _fatal(what: str, exc: BaseException) -> None:
+    # Leaving the batch any other way would let Faust ack its events: exit without committing instead,
+    # so a restarted worker processes the batch again (nothing accepted is lost).
+    log.critical("fatal", what=what, error=f"{type(exc).__name__}: {exc}", exc_info=exc,
+                 hint="exiting without committing offsets; restart the worker to resume")
+    os._exit(EXIT_OUTPUT_FAILED)
+
+
+def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
+    """Build the Faust app with its topics, tables and agents from the settings."""
+    from pipeline.kafka_config import faust_broker_credentials
+
+    metrics = metrics or default_metrics()
     manifest = load_manifest()
+    n_parts = settings.input_partitions
 
     def partitions(name: str) -> int:
-        return settings.partitions or int(manifest[name]["partitions"])
+        # everything keyed by account or link key is co-partitioned with the input; the DLQ is not
+        return int(manifest[name]["partitions"]) if name == "usage-events-dlq" else n_parts
 
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{b.strip()}" for b in settings.bootstrap.split(",") if b.strip()],
+        broker_credentials=faust_broker_credentials(settings),
         store=settings.store,
         datadir=str(settings.store_dir),
         autodiscover=False,
         producer_acks=-1,
         consumer_auto_offset_reset="earliest",
-        topic_partitions=partitions("usage-events"),
+        topic_partitions=n_parts,
         topic_replication_factor=settings.replication_factor,
         web_port=settings.web_port,
         web_host="127.0.0.1",
@@ -89,72 +172,129 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
     )
 
-    def topic(name: str) -> faust.TopicT:
-        return app.topic(
-            settings.topic(name),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions(name),
-            internal=False,
-        )
+    def topic(*names: str) -> faust.TopicT:
+        return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,
+                         key_serializer="raw", value_serializer="raw", partitions=partitions(names[0]))
 
-    events_topic = topic("usage-events")
-    outputs = {name: topic(name) for name in ("anomaly-alerts", "enforcement-actions")}
+    events_name, findings_name, verdicts_name = (settings.topic(n) for n in
+                                                 ("usage-events", "findings", "analyst-verdicts"))
+    account_in = topic("usage-events", "findings", "analyst-verdicts")
+    link_topic = topic("link-updates")
+    findings_topic = topic("findings")
+    out_topics = {ALERTS: topic("anomaly-alerts"), ACTIONS: topic("enforcement-actions")}
     dlq_topic = topic("usage-events-dlq")
 
-    account_table = app.Table(
-        "account-state",
-        default=None,
-        key_type=bytes,  # bytes → the "raw" codec: state is serialised by the detection code itself
-        value_type=bytes,
-        partitions=partitions("usage-events"),
-    )
-    engine_box: dict[str, Engine] = {}
+    def table(name: str) -> PartitionedTable:
+        t = PartitionedTable(app, name=name, default=None, key_type=bytes, value_type=bytes, partitions=n_parts)
+        app.tables.add(t)
+        return t
 
-    def engine() -> Engine:
-        if "engine" not in engine_box:
-            engine_box["engine"] = Engine.from_config(settings, state=TableState(account_table))
-        return engine_box["engine"]
+    account_table, policy_table, link_table = table("account-state"), table("policy-state"), table("link-state")
+    accounts = BatchStore(account_table, AccountState.from_bytes)
+    policy = BatchStore(policy_table, PolicyState.from_bytes)
+    links = BatchStore(link_table, LinkGroup.from_bytes)
+    engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
 
-    async def to_dlq(message: Any, reason: str) -> None:
-        await dlq_topic.send(
-            key=message.key,
-            value=message.value,
-            headers=dlq_headers(reason, message.topic, message.partition, message.offset),
-        )
-        log.warning(
-            "event_to_dlq", reason=reason, topic=message.topic, partition=message.partition,
-            offset=message.offset,
-        )
+    def emit(outbox: Outbox, out: Output, source: Any) -> None:
+        outbox.add(out_topics[out.topic], out.key.encode("utf-8"), codec.encode(out.value))
+        v = out.value
+        if out.topic == ALERTS:
+            metrics.alert(v["severity"], v["kind"], v["ts"])
+            log.info("alert", account_id=v["account_id"], campaign_id=v["campaign_id"], kind=v["kind"],
+                     severity=v["severity"], score=v["score"], alert_id=v["alert_id"],
+                     reasons=[r["code"] for r in v["reasons"]], topic=source.topic,
+                     partition=source.partition, offset=source.offset)
+        else:
+            metrics.action(v["action"], v["mode"])
+            log.info("action", account_id=v["account_id"], action=v["action"], mode=v["mode"],
+                     action_id=v["action_id"], reasons=v["reason_codes"], topic=source.topic,
+                     partition=source.partition, offset=source.offset)
 
-    @app.agent(events_topic, concurrency=1)
-    async def process_events(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            message = event.message
+    def to_dlq(outbox: Outbox, message: Any, reason: str) -> None:
+        outbox.add(dlq_topic, message.key, message.value,
+                   dlq_headers(reason, message.topic, message.partition, message.offset))
+        metrics.event_invalid(reason)
+        log.warning("to_dlq", reason=reason, topic=message.topic, partition=message.partition,
+                    offset=message.offset)
+
+    def account_message(outbox: Outbox, message: Any) -> None:
+        accounts.partition = policy.partition = message.partition
+        if message.topic == events_name:
             try:
-                usage = codec.decode_event(message.value, max_bytes=settings.max_message_bytes)
+                ev = codec.decode_event(message.value, max_bytes=settings.max_message_bytes)
             except codec.CodecError as exc:
-                await to_dlq(message, exc.reason)
-                continue
+                to_dlq(outbox, message, exc.reason)
+                return
+            res = engine.on_event(ev, message.partition, message.offset)
+            if res.duplicate:
+                metrics.event_duplicate()
+                return
+            metrics.event_accepted()
+            for upd in res.links:
+                outbox.add(link_topic, upd.key.encode("utf-8"), upd.encode())
+            for out in res.outputs:
+                emit(outbox, out, message)
+        elif message.topic == findings_name:
+            for out in engine.on_finding(Finding.decode(message.value)):
+                emit(outbox, out, message)
+        elif message.topic == verdicts_name:
             try:
-                outs = engine().process(usage)
-            except Exception as exc:  # a detection bug must not lose the event: keep it in the DLQ
-                log.exception("processing_error", account_id=usage["account_id"], offset=message.offset)
-                await to_dlq(message, f"processing error: {type(exc).__name__}: {exc}")
-                continue
-            for out in outs:
-                await outputs[out.topic].send(key=out.key.encode("utf-8"), value=codec.encode(out.value))
-                log.info(
-                    "alert" if out.topic == "anomaly-alerts" else "action",
-                    account_id=usage["account_id"], kind=out.value.get("kind"),
-                    score=out.value.get("score"), severity=out.value.get("severity"),
-                    topic=message.topic, partition=message.partition, offset=message.offset,
-                )
+                verdict = codec.decode_verdict(message.value)
+            except codec.CodecError as exc:
+                to_dlq(outbox, message, f"verdict: {exc.reason}")
+                return
+            engine.on_verdict(verdict)
+            log.info("verdict", account_id=verdict["account_id"], verdict=verdict["verdict"],
+                     alert_id=verdict["alert_id"], analyst=verdict["analyst"], partition=message.partition,
+                     offset=message.offset)
+
+    def link_message(outbox: Outbox, message: Any) -> None:
+        links.partition = message.partition
+        outs, findings = engine.on_link_update(LinkUpdate.decode(message.value), message.offset)
+        for out in outs:
+            emit(outbox, out, message)
+        for f in findings:
+            outbox.add(findings_topic, f.account.encode("utf-8"), f.encode())
+
+    async def process_batch(messages: list[Any], handle: Callable[[Outbox, Any], None],
+                            stores: tuple[BatchStore, ...]) -> None:
+        t0 = time.perf_counter()
+        outbox = Outbox()
+        for message in messages:
+            try:
+                handle(outbox, message)
+            except Exception as exc:  # a bug must not lose the message: park it in the DLQ
+                log.exception("processing_error", topic=message.topic, partition=message.partition,
+                              offset=message.offset)
+                to_dlq(outbox, message, f"processing error: {type(exc).__name__}: {exc}")
+        try:
+            await outbox.deliver()
+            for store in stores:
+                store.flush()
+        except Exception as exc:
+            _fatal("delivering a batch's outputs", exc)
+        metrics.observe_processing(time.perf_counter() - t0)
+
+    async def run_batches(stream: faust.StreamT, handle: Callable[[Outbox, Any], None],
+                          stores: tuple[BatchStore, ...]) -> None:
+        # take_events acks the batch's events only after this loop body: outputs, then state, then ack
+        async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):  # type: ignore[attr-defined]
+            await process_batch([e.message for e in events], handle, stores)
+
+    @app.agent(account_in, concurrency=1)
+    async def account_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, account_message, (accounts, policy))
+
+    @app.agent(link_topic, concurrency=1)
+    async def link_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, link_message, (links,))
 
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
-        "events_topic": events_topic, "dlq_topic": dlq_topic, "outputs": outputs,
-        "account_table": account_table, "process_events": process_events,
+        "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,
+        "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine,
+        "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table},
+        "account_agent": account_agent, "link_agent": link_agent,
+        "account_batch": lambda msgs: process_batch(msgs, account_message, (accounts, policy)),
+        "link_batch": lambda msgs: process_batch(msgs, link_message, (links,)),
     }
     return app

@@ -79,3 +79,25 @@ def malformed(i: int, rng: random.Random) -> bytes:
     for _ in range(200):
         nested = [nested]
     return msgpack.packb({**good, "language": nested})  # deep nesting where a string belongs
+
+
+def harvester_and_noise(n_valid: int, seed: int = 3) -> list[dict[str, Any]]:
+    """``n_valid`` events in time order: one naive harvesting account (a templated reasoning prompt every
+    10 s, long outputs, round the clock) amid casual accounts; the harvester is caught within hours."""
+    rng = random.Random(seed)
+    template = rng.getrandbits(64)
+    events: list[dict[str, Any]] = []
+    n_harvest = n_valid * 3 // 10
+    for i in range(n_harvest):
+        h = template ^ (1 << rng.randrange(64)) if rng.random() < 0.5 else template
+        events.append(event(i, account_id="harvester", ts=BASE_TS + i * 10_000, reasoning_requested=True,
+                            capability="reasoning", prompt_simhash=f"{h:016x}", output_tokens=6000,
+                            input_tokens=400))
+    span = n_harvest * 10_000
+    for j in range(n_valid - n_harvest):
+        n = n_harvest + j
+        events.append(event(n, account_id=f"casual-{rng.randrange(200)}", ts=BASE_TS + rng.randrange(span),
+                            prompt_simhash=f"{rng.getrandbits(64):016x}", payment_fingerprint=f"pf{n}",
+                            client_fingerprint=f"cf{n % 200}"))
+    events.sort(key=lambda e: e["ts"])
+    return events

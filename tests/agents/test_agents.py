@@ -1,0 +1,130 @@
+"""The agents' batch handling without a broker: decode, DLQ, detection, verdicts, link stage.
+
+Each test feeds Faust ``Message`` objects to the batch function the agent runs for every batch that
+``stream.take_events`` yields (its stream plumbing is covered by the integration tests on real Kafka);
+the tables are real Faust tables on the ``memory://`` store, with the changelog producer stubbed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import msgpack
+import pytest
+from faust.types import Message
+
+from pipeline.app import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, create_app
+from pipeline.detection.messages import LinkUpdate
+from pipeline.schemas import validator
+from tests import factories
+
+
+class Sent:
+    """Stands in for a topic's ``send``: records each message, returns an already-delivered future."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def __call__(self, key: bytes | None = None, value: bytes | None = None, headers: Any = None,
+                       **_: Any) -> asyncio.Future[None]:
+        self.messages.append({"key": key, "value": value, "headers": headers})
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+@pytest.fixture
+def app_parts(make_settings) -> dict[str, Any]:
+    settings = make_settings(store="memory://")
+    app = create_app(settings)
+    app.finalize()
+    app.flow_control.resume()
+    parts: dict[str, Any] = dict(app.dg_parts)
+    parts["settings"] = settings
+    sent = {name: Sent() for name in ("dlq", "alerts", "actions", "links", "findings")}
+    parts["dlq_topic"].send = sent["dlq"]
+    parts["outputs"]["anomaly-alerts"].send = sent["alerts"]
+    parts["outputs"]["enforcement-actions"].send = sent["actions"]
+    parts["link_topic"].send = sent["links"]
+    parts["findings_topic"].send = sent["findings"]
+    parts["sent"] = sent
+    for table in parts["tables"].values():  # no broker: the changelog write is a no-op
+        table.send_changelog = lambda partition, key, value, **_: SimpleNamespace(
+            message=SimpleNamespace(partition=partition))
+    return parts
+
+
+def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
+    """Feed raw messages to an agent as if they came from ``topic`` (default: the agent's first topic)."""
+    if topic is None:
+        topic = parts["settings"].topic("usage-events" if agent == "account_agent" else "link-updates")
+
+    batch = parts["account_batch" if agent == "account_agent" else "link_batch"]
+    msgs = [Message(topic=topic, partition=0, offset=offset, timestamp=0.0, timestamp_type=0, headers=None,
+                    key=key, value=value, checksum=b"") for offset, (key, value) in enumerate(messages)]
+
+    async def go() -> None:
+        for i in range(0, len(msgs), 500):
+            await batch(msgs[i:i + 500])
+
+    asyncio.run(go())
+
+
+def test_invalid_event_goes_to_dlq_with_original_bytes_and_reason(app_parts):
+    raw = msgpack.packb(factories.event(1, input_tokens=-3))
+    _put(app_parts, "account_agent", [(b"acct-1", raw)])
+    dlq = app_parts["sent"]["dlq"].messages
+    assert len(dlq) == 1
+    assert dlq[0]["value"] == raw and dlq[0]["key"] == b"acct-1"
+    headers = dict(dlq[0]["headers"])
+    assert headers[DLQ_REASON] == b"input_tokens: expected int >= 0, got -3"
+    assert headers[DLQ_OFFSET].isdigit()
+    assert DLQ_TOPIC in headers
+    assert app_parts["sent"]["alerts"].messages == []
+
+
+def test_harvester_gets_schema_valid_alerts_and_signed_actions_and_worker_goes_on(app_parts):
+    events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
+    msgs = [(b"h", b"\x00garbage")] + [(b"harvester", msgpack.packb(e)) for e in events]
+    _put(app_parts, "account_agent", msgs)
+    alerts = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
+    actions = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["actions"].messages]
+    assert [a["severity"] for a in alerts] == ["medium", "high"]
+    for a in alerts:
+        validator("anomaly_alert").validate(a)
+    assert [a["action"] for a in actions] == ["flag_for_review", "require_verification"]
+    for a in actions:
+        validator("enforcement_action").validate(a)
+        assert a["mode"] == "shadow"
+    assert len(app_parts["sent"]["dlq"].messages) == 1
+    assert app_parts["sent"]["links"].messages, "window updates are announced to the link keys"
+
+
+def test_false_positive_verdict_stops_alerts(app_parts):
+    verdict = {"schema_version": 1, "alert_id": "alr-x", "account_id": "harvester", "verdict": "false_positive",
+               "ts": factories.BASE_TS, "analyst": "ana"}
+    events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
+    _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(verdict))],
+         topic=app_parts["settings"].topic("analyst-verdicts"))
+    _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])
+    assert app_parts["sent"]["alerts"].messages == []
+    assert app_parts["sent"]["actions"].messages == []
+
+
+def test_link_agent_names_campaign_members_in_findings(app_parts):
+    from pipeline.detection.messages import MemberSummary
+
+    ts = factories.BASE_TS + 12 * 3_600_000
+    msgs = []
+    for i in range(20):
+        s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
+                          None, "pro", 0.9)
+        msgs.append((b"pay:shared", LinkUpdate("pay:shared", s).encode()))
+    _put(app_parts, "link_agent", msgs)
+    named = {m["key"] for m in app_parts["sent"]["findings"].messages}
+    assert named == {f"m{i}".encode() for i in range(20)}
+    campaign = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
+    assert campaign and campaign[0]["kind"] == "coordinated_campaign"
+    validator("anomaly_alert").validate(campaign[0])

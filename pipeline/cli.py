@@ -102,10 +102,19 @@ def cmd_topics(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline import logs
     from pipeline.app import create_app
+    from pipeline.detection import DetectionConfig
+
+    from pipeline.observability import WorkerMetrics, start_metrics_server
 
     settings = _settings(args)
     logs.configure(args.loglevel)
-    app = create_app(settings)
+    metrics = WorkerMetrics(detector_version=DetectionConfig.from_settings(settings).detector_version)
+    try:
+        start_metrics_server(settings.metrics_port, metrics=metrics)
+    except OSError as exc:
+        raise CommandError(f"cannot serve metrics on port {settings.metrics_port}: {exc} "
+                           "(set DG_METRICS_PORT, or 0 to turn metrics off)", EXIT_SERVICE) from exc
+    app = create_app(settings, metrics=metrics)
     faust_level = {"warning": "warn"}.get(args.loglevel, args.loglevel)
     argv = ["pipeline", "worker", "-l", faust_level, "--web-port", str(settings.web_port)]
     sys.argv = argv

@@ -55,6 +55,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "app_id": f"dg-test-{tag}",
             "store_dir": tmp_path / f"store-{tag}",
             "web_port": _free_port(),
+            "metrics_port": _free_port(),
         }
         base.update(overrides)
         return Settings(**base)

@@ -73,3 +73,63 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     finally:
         consumer.close()
     return messages
+
+
+def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 240.0) -> None:
+    """Wait until the app's consumer group has committed everything on its input and internal topics
+    (twice in a row, a second apart: a finding may still be on its way after the link stage caught up)."""
+    from pipeline.lag import group_lag
+
+    names = ["usage-events", "link-updates", "findings", "analyst-verdicts"]
+    deadline = time.monotonic() + timeout
+    calm = 0
+    while time.monotonic() < deadline:
+        for w in workers:
+            if not w.alive():
+                raise AssertionError(f"worker died:\n{w.log_tail()}")
+        lags = [group_lag(settings.bootstrap, settings.app_id, settings.topic(n)) for n in names]
+        calm = calm + 1 if all(lag == 0 for lag in lags) else 0
+        if calm >= 3:
+            return
+        time.sleep(1.0)
+    raise AssertionError(f"workers did not catch up within {timeout} s (lags {lags})")
+
+
+def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
+    """Send events keyed by account, as msgpack, and wait until Kafka has them all."""
+    import msgpack
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+                             batch_size=256 * 1024)
+    topic = settings.topic("usage-events")
+    for ev in events:
+        producer.send(topic, key=ev["account_id"].encode(), value=msgpack.packb(ev))
+    producer.flush()
+    producer.close()
+
+
+def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Everything currently in a topic (reads until the end offsets seen at the start)."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        deadline = time.monotonic() + 60
+        while remaining and time.monotonic() < deadline:
+            for tp, msgs in consumer.poll(timeout_ms=500).items():
+                for m in msgs:
+                    if m.offset < ends[tp]:
+                        out.append(m)
+                    if m.offset + 1 >= ends[tp]:
+                        remaining.discard(tp)
+        return out
+    finally:
+        consumer.close()

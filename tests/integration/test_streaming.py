@@ -1,0 +1,151 @@
+"""The whole engine in Faust workers on a real Kafka: same answers as the backtest, through crashes,
+across workers, and with analyst feedback."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from typing import Any
+
+import msgpack
+import pytest
+
+from pipeline import topics
+from pipeline.detection import DetectionConfig, Engine
+from pipeline.detection.features import AccountState
+from pipeline.metrics import flagged_accounts
+from pipeline.settings import Settings
+from pipeline.simulate import generate
+from tests.integration.workers import Worker, produce_events, read_all, wait_until_idle
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Any:
+    return generate("tiny", 1)
+
+
+def backtest_flags(settings: Settings, events: list[dict[str, Any]]) -> set[str]:
+    engine = Engine.from_config(settings)
+    flagged: set[str] = set()
+    for ev in events:
+        for out in engine.process(ev):
+            flagged.update(flagged_accounts(out.topic, out.value))
+    return flagged
+
+
+def outputs(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    alerts = [msgpack.unpackb(m.value) for m in read_all(settings.bootstrap, settings.topic("anomaly-alerts"))]
+    actions = [msgpack.unpackb(m.value) for m in read_all(settings.bootstrap, settings.topic("enforcement-actions"))]
+    return alerts, actions
+
+
+def streamed_flags(alerts: list[dict[str, Any]], actions: list[dict[str, Any]]) -> set[str]:
+    flagged: set[str] = set()
+    for a in alerts:
+        flagged.update(flagged_accounts("anomaly-alerts", a))
+    for a in actions:
+        flagged.update(flagged_accounts("enforcement-actions", a))
+    return flagged
+
+
+def test_tiny_scenario_streamed_flags_the_same_accounts_as_the_backtest(kafka_bootstrap, make_settings, tmp_path,
+                                                                        tiny):
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    produce_events(settings, tiny.events)
+    worker = Worker(settings, tmp_path / "worker.log")
+    try:
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+    alerts, actions = outputs(settings)
+    expected = backtest_flags(settings, tiny.events)
+    assert expected, "the tiny scenario's campaigns are flagged by the backtest"
+    assert streamed_flags(alerts, actions) == expected
+
+
+def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
+        kafka_bootstrap, make_settings, tmp_path, tiny):
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    produce_events(settings, tiny.events)
+    from pipeline.lag import group_lag
+
+    worker = Worker(settings, tmp_path / "worker-1.log")
+    total = len(tiny.events)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        lag = group_lag(settings.bootstrap, settings.app_id, settings.topic("usage-events"))
+        if lag is not None and lag < total // 2:
+            break
+        assert worker.alive(), worker.log_tail()
+        time.sleep(0.2)
+    worker.kill()  # SIGKILL: no clean shutdown, no final commit
+    worker = Worker(settings, tmp_path / "worker-2.log")
+    try:
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+
+    # per-account event counts in the recovered state equal the input
+    state: dict[str, AccountState] = {}
+    for m in read_all(settings.bootstrap, f"{settings.app_id}-account-state-changelog"):
+        if m.value is not None:
+            state[m.key.decode()] = AccountState.from_bytes(m.value)
+    expected = Counter(ev["account_id"] for ev in tiny.events)
+    assert {a: s.n for a, s in state.items()} == dict(expected)
+
+    # no alert or action duplicated under a different id
+    alerts, actions = outputs(settings)
+    ids: dict[tuple[Any, ...], set[str]] = defaultdict(set)
+    for a in alerts:
+        if a["account_id"] is not None:
+            ids[("alert", a["account_id"], a["severity"])].add(a["alert_id"])
+    for a in actions:
+        ids[("action", a["account_id"], a["action"])].add(a["action_id"])
+    assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
+    assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
+
+
+def test_two_workers_flag_the_same_accounts_as_one(kafka_bootstrap, make_settings, tmp_path, tiny):
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    produce_events(settings, tiny.events)
+    second = settings.model_copy(update={"store_dir": tmp_path / "store-2", "web_port": settings.web_port + 1,
+                                         "metrics_port": 0})
+    workers = [Worker(settings, tmp_path / "w1.log"), Worker(second, tmp_path / "w2.log")]
+    try:
+        wait_until_idle(settings, workers)
+    finally:
+        for w in workers:
+            w.stop()
+    alerts, actions = outputs(settings)
+    assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
+
+
+def test_false_positive_verdict_stops_further_alerts_for_the_account(kafka_bootstrap, make_settings, tmp_path, tiny):
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    naive = next(lab["account_id"] for lab in tiny.labels if (lab["campaign_id"] or "").startswith("camp-naive"))
+    verdict = {"schema_version": 1, "alert_id": "alr-earlier", "account_id": naive, "verdict": "false_positive",
+               "ts": tiny.events[0]["ts"], "analyst": "test"}
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer.send(settings.topic("analyst-verdicts"), key=naive.encode(), value=msgpack.packb(verdict))
+    producer.flush()
+    producer.close()
+    worker = Worker(settings, tmp_path / "worker.log")
+    try:
+        wait_until_idle(settings, [worker])  # the verdict is in before the account's events arrive
+        produce_events(settings, tiny.events)
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+    alerts, actions = outputs(settings)
+    assert naive in backtest_flags(settings, tiny.events), "without the verdict the account is flagged"
+    assert [a for a in alerts if a["account_id"] == naive] == []
+    assert [a for a in actions if a["account_id"] == naive] == []
+    assert '"event": "verdict"' in (tmp_path / "worker.log").read_text()

@@ -37,8 +37,10 @@ def replay(
     evaluation: Evaluation | None = None,
     counts: BacktestCounts | None = None,
     on_event: Callable[[], None] | None = None,
+    sink: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> BacktestCounts:
-    """Feed events in order through ``engine``; write its outputs as JSON lines; return the counts."""
+    """Feed events in order through ``engine``; write its outputs as JSON lines (and to ``sink``);
+    return the counts."""
     counts = counts or BacktestCounts()
     for event in events:
         counts.events += 1
@@ -55,6 +57,8 @@ def replay(
                 raise ValueError(f"engine emitted to unknown topic {out.topic}")
             if fh is not None:
                 fh.write(orjson.dumps(out.value) + b"\n")
+            if sink is not None:
+                sink(out.topic, out.value)
             if evaluation is not None:
                 evaluation.observe_output(out.topic, out.value)
         if on_event is not None:
@@ -71,8 +75,11 @@ def backtest_file(
     evaluation: Evaluation | None = None,
     on_bad: Callable[[BadRecord], None] | None = None,
     on_event: Callable[[], None] | None = None,
+    events: Callable[[Callable[[BadRecord], None]], Iterable[UsageEvent]] | None = None,
+    sink: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> BacktestCounts:
-    """Backtest an events file; bad records are counted, handed to ``on_bad`` and skipped."""
+    """Backtest an events file (or the events ``events(on_bad)`` yields, e.g. a topic range); bad records
+    are counted, handed to ``on_bad`` and skipped. Outputs go to the JSONL files and/or ``sink``."""
     counts = BacktestCounts()
 
     def bad(rec: BadRecord) -> None:
@@ -85,9 +92,10 @@ def backtest_file(
     engine = Engine.from_config(config)
     alerts_fh = _open_out(alerts_out)
     actions_fh = _open_out(actions_out)
+    source = events(bad) if events is not None else read_events(path, bad)
     try:
-        replay(read_events(path, bad), engine, alerts_fh=alerts_fh, actions_fh=actions_fh,
-               evaluation=evaluation, counts=counts, on_event=on_event)
+        replay(source, engine, alerts_fh=alerts_fh, actions_fh=actions_fh,
+               evaluation=evaluation, counts=counts, on_event=on_event, sink=sink)
     finally:
         for fh in (alerts_fh, actions_fh):
             if fh is not None:

@@ -103,7 +103,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline import logs
     from pipeline.app import create_app
     from pipeline.detection import DetectionConfig
-
     from pipeline.observability import WorkerMetrics, start_metrics_server
 
     settings = _settings(args)
@@ -193,23 +192,29 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
+    from pipeline import codec
     from pipeline.backtest import backtest_file
     from pipeline.detection import DetectionConfig
     from pipeline.eventfile import EventFileError, file_format, read_labels
     from pipeline.metrics import Evaluation
+    from pipeline.replay import ReplayError, parse_time, read_range
 
-    if args.topic:
-        raise CommandError("'backtest --topic' (topic replay) is not built yet (see the streaming issue)",
-                           EXIT_PROBLEM)
-    if args.input is None:
-        raise CommandError("give --input FILE (an events file)")
+    if (args.input is None) == (args.topic is None):
+        raise CommandError("give either --input FILE (an events file) or --topic NAME (a stored topic)")
+    if args.input is None and (args.alerts_out is None and args.actions_out is None and args.to_prefix is None):
+        raise CommandError("a topic replay needs somewhere to write: --alerts-out/--actions-out or --to-prefix")
+    if args.input is not None and (args.from_ts or args.to_ts):
+        raise CommandError("--from/--to select a range of a topic; they go with --topic")
     if args.report is not None and args.labels is None:
         raise CommandError("--report needs --labels (the report scores the run against them)")
     settings = _settings(args)
     try:
-        file_format(args.input)
+        if args.input is not None:
+            file_format(args.input)
         labels = read_labels(args.labels) if args.labels is not None else None
-    except EventFileError as exc:
+        start_ms = parse_time(args.from_ts) if args.from_ts else None
+        end_ms = parse_time(args.to_ts) if args.to_ts else None
+    except (EventFileError, ReplayError) as exc:
         raise CommandError(str(exc)) from exc
     evaluation = Evaluation(labels) if labels is not None else None
     shown = 0
@@ -220,16 +225,57 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if shown <= 20:
             tqdm.write(f"skipped bad record: {rec}", file=sys.stderr)
 
-    bar = tqdm(desc=f"backtest {args.input.name}", unit=" ev", file=sys.stderr, disable=args.quiet,
-               mininterval=0.5)
+    source = None
+    if args.topic is not None:
+        topic = settings.topic(args.topic)
+
+        def source(bad: Any) -> Any:
+            return read_range(settings, topic, start_ms, end_ms, bad)
+
+    sink = producer = None
+    if args.to_prefix is not None:
+        if args.to_prefix == settings.topic_prefix:
+            raise CommandError(f"--to-prefix {args.to_prefix!r} is the live topic prefix: a replay never writes "
+                               "to live output topics; choose a sandbox prefix")
+        from pipeline import topics
+        from pipeline.produce import ProduceError, make_producer
+
+        sandbox = settings.model_copy(update={"topic_prefix": args.to_prefix})
+        try:
+            topics.create_topics(sandbox, ["anomaly-alerts", "enforcement-actions"])
+            producer = make_producer(sandbox)
+        except ProduceError as exc:
+            raise CommandError(str(exc), exc.code) from exc
+        except Exception as exc:
+            raise CommandError(f"cannot create sandbox topics on {settings.bootstrap}: {exc}", EXIT_SERVICE) from exc
+
+        def sink(topic_name: str, value: dict[str, Any]) -> None:
+            key = value["account_id"] or value.get("campaign_id") or ""
+            producer.send(sandbox.topic(topic_name), key=key.encode("utf-8"), value=codec.encode(value))
+
+    label = args.input.name if args.input is not None else args.topic
+    bar = tqdm(desc=f"backtest {label}", unit=" ev", file=sys.stderr, disable=args.quiet, mininterval=0.5)
+    ticks = 0
+
+    def tick() -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks == 1000:
+            bar.update(ticks)
+            ticks = 0
+
     t0 = time.perf_counter()
     try:
         counts = backtest_file(args.input, settings, alerts_out=args.alerts_out, actions_out=args.actions_out,
-                               evaluation=evaluation, on_bad=on_bad,
-                               on_event=None if args.quiet else (lambda: bar.update(1)))
-    except EventFileError as exc:
-        raise CommandError(str(exc)) from exc
+                               evaluation=evaluation, on_bad=on_bad, events=source, sink=sink,
+                               on_event=None if args.quiet else tick)
+        if producer is not None:
+            producer.flush(timeout=120)
+            producer.close(timeout=30)
+    except (EventFileError, ReplayError) as exc:
+        raise CommandError(str(exc), EXIT_SERVICE if isinstance(exc, ReplayError) else EXIT_USAGE) from exc
     finally:
+        bar.update(ticks)
         bar.close()
     secs = time.perf_counter() - t0
     rate = counts.events / secs if secs > 0 else float("inf")
@@ -435,16 +481,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "backtest", help="replay events through the detection code, in event time",
-        description="Replay an events file through the same detection engine the worker runs, in event "
-                    "time, touching no live topic. Same input, byte-identical outputs. Bad records are "
+        description="Replay an events file, or a stored topic's time range, through the same detection engine "
+                    "the worker runs, in event time, isolated from live state and live output topics (no "
+                    "consumer group, fresh state). Same input, byte-identical outputs. Bad records are "
                     "reported and skipped (exit 1).")
     p.add_argument("--input", "-i", type=Path, metavar="FILE", help="events file (.jsonl/.msgpack[.gz])")
-    p.add_argument("--topic", metavar="NAME", help="replay a stored topic instead (not built yet)")
+    p.add_argument("--topic", metavar="NAME",
+                   help="replay a stored topic instead (e.g. usage-events; the topic prefix is added)")
+    p.add_argument("--from", dest="from_ts", metavar="TIME",
+                   help="with --topic: first message time, epoch ms or ISO 8601 (Kafka message timestamps)")
+    p.add_argument("--to", dest="to_ts", metavar="TIME", help="with --topic: end of the range (exclusive)")
+    p.add_argument("--to-prefix", metavar="P",
+                   help="also write alerts and actions to sandbox topics P+anomaly-alerts, P+enforcement-actions")
     p.add_argument("--alerts-out", type=Path, metavar="FILE", help="write AnomalyAlerts here (JSONL)")
     p.add_argument("--actions-out", type=Path, metavar="FILE", help="write EnforcementActions here (JSONL)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="labels file: score the run against it")
     p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    _add_kafka_opts(p)
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("config", help="show the effective settings (secrets masked)",

@@ -77,7 +77,7 @@ class AccountState:
         self.mask_hour = 0
         self.ia_mean = 0.0  # EWMA of log10(inter-arrival seconds)
         self.ia_var = 0.0
-        self.tpl: list[list[float]] = []  # [simhash int, decayed hit count]
+        self.tpl: list[list[float]] = []  # [simhash int, decayed count, decayed inherited error]
         self.models: list[list[Any]] = []  # [model id, day count, hour count]
         self.tier: str | None = None
         self.org: str | None = None
@@ -111,6 +111,7 @@ class AccountState:
                 hour[i] *= fh
             for slot in self.tpl:
                 slot[1] *= fd
+                slot[2] *= fd
             for m in self.models:
                 m[1] *= fd
                 m[2] *= fh
@@ -176,10 +177,11 @@ class AccountState:
                 slot[1] += 1.0
                 return True
         if len(self.tpl) < cfg.template_slots:
-            self.tpl.append([h, 1.0])
-        else:  # space-saving: the weakest representative gives way, its count inherited
+            self.tpl.append([h, 1.0, 0.0])
+        else:  # space-saving: the weakest representative gives way; its count is inherited as error
             weakest = min(range(len(self.tpl)), key=lambda i: self.tpl[i][1])
-            self.tpl[weakest] = [h, self.tpl[weakest][1] + 1.0]
+            inherited = self.tpl[weakest][1]
+            self.tpl[weakest] = [h, inherited + 1.0, inherited]
         return False
 
     def _model(self, model: str) -> None:
@@ -233,12 +235,13 @@ class AccountState:
             "reasoning_share_hour": min(hour[H_REASON] / nh, 1.0),
             "template_share_hour": min(hour[H_TPL_HIT] / nh, 1.0),
             "new_model_share_hour": min(hour[H_NEW_MODEL] / nh, 1.0),
-            "templates": float(sum(1 for s in self.tpl if s[1] >= 3.0)),
+            "templates": float(sum(1 for s in self.tpl if s[1] - s[2] >= 3.0)),
         }
 
     def templates(self, min_hits: float) -> list[int]:
-        """SimHashes of the account's established templates (representatives seen at least ``min_hits``)."""
-        return [int(s[0]) for s in self.tpl if s[1] >= min_hits]
+        """SimHashes of the account's established templates: representatives seen at least ``min_hits``
+        times for certain (count less the error inherited from the representative it replaced)."""
+        return [int(s[0]) for s in self.tpl if s[1] - s[2] >= min_hits]
 
     def mask_at(self, hour_abs: int) -> int:
         """The 24-hour activity bitmap as seen at a later absolute hour."""

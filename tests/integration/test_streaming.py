@@ -11,7 +11,7 @@ import msgpack
 import pytest
 
 from pipeline import topics
-from pipeline.detection import DetectionConfig, Engine
+from pipeline.detection import Engine
 from pipeline.detection.features import AccountState
 from pipeline.metrics import flagged_accounts
 from pipeline.settings import Settings

@@ -1,0 +1,208 @@
+"""Linked accounts (``pipeline.detection.links``): groups of member summaries judged for campaign traits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.detection.config import HOUR_MS, DetectionConfig
+from pipeline.detection.ids import stable_id
+from pipeline.detection.links import TEMPLATE_MATCH_BITS, LinkGroup, evaluate, judge
+from pipeline.detection.messages import CRITICAL, HIGH, Finding, MemberSummary
+from tests.factories import BASE_TS
+
+CFG = DetectionConfig()
+NOW = BASE_TS + 48 * HOUR_MS
+ALL_HOURS = (1 << 24) - 1
+
+
+def member(i: int, **overrides: Any) -> MemberSummary:
+    """A harvest-like member: reasoning-heavy, templated, round the clock, scripted."""
+    v: dict[str, Any] = {
+        "account": f"acct-{i:04d}", "ts": NOW, "n": 100, "events_day": 500.0, "elicitation": 0.9,
+        "templating": 0.9, "mask": ALL_HOURS, "mask_hour": NOW // HOUR_MS, "first_ts": BASE_TS, "org": None,
+        "tier": "pro", "regularity": 0.9,
+    }
+    v.update(overrides)
+    return MemberSummary(**v)
+
+
+def feed(g: LinkGroup, summaries: list[MemberSummary], cfg: DetectionConfig = CFG,
+         template: int | None = None) -> tuple[list[Finding], list[dict[str, Any]]]:
+    """Add each summary and judge after each, as the engine does; all findings and campaign alerts."""
+    findings: list[Finding] = []
+    campaigns: list[dict[str, Any]] = []
+    for s in summaries:
+        if not g.add(s, cfg, template):
+            continue
+        f, c = judge(g, cfg)
+        findings += f
+        if c is not None:
+            campaigns.append(c)
+    return findings, campaigns
+
+
+def test_harvest_like_group_becomes_a_campaign_and_names_its_members() -> None:
+    g = LinkGroup("pay:pf-1")
+    findings, campaigns = feed(g, [member(i) for i in range(CFG.link_min_members)])
+    assert sorted(f.account for f in findings) == [f"acct-{i:04d}" for i in range(CFG.link_min_members)]
+    assert all(f.kind == "coordinated_campaign" and f.campaign_id == g.campaign_id for f in findings)
+    assert all(f.severity >= HIGH for f in findings)
+    assert findings[0].reasons[0]["code"] == "campaign_member"
+    assert {"linked_accounts", "group_elicitation", "group_templating"} <= {r["code"] for r in findings[0].reasons}
+    assert len(campaigns) == 1
+    assert campaigns[0]["related"] == [f"acct-{i:04d}" for i in range(CFG.link_min_members)]
+    assert campaigns[0]["members"] == CFG.link_min_members
+
+
+def test_members_are_named_once() -> None:
+    g = LinkGroup("pay:pf-1")
+    first, _ = feed(g, [member(i) for i in range(6)])
+    again, _ = feed(g, [member(i, ts=NOW + 60_000) for i in range(6)])
+    assert len(first) == 6 and again == []
+
+
+def test_a_member_whose_profile_differs_is_not_named() -> None:
+    """An honest account sharing the card: low elicitation, or elicitation without templating."""
+    g = LinkGroup("pay:pf-1")
+    honest = [member(100, elicitation=0.1, templating=0.0), member(101, elicitation=0.6, templating=0.0)]
+    findings, campaigns = feed(g, [member(i) for i in range(6)] + honest)
+    named = {f.account for f in findings}
+    assert named == {f"acct-{i:04d}" for i in range(6)}
+    assert "acct-0100" not in campaigns[-1]["related"] and "acct-0101" not in campaigns[-1]["related"]
+
+
+def test_members_with_too_few_events_are_not_counted_or_named() -> None:
+    g = LinkGroup("pay:pf-1")
+    findings, campaigns = feed(g, [member(i, n=CFG.link_member_min_events - 1) for i in range(10)])
+    assert findings == [] and campaigns == []
+    assert evaluate(g, CFG)[0] == 0.0
+
+
+def test_fewer_than_link_min_members_is_never_a_campaign() -> None:
+    g = LinkGroup("pay:pf-1")
+    perfect = [member(i, elicitation=1.0, templating=1.0, regularity=1.0)
+               for i in range(CFG.link_min_members - 1)]
+    findings, campaigns = feed(g, perfect)
+    assert findings == [] and campaigns == []
+    assert evaluate(g, CFG) == (0.0, {"members": float(CFG.link_min_members - 1)})
+
+
+def test_a_group_of_benign_members_is_not_a_campaign() -> None:
+    g = LinkGroup("pay:pf-1")
+    findings, campaigns = feed(g, [member(i, elicitation=0.05, templating=0.1, regularity=0.1, mask=0b111)
+                                   for i in range(20)])
+    assert findings == [] and campaigns == []
+
+
+def test_a_group_of_one_organisation_scores_half() -> None:
+    plain, one_org = LinkGroup("pay:pf-1"), LinkGroup("pay:pf-1")
+    for i in range(8):
+        plain.add(member(i), CFG)
+        one_org.add(member(i, org="org-acme"), CFG)
+    s_plain, _ = evaluate(plain, CFG)
+    s_org, comp = evaluate(one_org, CFG)
+    assert s_plain > 0
+    assert s_org == s_plain * 0.5
+    assert comp["org_explained"] == 1.0
+
+
+def test_a_group_of_institutional_tiers_scores_half() -> None:
+    plain, institutions = LinkGroup("cli:cf-1"), LinkGroup("cli:cf-1")
+    for i in range(8):
+        plain.add(member(i), CFG)
+        institutions.add(member(i, tier=("enterprise", "education", "research")[i % 3]), CFG)
+    assert evaluate(institutions, CFG)[0] == evaluate(plain, CFG)[0] * 0.5
+
+
+def test_a_minority_of_one_organisation_explains_nothing() -> None:
+    plain, mixed = LinkGroup("pay:pf-1"), LinkGroup("pay:pf-1")
+    for i in range(10):
+        plain.add(member(i), CFG)
+        mixed.add(member(i, org="org-acme" if i < 7 else None), CFG)  # 70 % < 80 %
+    assert evaluate(mixed, CFG)[0] == evaluate(plain, CFG)[0]
+
+
+def test_evaluate_components_for_a_known_group() -> None:
+    g = LinkGroup("pay:pf-1")
+    for i in range(15):
+        g.add(member(i, ts=NOW - 7 * HOUR_MS if i < 3 else NOW), CFG)
+    score, c = evaluate(g, CFG)
+    assert c["members"] == 15 and c["breadth"] == 1.0 and c["evenness"] == 1.0
+    assert c["round_the_clock"] == 1.0 and c["churn"] == 3 / 15
+    expected = 0.9 * 0.9 * (0.35 * 1.0 + 0.25 * 1.0 + 0.15 * 0.9 + 0.1 * 1.0 + 0.15 * 3 / 15)
+    assert abs(score - expected) < 1e-12
+
+
+def test_template_bucket_rejects_a_candidate_beyond_the_match_distance() -> None:
+    ref = 0x0F0F_0F0F_0F0F_0F0F
+    near = ref ^ ((1 << TEMPLATE_MATCH_BITS) - 1)  # exactly TEMPLATE_MATCH_BITS bits away
+    far = ref ^ ((1 << (TEMPLATE_MATCH_BITS + 1)) - 1)
+    g = LinkGroup("tpl:0:abcd")
+    assert g.add(member(0), CFG, ref)
+    assert g.ref == ref
+    assert g.add(member(1), CFG, near)
+    assert not g.add(member(2), CFG, far)
+    assert set(g.members) == {"acct-0000", "acct-0001"} and g.updates == 2
+
+
+def test_template_bucket_counts_as_fully_templated() -> None:
+    """Cross-account repetition is the bucket itself: members' own templating does not matter."""
+    g = LinkGroup("tpl:1:ff")
+    for i in range(8):
+        g.add(member(i, templating=0.0), CFG, 0xABC)
+    assert evaluate(g, CFG)[1]["templating"] == 1.0
+
+
+def test_member_cap_bounds_memory_and_counts_every_member() -> None:
+    cfg = DetectionConfig(link_member_cap=512)
+    g = LinkGroup("pay:pf-big")
+    for i in range(2000):
+        g.add(member(i, ts=NOW + i), cfg)
+    assert len(g.members) == 512
+    assert g.n_seen == 2000
+    assert set(g.members) == {f"acct-{i:04d}" for i in range(2000 - 512, 2000)}  # the oldest gave way
+
+
+def test_campaign_id_is_deterministic_per_key() -> None:
+    assert LinkGroup("pay:pf-1").campaign_id == LinkGroup("pay:pf-1").campaign_id == stable_id("camp", "pay:pf-1")
+    assert LinkGroup("pay:pf-1").campaign_id != LinkGroup("pay:pf-2").campaign_id
+    assert LinkGroup("pay:pf-1").campaign_id.startswith("camp-")
+
+
+def test_round_trip_gives_an_identical_group_that_judges_identically() -> None:
+    a = LinkGroup("tpl:2:beef")
+    feed(a, [member(i) for i in range(6)], template=0xBEEF)
+    a.applied_offset = 41
+    b = LinkGroup.from_bytes(a.to_bytes())
+    assert b.to_bytes() == a.to_bytes()
+    more = [member(i) for i in range(6, 14)]
+    fa, ca = feed(a, more, template=0xBEEF)
+    fb, cb = feed(b, more, template=0xBEEF)
+    assert fa == fb and ca == cb
+    assert b.to_bytes() == a.to_bytes()
+
+
+def test_campaign_alert_is_re_emitted_only_when_flagged_members_double() -> None:
+    cfg = DetectionConfig(campaign_critical=0.99)  # keep the severity at high
+    g = LinkGroup("pay:pf-1")
+    _, first = feed(g, [member(i) for i in range(5)], cfg)
+    assert [len(c["related"]) for c in first] == [5]
+    _, again = feed(g, [member(i, ts=NOW + 1) for i in range(5)], cfg)  # the same members report again
+    assert again == []
+    _, grown = feed(g, [member(i) for i in range(5, 9)], cfg)  # 9 flagged: not yet double
+    assert grown == []
+    _, doubled = feed(g, [member(9)], cfg)
+    assert [len(c["related"]) for c in doubled] == [10]
+    assert all(c["severity"] == HIGH for c in first + doubled)
+
+
+def test_campaign_alert_is_re_emitted_when_severity_rises() -> None:
+    g = LinkGroup("pay:pf-1")
+    _, first = feed(g, [member(i, elicitation=0.8, templating=0.8) for i in range(5)])
+    assert [c["severity"] for c in first] == [HIGH]
+    _, rising = feed(g, [member(i, elicitation=1.0, templating=1.0, regularity=1.0) for i in range(5)])
+    assert [c["severity"] for c in rising][:1] == [CRITICAL]
+    assert len(rising) == 1  # and only once
+    _, steady = feed(g, [member(i, ts=NOW + 5, elicitation=1.0, templating=1.0, regularity=1.0)
+                         for i in range(5)])
+    assert steady == []

@@ -1,0 +1,114 @@
+"""Population models (``pipeline.detection.population``): HalfSpaceTrees per segment, quantile-calibrated."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from river import stats
+
+from pipeline.detection.config import DetectionConfig
+from pipeline.detection.population import FEATURES, PopulationModels, PopulationScore, Segment, model_vector
+
+WARMUP = 60
+CFG = DetectionConfig(population_warmup=WARMUP, population_quantile=0.99)
+WINDOW = 250  # HalfSpaceTrees' reference window in Segment
+
+
+def ordinary(rng: random.Random) -> dict[str, float]:
+    """A casual-looking profile with a little noise."""
+    return {
+        "events_day": rng.uniform(10, 40), "reasoning_share": rng.uniform(0.0, 0.1),
+        "agentic_tools_share": rng.uniform(0.0, 0.05), "template_share": rng.uniform(0.0, 0.05),
+        "long_output_share": rng.uniform(0.0, 0.1), "out_in_ratio": rng.uniform(0.5, 2.0),
+        "capability_top_share": rng.uniform(0.4, 0.6), "active_hours": float(rng.randint(2, 5)),
+        "interarrival_log_std": rng.uniform(0.8, 1.2), "rate_limited_share": 0.0, "tools_per_req": 0.0,
+    }
+
+
+EXTREME = {
+    "events_day": 20000.0, "reasoning_share": 1.0, "agentic_tools_share": 1.0, "template_share": 1.0,
+    "long_output_share": 1.0, "out_in_ratio": 100.0, "capability_top_share": 1.0, "active_hours": 24.0,
+    "interarrival_log_std": 0.0, "rate_limited_share": 1.0, "tools_per_req": 50.0,
+}
+
+
+def run(models: PopulationModels, n: int, seed: int = 1) -> list[PopulationScore]:
+    rng = random.Random(seed)
+    return [models.score("pro", 0, ordinary(rng)) for _ in range(n)]
+
+
+def test_model_vector_maps_every_feature_into_the_unit_range() -> None:
+    rng = random.Random(2)
+    for p in [EXTREME, {k: 0.0 for k in EXTREME}, *(ordinary(rng) for _ in range(50))]:
+        x = model_vector(p)
+        assert set(x) == set(FEATURES)
+        assert all(0.0 <= v <= 1.0 for v in x.values())
+
+
+def test_nothing_is_anomalous_before_warm_up() -> None:
+    """Even extreme vectors are not called anomalous while the window fills and the quantile warms up."""
+    models = PopulationModels(CFG)
+    rng = random.Random(3)
+    for i in range(WINDOW + WARMUP):
+        s = models.score("pro", 0, EXTREME if i % 10 == 9 else ordinary(rng))
+        assert s.threshold is None and not s.anomalous, i
+
+
+def test_threshold_is_the_running_quantile_of_the_segments_scores() -> None:
+    """From the first full window on, scores feed a Quantile; after warm-up each summary's threshold is the
+    quantile of the scores before it."""
+    scores = run(PopulationModels(CFG), WINDOW + WARMUP + 150)
+    q = stats.Quantile(CFG.population_quantile)
+    for i, s in enumerate(scores, start=1):
+        if i <= WINDOW:
+            assert s.threshold is None
+            continue
+        if i <= WINDOW + WARMUP:
+            assert s.threshold is None
+        else:
+            expected = q.get()
+            assert expected is not None and s.threshold == expected
+            assert s.anomalous == (s.score > expected)
+        q.update(s.score)
+
+
+def test_an_extreme_vector_among_similar_ones_is_anomalous() -> None:
+    models = PopulationModels(CFG)
+    ordinary_scores = run(models, WINDOW + WARMUP + 100)
+    extreme = models.score("pro", 0, EXTREME)
+    assert extreme.threshold is not None
+    assert extreme.anomalous
+    assert extreme.score > max(s.score for s in ordinary_scores[WINDOW:])
+    assert sum(s.anomalous for s in ordinary_scores) <= 0.05 * 100  # the quantile keeps false calls rare
+
+
+def test_segments_and_partitions_have_their_own_models() -> None:
+    models = PopulationModels(CFG)
+    run(models, WINDOW + WARMUP + 10)
+    s = models.score("enterprise", 0, EXTREME)
+    assert s.threshold is None and not s.anomalous  # a fresh segment is still warming up
+    assert models.score("pro", 1, EXTREME).threshold is None  # so is another partition
+    assert set(models.segments) == {("pro", 0), ("enterprise", 0), ("pro", 1)}
+    assert models.segments[("pro", 0)].seen == WINDOW + WARMUP + 10
+
+
+def test_two_models_fed_the_same_sequence_give_identical_scores() -> None:
+    a = run(PopulationModels(CFG), WINDOW + WARMUP + 50, seed=4)
+    b = run(PopulationModels(CFG), WINDOW + WARMUP + 50, seed=4)
+    assert a == b
+
+
+def test_the_seed_is_explicit_per_partition() -> None:
+    """Two partitions of one segment get different, deterministic seeds."""
+    models = PopulationModels(CFG)
+    models.score("pro", 0, EXTREME)
+    models.score("pro", 3, EXTREME)
+    seeds = {k: seg.model.seed for k, seg in models.segments.items()}
+    assert seeds == {("pro", 0): CFG.population_seed * 1000, ("pro", 3): CFG.population_seed * 1000 + 3}
+
+
+@pytest.mark.parametrize("quantile", [0.9, 0.995])
+def test_segment_uses_the_configured_quantile(quantile: float) -> None:
+    seg = Segment(DetectionConfig(population_quantile=quantile), seed=1)
+    assert seg.quantile.q == quantile

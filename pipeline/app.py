@@ -36,8 +36,10 @@ from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
 from pipeline.detection.messages import Finding, LinkUpdate
 from pipeline.detection.policy import PolicyState
+from pipeline.guard import InvalidRateGuard
 from pipeline.logs import get_logger
 from pipeline.observability import WorkerMetrics, default_metrics
+from pipeline.privacy import redact
 from pipeline.settings import Settings
 from pipeline.topics import load_manifest
 
@@ -50,6 +52,8 @@ DLQ_OFFSET = "dlq.source.offset"
 BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
 EXIT_OUTPUT_FAILED = 70
+EXIT_INVALID_FLOOD = 71
+STATS_INTERVAL_S = 10.0
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -124,6 +128,7 @@ class Outbox:
 
     def __init__(self) -> None:
         self.items: list[tuple[Any, bytes | None, bytes, Any]] = []
+        self.tripped = False  # the invalid-input breaker fired during this batch
 
     def add(self, topic: Any, key: bytes | None, value: bytes, headers: Any = None) -> None:
         self.items.append((topic, key, value, headers))
@@ -135,12 +140,28 @@ class Outbox:
             await asyncio.gather(*futures)
 
 
-def _fatal(what: str, exc: BaseException) -> None:
+def _fatal(what: str, exc: BaseException | None, code: int = EXIT_OUTPUT_FAILED, **info: Any) -> None:
     # Leaving the batch any other way would let Faust ack its events: exit without committing instead,
     # so a restarted worker processes the batch again (nothing accepted is lost).
-    log.critical("fatal", what=what, error=f"{type(exc).__name__}: {exc}", exc_info=exc,
-                 hint="exiting without committing offsets; restart the worker to resume")
-    os._exit(EXIT_OUTPUT_FAILED)
+    log.critical("fatal", what=what, error=None if exc is None else f"{type(exc).__name__}: {exc}", exc_info=exc,
+                 hint="exiting without committing this batch's offsets; fix the cause, then restart the worker",
+                 **info)
+    os._exit(code)
+
+
+def table_stats(table: Any) -> tuple[int, int | None]:
+    """(keys, bytes) of a table: RocksDB's own estimates per partition, or a count for the memory store."""
+    dbs = getattr(table.data, "_dbs", None)
+    if dbs is None:
+        return len(table.data), None
+    keys = size = 0
+    for db in list(dbs.values()):
+        try:
+            keys += int(db.property_int_value("rocksdb.estimate-num-keys") or 0)
+            size += int(db.property_int_value("rocksdb.estimate-live-data-size") or 0)
+        except Exception:  # an estimate is optional: a store without it reports keys only
+            continue
+    return keys, size
 
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
@@ -210,9 +231,16 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                      action_id=v["action_id"], reasons=v["reason_codes"], topic=source.topic,
                      partition=source.partition, offset=source.offset)
 
+    guard = InvalidRateGuard(settings.max_invalid_ratio, window=settings.invalid_window,
+                             min_messages=max(10, settings.invalid_window // 10))
+
     def to_dlq(outbox: Outbox, message: Any, reason: str) -> None:
-        outbox.add(dlq_topic, message.key, message.value,
-                   dlq_headers(reason, message.topic, message.partition, message.offset))
+        value, headers = message.value, dlq_headers(reason, message.topic, message.partition, message.offset)
+        if settings.dlq_redact_text and value:
+            value, redacted = redact(value)
+            if redacted:
+                headers.append(("dlq.redacted", b"true"))
+        outbox.add(dlq_topic, message.key, value, headers)
         metrics.event_invalid(reason)
         log.warning("to_dlq", reason=reason, topic=message.topic, partition=message.partition,
                     offset=message.offset)
@@ -224,7 +252,10 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 ev = codec.decode_event(message.value, max_bytes=settings.max_message_bytes)
             except codec.CodecError as exc:
                 to_dlq(outbox, message, exc.reason)
+                if guard.record(valid=False):
+                    outbox.tripped = True
                 return
+            guard.record(valid=True)
             res = engine.on_event(ev, message.partition, message.offset)
             if res.duplicate:
                 metrics.event_duplicate()
@@ -269,6 +300,12 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 to_dlq(outbox, message, f"processing error: {type(exc).__name__}: {exc}")
         try:
             await outbox.deliver()
+            if outbox.tripped:
+                _fatal("too much invalid input", None, EXIT_INVALID_FLOOD,
+                       invalid_share=round(guard.ratio, 3), limit=settings.max_invalid_ratio,
+                       window=settings.invalid_window,
+                       cause="most recent input events are invalid: check the producers upstream (a bad deploy?); "
+                             "the invalid ones are in the DLQ with reasons; raise DG_MAX_INVALID_RATIO to go on")
             for store in stores:
                 store.flush()
         except Exception as exc:
@@ -288,6 +325,25 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     @app.agent(link_topic, concurrency=1)
     async def link_agent(stream: faust.StreamT) -> None:
         await run_batches(stream, link_message, (links,))
+
+    watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts")}
+
+    @app.timer(STATS_INTERVAL_S)
+    async def report_stats() -> None:
+        consumer = app.consumer
+        for tp in list(consumer.assignment()):
+            if tp.topic not in watched:
+                continue
+            try:
+                high = consumer.highwater(tp)
+                read = getattr(consumer, "_read_offset", {}).get(tp)  # Faust keeps no public read offset
+            except Exception:  # not yet known right after a rebalance
+                continue
+            if high is not None:
+                metrics.set_lag(tp.topic, tp.partition, max(0, high - (read + 1 if read is not None else 0)))
+        n_accounts, size = table_stats(account_table)
+        n_links, link_size = table_stats(link_table)
+        metrics.set_state(n_accounts, (size or 0) + (link_size or 0), n_links)
 
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
         "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,

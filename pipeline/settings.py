@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     )
     web_port: int = Field(6066, ge=0, le=65535, description="Faust web port of the worker")
     max_message_bytes: int = Field(64 * 1024, ge=256, description="input events larger than this go to the DLQ")
+    max_invalid_ratio: float = Field(0.5, gt=0, le=1, description="stop the worker when this share of the last "
+                                     "DG_INVALID_WINDOW input events was invalid (a bad deploy upstream)")
+    invalid_window: int = Field(10_000, ge=10, description="input events over which the invalid share is measured")
+    dlq_redact_text: bool = Field(False, description="remove prompt/completion/messages fields from DLQ copies")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
 
     # Detection and policy (pipeline/detection/config.py documents every knob; these are the ones to tune)

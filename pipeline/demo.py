@@ -63,20 +63,23 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
     run_id = time.strftime("%Y%m%d%H%M%S")
     prefix = f"{base.topic_prefix}demo-{run_id}-"
     settings = base.model_copy(update={"topic_prefix": prefix, "app_id": f"dg-demo-{run_id}",
-                                       "store_dir": workdir / "store", "web_port": _free_port()})
+                                       "store_dir": workdir / "store", "web_port": _free_port(),
+                                       "metrics_port": _free_port()})
     print(_c("distillation-guard demo", "\x1b[1m", colour))
     try:
         if not opts.external_bootstrap:
             print("· starting the local Apache Kafka (first run resolves its jars with Maven) …", flush=True)
+            # decided before starting, so an interrupt during start-up still stops what we started
+            started_kafka = not kafka_local.status(settings).running
             info = kafka_local.start(settings)
-            started_kafka = info.started
             settings = settings.model_copy(update={"bootstrap": info.bootstrap})
         print(f"· Kafka at {settings.bootstrap}; topics prefixed '{prefix}'", flush=True)
         topics.create_topics(settings)
 
         env = {**os.environ, **settings.to_env()}
         log_path = workdir / "worker.log"
-        print(f"· starting a worker (log: {log_path})", flush=True)
+        print(f"· starting a worker (log: {log_path}; metrics: http://127.0.0.1:{settings.metrics_port}/metrics)",
+              flush=True)
         worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "-l", "warning"], env=env,
                                   stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
                                   start_new_session=True)
@@ -158,8 +161,12 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
 
 def _describe(topic: str, v: dict[str, Any], labels: dict[str, tuple[str, str | None]], colour: bool) -> str:
     acc = v.get("account_id")
-    truth = labels.get(acc or "", ("?", None))
-    tag = f"[{truth[0]}{'/' + truth[1] if truth[1] else ''}]"
+    if acc is None and v.get("related_accounts"):  # a campaign alert: what its named members really are
+        truths = Counter(labels.get(a, ("?", None)) for a in v["related_accounts"])
+        truth = truths.most_common(1)[0][0]
+    else:
+        truth = labels.get(acc or "", ("?", None))
+    tag = f"[truth: {truth[0]}{' ' + truth[1] if truth[1] else ''}]"
     if topic == "anomaly-alerts":
         sev = v["severity"]
         head = _c(f"ALERT {sev.upper():8}", COLOURS.get(sev, ""), colour)

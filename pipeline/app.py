@@ -149,6 +149,19 @@ def _fatal(what: str, exc: BaseException | None, code: int = EXIT_OUTPUT_FAILED,
     os._exit(code)
 
 
+SIGNING_KEY_ID_HEADER = "dg.signing-key-id"
+
+
+def signing_key_id(settings: Settings) -> str:
+    """A public id of the signing key (a hash prefix), sent as a header with each action so a verifier
+    holding several keys during a rotation knows which one signed it."""
+    import hashlib
+
+    if settings.signing_key is None:
+        return "development"
+    return hashlib.sha256(settings.signing_key.get_secret_value().encode("utf-8")).hexdigest()[:16]
+
+
 def table_stats(table: Any) -> tuple[int, int | None]:
     """(keys, bytes) of a table: RocksDB's own estimates per partition, or a count for the memory store."""
     dbs = getattr(table.data, "_dbs", None)
@@ -216,8 +229,11 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     links = BatchStore(link_table, LinkGroup.from_bytes)
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
 
+    key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]
+
     def emit(outbox: Outbox, out: Output, source: Any) -> None:
-        outbox.add(out_topics[out.topic], out.key.encode("utf-8"), codec.encode(out.value))
+        outbox.add(out_topics[out.topic], out.key.encode("utf-8"), codec.encode(out.value),
+                   key_id if out.topic == ACTIONS else None)
         v = out.value
         if out.topic == ALERTS:
             metrics.alert(v["severity"], v["kind"], v["ts"])

@@ -53,6 +53,10 @@ BATCH_MAX = 500
 BATCH_WITHIN_S = 0.05
 EXIT_OUTPUT_FAILED = 70
 EXIT_INVALID_FLOOD = 71
+EXIT_BROKER_GONE = 72
+SWEEP_INTERVAL_S = 30.0
+SWEEP_CHUNK = 20_000
+WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
 
 
@@ -86,15 +90,54 @@ class PartitionedTable(faust.Table):
             return self.explicit_partition
         return super().partition_for_key(key)
 
-    def put(self, partition: int, key: bytes, value: bytes) -> None:
+    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write (or, with ``None``, delete) a key in a given partition."""
         stand_in = _PartitionOnly(partition)
         token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
         self.explicit_partition = partition
         try:
-            self[key] = value
+            if value is None:
+                del self[key]
+            else:
+                self[key] = value
         finally:
             self.explicit_partition = None
             _current_event.reset(token)
+
+
+class Sweeper:
+    """Deletes state idle for longer than ``idle_ms`` of event time, a chunk of keys per call, so a
+    million one-off accounts or link keys do not accumulate (RocksDB partitions of this worker only)."""
+
+    def __init__(self, table: PartitionedTable, last_ts: Callable[[bytes], int], idle_ms: int) -> None:
+        self.table = table
+        self.last_ts = last_ts
+        self.idle_ms = idle_ms
+        self.cursor: dict[int, bytes | None] = {}
+
+    def sweep(self, watermark: int, chunk: int = SWEEP_CHUNK) -> int:
+        """One pass over up to ``chunk`` keys per partition; returns how many keys were deleted."""
+        dbs = getattr(self.table.data, "_dbs", None)
+        if dbs is None or watermark <= 0:
+            return 0
+        expired: list[tuple[int, bytes]] = []
+        for partition, db in list(dbs.items()):
+            start = self.cursor.get(partition)
+            seen = 0
+            last_key = None
+            for key, raw in (db.items(from_key=start) if start is not None else db.items()):
+                if key.startswith(b"__faust"):
+                    continue
+                seen += 1
+                last_key = key
+                if raw is not None and watermark - self.last_ts(raw) > self.idle_ms:
+                    expired.append((partition, key))
+                if seen >= chunk:
+                    break
+            self.cursor[partition] = last_key if seen >= chunk else None
+        for partition, key in expired:
+            self.table.put(partition, key, None)
+        return len(expired)
 
 
 class BatchStore:
@@ -261,6 +304,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         log.warning("to_dlq", reason=reason, topic=message.topic, partition=message.partition,
                     offset=message.offset)
 
+    watermark = [0]  # the latest event time this worker has seen: the clock of state expiry
+
     def account_message(outbox: Outbox, message: Any) -> None:
         accounts.partition = policy.partition = message.partition
         if message.topic == events_name:
@@ -272,6 +317,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                     outbox.tripped = True
                 return
             guard.record(valid=True)
+            if ev["ts"] > watermark[0]:
+                watermark[0] = ev["ts"]
             res = engine.on_event(ev, message.partition, message.offset)
             if res.duplicate:
                 metrics.event_duplicate()
@@ -361,10 +408,45 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         n_links, link_size = table_stats(link_table)
         metrics.set_state(n_accounts, (size or 0) + (link_size or 0), n_links)
 
+    idle_ms = int(settings.idle_expiry_hours * 3_600_000)
+    sweepers = [Sweeper(account_table, lambda raw: AccountState.from_bytes(raw).last_ts, idle_ms),
+                Sweeper(link_table, lambda raw: LinkGroup.from_bytes(raw).now, idle_ms)]
+
+    @app.timer(SWEEP_INTERVAL_S)
+    async def expire_idle_state() -> None:
+        for sweeper in sweepers:
+            n = sweeper.sweep(watermark[0])
+            if n:
+                log.info("expired_idle_state", table=sweeper.table.name, keys=n, watermark=watermark[0],
+                         idle_hours=settings.idle_expiry_hours)
+            await asyncio.sleep(0)
+
+    hosts = [b.strip().rsplit(":", 1) for b in settings.bootstrap.split(",") if b.strip()]
+    last_contact = [time.monotonic()]
+
+    @app.timer(WATCHDOG_INTERVAL_S)
+    async def broker_watchdog() -> None:
+        for host, port in hosts:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=3.0)
+            except (TimeoutError, OSError):
+                continue
+            writer.close()
+            last_contact[0] = time.monotonic()
+            return
+        silent = time.monotonic() - last_contact[0]
+        log.warning("kafka_unreachable", bootstrap=settings.bootstrap, seconds=round(silent, 1),
+                    limit=settings.broker_timeout_s)
+        if silent > settings.broker_timeout_s:
+            _fatal("Kafka unreachable", None, EXIT_BROKER_GONE, bootstrap=settings.bootstrap,
+                   seconds=round(silent, 1), cause="no broker answered; check the cluster and DG_BOOTSTRAP, "
+                   "then restart the worker (it resumes from its last committed offsets)")
+
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
         "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,
         "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine,
         "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table},
+        "sweepers": sweepers, "watermark": watermark,
         "account_agent": account_agent, "link_agent": link_agent,
         "account_batch": lambda msgs: process_batch(msgs, account_message, (accounts, policy)),
         "link_batch": lambda msgs: process_batch(msgs, link_message, (links,)),

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     max_invalid_ratio: float = Field(0.5, gt=0, le=1, description="stop the worker when this share of the last "
                                      "DG_INVALID_WINDOW input events was invalid (a bad deploy upstream)")
     invalid_window: int = Field(10_000, ge=10, description="input events over which the invalid share is measured")
+    idle_expiry_hours: float = Field(24 * 14, gt=0, description="forget an account's or link key's state after "
+                                     "this many hours of event time without activity (bounded state)")
+    broker_timeout_s: float = Field(300, gt=0, description="exit with a clear error when no Kafka broker has "
+                                    "answered for this many seconds (the worker rides out shorter outages)")
     dlq_redact_text: bool = Field(False, description="remove prompt/completion/messages fields from DLQ copies")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
 

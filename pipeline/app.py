@@ -19,6 +19,7 @@ Agent concurrency stays at 1 (faust-streaming #606).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import weakref
@@ -80,29 +81,33 @@ class _PartitionOnly:
 
 
 class PartitionedTable(faust.Table):
-    """A table written with an explicit partition: a batch holds events of several partitions, and after
-    the batch there is no current event for Faust to take the partition from (changelog and RocksDB)."""
+    """A table written in batches with explicit partitions, changelog first.
 
-    explicit_partition: int | None = None
+    Faust's own ``table[key] = value`` writes the local RocksDB at once and the changelog later: a
+    SIGKILL in between leaves the local store ahead of the changelog, and a restarted worker on the same
+    disk would then skip a redelivered event whose effect the changelog never got. ``put_many`` sends the
+    changelog records, waits until Kafka has them, and only then writes the local store.
+    """
 
-    def partition_for_key(self, key: Any) -> int | None:
-        if self.explicit_partition is not None:
-            return self.explicit_partition
-        return super().partition_for_key(key)
-
-    def put(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write (or, with ``None``, delete) a key in a given partition."""
-        stand_in = _PartitionOnly(partition)
-        token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
-        self.explicit_partition = partition
-        try:
-            if value is None:
-                del self[key]
-            else:
-                self[key] = value
-        finally:
-            self.explicit_partition = None
-            _current_event.reset(token)
+    async def put_many(self, items: list[tuple[int, bytes, bytes | None]]) -> None:
+        """Write (value ``None``: delete) ``(partition, key, value)`` items durably."""
+        if not items:
+            return
+        futures = [self.send_changelog(partition, key, value, value_serializer="raw")
+                   for partition, key, value in items]
+        await asyncio.gather(*futures)
+        store = self.data
+        for partition, key, value in items:
+            stand_in = _PartitionOnly(partition)  # the RocksDB store takes the partition from the current event
+            token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+            try:
+                if value is None:
+                    with contextlib.suppress(KeyError):
+                        del store[key]
+                else:
+                    store[key] = value
+            finally:
+                _current_event.reset(token)
 
 
 class Sweeper:
@@ -115,7 +120,7 @@ class Sweeper:
         self.idle_ms = idle_ms
         self.cursor: dict[int, bytes | None] = {}
 
-    def sweep(self, watermark: int, chunk: int = SWEEP_CHUNK) -> int:
+    async def sweep(self, watermark: int, chunk: int = SWEEP_CHUNK) -> int:
         """One pass over up to ``chunk`` keys per partition; returns how many keys were deleted."""
         dbs = getattr(self.table.data, "_dbs", None)
         if dbs is None or watermark <= 0:
@@ -135,8 +140,7 @@ class Sweeper:
                 if seen >= chunk:
                     break
             self.cursor[partition] = last_key if seen >= chunk else None
-        for partition, key in expired:
-            self.table.put(partition, key, None)
+        await self.table.put_many([(partition, key, None) for partition, key in expired])
         return len(expired)
 
 
@@ -160,10 +164,10 @@ class BatchStore:
     def __setitem__(self, key: str, obj: Any) -> None:
         self.pending[key] = (self.partition, obj)
 
-    def flush(self) -> None:
-        for key, (partition, obj) in self.pending.items():
-            self.table.put(partition, key.encode("utf-8"), obj.to_bytes())
+    async def flush(self) -> None:
+        items = [(partition, key.encode("utf-8"), obj.to_bytes()) for key, (partition, obj) in self.pending.items()]
         self.pending.clear()
+        await self.table.put_many(items)
 
 
 class Outbox:
@@ -370,7 +374,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                        cause="most recent input events are invalid: check the producers upstream (a bad deploy?); "
                              "the invalid ones are in the DLQ with reasons; raise DG_MAX_INVALID_RATIO to go on")
             for store in stores:
-                store.flush()
+                await store.flush()
         except Exception as exc:
             _fatal("delivering a batch's outputs", exc)
         metrics.observe_processing(time.perf_counter() - t0)
@@ -415,7 +419,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:
         for sweeper in sweepers:
-            n = sweeper.sweep(watermark[0])
+            n = await sweeper.sweep(watermark[0])
             if n:
                 log.info("expired_idle_state", table=sweeper.table.name, keys=n, watermark=watermark[0],
                          idle_hours=settings.idle_expiry_hours)

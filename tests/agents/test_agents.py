@@ -8,7 +8,6 @@ the tables are real Faust tables on the ``memory://`` store, with the changelog 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any
 
 import msgpack
@@ -50,10 +49,15 @@ def app_parts(make_settings) -> dict[str, Any]:
     parts["link_topic"].send = sent["links"]
     parts["findings_topic"].send = sent["findings"]
     parts["sent"] = sent
-    for table in parts["tables"].values():  # no broker: the changelog write is a no-op
-        table.send_changelog = lambda partition, key, value, **_: SimpleNamespace(
-            message=SimpleNamespace(partition=partition))
+    for table in parts["tables"].values():  # no broker: the changelog write is delivered at once
+        table.send_changelog = _delivered
     return parts
+
+
+def _delivered(*_: Any, **__: Any) -> asyncio.Future[None]:
+    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    fut.set_result(None)
+    return fut
 
 
 def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:

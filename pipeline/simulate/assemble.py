@@ -7,37 +7,12 @@ import hashlib
 
 import numpy as np
 
+from pipeline.models import USAGE_EVENT_FIELDS
 from pipeline.simhash import hex_list
 
 from .world import World
 
-FIELDS: tuple[str, ...] = (
-    "schema_version",
-    "event_id",
-    "ts",
-    "account_id",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "status",
-    "org_id",
-    "api_key_id",
-    "endpoint",
-    "latency_ms",
-    "ip_prefix",
-    "asn",
-    "client_fingerprint",
-    "payment_fingerprint",
-    "account_tier",
-    "country",
-    "prompt_simhash",
-    "prompt_chars",
-    "n_turns",
-    "n_tools",
-    "reasoning_requested",
-    "capability",
-    "language",
-)
+FIELDS: tuple[str, ...] = USAGE_EVENT_FIELDS  # contract order
 MAX_LATENESS_MS = 3_000
 
 

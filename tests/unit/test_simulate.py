@@ -10,24 +10,12 @@ from statistics import median
 
 import pytest
 
+from pipeline import models
 from pipeline.simhash import hamming, lsh_bands
 from pipeline.simulate import FIELDS, MAX_LATENESS_MS, SCENARIOS, Simulation, UnknownScenario, generate
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "usage_event.v1.json"
-TIERS = {"free", "pro", "team", "enterprise", "education", "research", "startup"}
-CAPABILITIES = {
-    "coding",
-    "math",
-    "reasoning",
-    "agentic",
-    "chat",
-    "writing",
-    "analysis",
-    "vision",
-    "translation",
-    "other",
-}
-STATUSES = {"ok", "error", "rate_limited", "refused"}
+TIERS, CAPABILITIES, STATUSES = models.TIERS, models.CAPABILITIES, models.STATUSES
 INT_FIELDS = (
     "ts",
     "input_tokens",

@@ -277,6 +277,11 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
 
     key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]
+    cfg = engine.cfg
+    thresholds = {("account_behaviour", "medium"): cfg.account_medium, ("account_behaviour", "high"): cfg.account_high,
+                  ("account_behaviour", "critical"): cfg.account_critical,
+                  ("coordinated_campaign", "high"): cfg.campaign_high,
+                  ("coordinated_campaign", "critical"): cfg.campaign_critical}
 
     def emit(outbox: Outbox, out: Output, source: Any) -> None:
         outbox.add(out_topics[out.topic], out.key.encode("utf-8"), codec.encode(out.value),
@@ -285,7 +290,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         if out.topic == ALERTS:
             metrics.alert(v["severity"], v["kind"], v["ts"])
             log.info("alert", account_id=v["account_id"], campaign_id=v["campaign_id"], kind=v["kind"],
-                     severity=v["severity"], score=v["score"], alert_id=v["alert_id"],
+                     severity=v["severity"], score=v["score"],
+                     threshold=thresholds.get((v["kind"], v["severity"])), alert_id=v["alert_id"],
                      reasons=[r["code"] for r in v["reasons"]], topic=source.topic,
                      partition=source.partition, offset=source.offset)
         else:

@@ -29,8 +29,7 @@ class CommandError(Exception):
 
 def _settings(args: argparse.Namespace) -> Settings:
     overrides: dict[str, Any] = {}
-    for name in ("bootstrap", "topic_prefix", "partitions", "store_dir", "kafka_data_dir", "kafka_port",
-                 "kafka_controller_port", "web_port"):
+    for name in Settings.model_fields:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -42,6 +41,21 @@ def _settings(args: argparse.Namespace) -> Settings:
             for e in exc.errors()
         )
         raise CommandError(f"invalid settings: {problems}") from exc
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    """A ``--name VALUE`` flag for every setting the parser does not have yet (secrets excepted: they come
+    from the environment only, never from a command line that other users can see)."""
+    from pydantic import SecretStr
+
+    g = p.add_argument_group("settings (each flag overrides the DG_<NAME> environment variable)")
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if flag in p._option_string_actions or field.annotation in (SecretStr, SecretStr | None):
+            continue
+        default = field.default if field.default_factory is None else "per user"
+        g.add_argument(flag, dest=name, metavar="V",
+                       help=f"{field.description or name} (env DG_{name.upper()}; default {default})")
 
 
 def _add_kafka_opts(p: argparse.ArgumentParser) -> None:
@@ -329,7 +343,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     import os
 
     settings = _settings(args)
-    flags = {n for n in ("bootstrap", "topic_prefix") if getattr(args, n, None) is not None}
+    flags = {n for n in Settings.model_fields if getattr(args, n, None) is not None}
     rows = []
     for name in type(settings).model_fields:
         env = f"DG_{name.upper()}"
@@ -425,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="scenario seed (default 1)")
     p.add_argument("--max-seconds", type=float, default=600.0, help="give up after this long (default 600)")
     p.add_argument("--no-colour", action="store_true", help="plain output")
+    _add_settings_flags(p)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("worker", help="run a Faust worker of the streaming pipeline (start more to scale out)",
@@ -436,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--web-port", type=int, metavar="N", help="worker web/stats port (env DG_WEB_PORT; default 6066)")
     p.add_argument("--store-dir", type=Path, metavar="DIR",
                    help="RocksDB table directory (env DG_STORE_DIR; default ./var/store)")
+    _add_settings_flags(p)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("kafka", help="start, stop or inspect a local single-node Apache Kafka (KRaft)",
@@ -499,6 +515,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_kafka_opts(p)
+    _add_settings_flags(p)
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("config", help="show the effective settings (secrets masked)",
@@ -508,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["show"])
     p.add_argument("--json", action="store_true", help="print a JSON object instead of aligned text")
     _add_kafka_opts(p)
+    _add_settings_flags(p)
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser(

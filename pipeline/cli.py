@@ -225,6 +225,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     try:
         if args.input is not None:
             file_format(args.input)
+            if not args.input.is_file():
+                raise EventFileError(f"{args.input}: no such file")
         labels = read_labels(args.labels) if args.labels is not None else None
         start_ms = parse_time(args.from_ts) if args.from_ts else None
         end_ms = parse_time(args.to_ts) if args.to_ts else None

@@ -97,16 +97,17 @@ class Engine:
         links: list[LinkUpdate] = []
         if st.n == 3 or st.n >= 2 * st.last_summary_n or ev["ts"] - st.last_summary_ts >= self.cfg.summary_interval_ms:
             st.last_summary_ts, st.last_summary_n = ev["ts"], st.n
-            finding = self._account_finding(st, ev, partition)
+            p = st.profile()
+            finding = self._account_finding(st, ev, partition, p)
             if finding is not None:
                 outputs += self.on_finding(finding)
             if self.cfg.link_detection:
-                links = self._link_updates(st, ev)
+                links = self._link_updates(st, ev, p)
         self.accounts[acc] = st
         return EventResult(outputs, links)
 
-    def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int) -> Finding | None:
-        p = st.profile()
+    def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int,
+                         p: dict[str, float]) -> Finding | None:
         hs = harvest_score(p)
         pop = self.models.score(st.tier or "unknown", partition, p)
         shift, shift_reasons = shift_score(p)
@@ -118,7 +119,7 @@ class Engine:
             sev = HIGH
         elif hs >= cfg.account_medium or (pop.anomalous and hs >= 0.2):
             sev = MEDIUM
-        elif shift >= 0.5 or (pop.anomalous and hs >= 0.1):
+        elif shift >= 0.5:
             sev = LOW
         else:
             return None
@@ -140,8 +141,7 @@ class Engine:
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
                        window_events=int(round(p["events_day"])), org=st.org)
 
-    def _link_updates(self, st: AccountState, ev: UsageEvent) -> list[LinkUpdate]:
-        p = st.profile()
+    def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float]) -> list[LinkUpdate]:
         s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
                           round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
                           round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,

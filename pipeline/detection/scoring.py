@@ -47,12 +47,18 @@ def harvest_score(p: dict[str, float]) -> float:
 
 
 def shift_score(p: dict[str, float]) -> tuple[float, list[Reason]]:
-    """Change against the account's own day: the last hour's rate, reasoning share and model mix."""
+    """Change against the account's own day: the last hour's rate, reasoning share and model mix.
+
+    Only accounts with a day of history and at least 20 requests in the last hour are judged; a volume
+    jump needs 60 requests an hour at eight times the daily rate (developers' sessions are bursty).
+    """
     reasons: list[Reason] = []
+    if p["age_hours"] < 24.0 or p["events_hour"] < 480.0:
+        return 0.0, reasons  # no past of its own yet, or too few requests in the hour to judge a change
     rate_ratio = p["events_hour"] / max(p["events_day"], 1.0)
     score = 0.0
-    if p["events_hour"] >= 240 and rate_ratio >= 4.0:
-        score = max(score, _clip((rate_ratio - 4.0) / 8.0 + 0.5))
+    if p["events_hour"] >= 1440.0 and rate_ratio >= 8.0:
+        score = max(score, _clip((rate_ratio - 8.0) / 16.0 + 0.5))
         reasons.append(_reason("volume_jump", f"the last hour ran at {p['events_hour']:.0f} requests/day, "
                                f"{rate_ratio:.1f}x the account's daily rate", p["events_hour"], p["events_day"]))
     if p["reasoning_share_hour"] - p["reasoning_share"] >= 0.5:

@@ -23,7 +23,7 @@ CFG = DetectionConfig()
 def profile(**overrides: float) -> dict[str, float]:
     """A quiet, unremarkable profile with every key ``AccountState.profile`` returns, then the overrides."""
     p: dict[str, float] = {
-        "events_day": 20.0, "events_hour": 20.0, "reasoning_share": 0.0, "agentic_tools_share": 0.0,
+        "events_day": 20.0, "events_hour": 600.0, "reasoning_share": 0.0, "agentic_tools_share": 0.0,
         "template_share": 0.0, "long_output_share": 0.0, "out_in_ratio": 1.0, "output_k_per_req": 0.5,
         "capability_entropy": 0.5, "capability_top_share": 0.5, "error_share": 0.0, "rate_limited_share": 0.0,
         "refused_share": 0.0, "tools_per_req": 0.0, "turns_per_req": 1.0, "active_hours": 4.0,
@@ -136,25 +136,32 @@ def codes(result: tuple[float, list[Any]]) -> list[str]:
 
 
 def test_steady_account_has_no_shift() -> None:
-    assert shift_score(profile(events_day=300, events_hour=310)) == (0.0, [])
+    assert shift_score(profile(events_day=600, events_hour=610)) == (0.0, [])
 
 
 def test_volume_jump_when_the_last_hour_runs_far_above_the_daily_rate() -> None:
     score, reasons = shift_score(profile(events_day=100, events_hour=2400))
-    assert score == 1.0  # 24x: (24 - 4) / 8 + 0.5, clipped
+    assert score == 1.0  # 24x: (24 - 8) / 16 + 0.5, clipped
     assert [r["code"] for r in reasons] == ["volume_jump"]
     assert reasons[0]["value"] == 2400 and reasons[0]["baseline"] == 100
 
 
-def test_volume_jump_at_four_times_scores_one_half() -> None:
-    score, reasons = shift_score(profile(events_day=100, events_hour=400))
+def test_volume_jump_at_eight_times_scores_one_half() -> None:
+    score, reasons = shift_score(profile(events_day=200, events_hour=1600))
     assert score == 0.5 and [r["code"] for r in reasons] == ["volume_jump"]
-    assert codes(shift_score(profile(events_day=100, events_hour=399))) == []  # 3.99x
+    assert codes(shift_score(profile(events_day=200, events_hour=1599))) == []  # 7.99x
 
 
-def test_no_volume_jump_below_240_requests_a_day_in_the_last_hour() -> None:
-    """A tiny account going from 1 to 200 a day is not a volume jump however large the ratio."""
-    assert codes(shift_score(profile(events_day=1, events_hour=200))) == []
+def test_no_shift_below_20_requests_in_the_last_hour_and_no_volume_jump_below_60() -> None:
+    """A small account going from 1 to 470 a day (under 20 an hour) shows no change at all; a volume
+    jump needs 60 an hour."""
+    assert codes(shift_score(profile(events_day=1, events_hour=470, reasoning_share_hour=1.0))) == []
+    assert codes(shift_score(profile(events_day=10, events_hour=1400))) == []
+
+
+def test_an_account_younger_than_a_day_has_no_past_to_shift_from() -> None:
+    assert shift_score(profile(age_hours=23.0, events_day=100, events_hour=2400, reasoning_share=0.1,
+                               reasoning_share_hour=0.9, new_model_share_hour=1.0)) == (0.0, [])
 
 
 def test_reasoning_jump_when_the_last_hour_asks_for_reasoning_far_more() -> None:
@@ -172,7 +179,7 @@ def test_model_shift_when_most_of_the_last_hour_went_to_a_new_model() -> None:
 
 
 def test_several_shifts_report_every_reason_and_the_strongest_score() -> None:
-    score, reasons = shift_score(profile(events_day=100, events_hour=800, reasoning_share=0.1,
+    score, reasons = shift_score(profile(events_day=100, events_hour=2400, reasoning_share=0.1,
                                          reasoning_share_hour=0.9, new_model_share_hour=1.0))
     assert [r["code"] for r in reasons] == ["volume_jump", "reasoning_jump", "model_shift"]
-    assert score == pytest.approx(1.0)  # 8x: (8 - 4) / 8 + 0.5
+    assert score == pytest.approx(1.0)  # 24x: (24 - 8) / 16 + 0.5, clipped

@@ -244,6 +244,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         datadir=str(settings.store_dir),
         autodiscover=False,
         producer_acks=-1,
+        # a SIGKILLed worker's partitions move to the others after this long (Faust's default is 60 s)
+        broker_session_timeout=15.0,
+        broker_heartbeat_interval=3.0,
         consumer_auto_offset_reset="earliest",
         topic_partitions=n_parts,
         topic_replication_factor=settings.replication_factor,

@@ -101,3 +101,45 @@ def harvester_and_noise(n_valid: int, seed: int = 3) -> list[dict[str, Any]]:
                             client_fingerprint=f"cf{n % 200}"))
     events.sort(key=lambda e: e["ts"])
     return events
+
+
+MALFORMED_MORE_KINDS = 16
+
+
+def malformed_more(i: int, rng: random.Random) -> bytes:
+    """The i-th malformed message of further kinds (huge strings and arrays, deep maps, JSON that is not
+    an object, wrong scalar types, an empty value …); each is rejected by the codec with a reason."""
+    good = event(i, event_id=f"bad2-{i}")
+    kind = i % MALFORMED_MORE_KINDS
+    if kind == 0:
+        return b""  # empty
+    if kind == 1:
+        return msgpack.packb({**good, "capability": ["chat"] * 5_000})  # a big array where a string belongs
+    if kind == 2:
+        return msgpack.packb(list(range(rng.randint(1_000, 8_000))))  # a huge top-level array
+    if kind == 3:
+        # a map nested thousands deep, written by hand (msgpack's packer refuses depths over 511)
+        return b"\x81\xa1a" * rng.randint(300, 5_000) + b"\xc0"
+    if kind == 4:
+        return msgpack.packb({**good, "event_id": "e" * 60_000})  # a huge string, yet under the size limit
+    if kind == 5:
+        return rng.choice([b"42", b'"a string"', b"null", b"true", b"[]", b"3.5"])  # JSON, not an object
+    if kind == 6:
+        return json.dumps({"schema_version": 1, "event_id": f"j-{i}"}).encode()  # JSON missing fields
+    if kind == 7:
+        return msgpack.packb({**good, "account_id": None})  # null where an id is required
+    if kind == 8:
+        return msgpack.packb({**good, "input_tokens": True})  # a boolean where a count belongs
+    if kind == 9:
+        return msgpack.packb({**good, "output_tokens": 1.5})  # a float where a count belongs
+    if kind == 10:
+        return msgpack.packb({**good, "input_tokens": 2**64 - 1})  # beyond int64
+    if kind == 11:
+        return msgpack.packb({**good, "account_id": b"\xff\xfe raw bytes"}, use_bin_type=True)  # bytes, not str
+    if kind == 12:
+        return msgpack.packb({**good, "model": msgpack.ExtType(5, b"xx")})  # a msgpack extension type
+    if kind == 13:
+        return msgpack.packb(good) + b"trailing"  # a valid event with junk after it
+    if kind == 14:
+        return msgpack.packb({**good, "ts": -1})  # a timestamp out of range
+    return b"\x81" + b"\xa1a" * rng.randint(1, 50)  # a map header whose entries are cut short

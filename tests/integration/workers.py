@@ -133,3 +133,73 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory (VmRSS) of a process, in MiB, from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A worker's Prometheus samples: (name, sorted labels) → value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
+    """The last value per key of a (changelog) topic; ``None`` where the last record is a tombstone."""
+    out: dict[bytes, bytes | None] = {}
+    for m in sorted(read_all(bootstrap, topic), key=lambda m: (m.partition, m.offset)):
+        out[m.key] = m.value
+    return out
+
+
+def consumed_share(settings: Settings, total: int) -> float:
+    """Share of ``total`` input events the app's consumer group has committed (0 before its first commit)."""
+    from pipeline.lag import group_lag
+
+    lag = group_lag(settings.bootstrap, settings.app_id, settings.topic("usage-events"))
+    return 0.0 if lag is None else max(0.0, 1.0 - lag / total)
+
+
+def wait_for_share(settings: Settings, total: int, share: float, workers: list[Worker],
+                   timeout: float = 240.0) -> float:
+    """Wait until the group has committed ``share`` of ``total`` input events; returns the share reached."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for w in workers:
+            if not w.alive():
+                raise AssertionError(f"worker died:\n{w.log_tail()}")
+        got = consumed_share(settings, total)
+        if got >= share:
+            return got
+        time.sleep(0.2)
+    raise AssertionError(f"the worker did not reach {share:.0%} of {total} events within {timeout} s")
+
+
+class PrivateBroker:
+    """A local Kafka of its own (own ports and data dir) that a test may stop and start again, for faults
+    that must not disturb the session broker other tests share."""
+
+    def __init__(self, data_dir: Path, port: int, controller_port: int) -> None:
+        self.data_dir = data_dir
+        self.settings = Settings(kafka_port=port, kafka_controller_port=controller_port, kafka_data_dir=data_dir)
+        self.bootstrap = f"127.0.0.1:{port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        from pipeline import kafka_local
+
+        kafka_local.start(self.settings, data_dir=self.data_dir, timeout=timeout)
+
+    def stop(self) -> bool:
+        from pipeline import kafka_local
+
+        return kafka_local.stop(self.settings, data_dir=self.data_dir)

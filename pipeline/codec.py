@@ -354,6 +354,13 @@ def event_from_json_obj(obj: Any) -> UsageEvent:
     return event
 
 
+def event_from_msgpack_obj(obj: Any) -> UsageEvent:
+    """Validate an object just decoded from msgpack and owned by the caller (e.g. one record of a msgpack
+    file): the same rules as :func:`decode_event`, which means that the object itself may be returned, and
+    that its strings need no unicode check (msgpack decoding already rejected invalid UTF-8)."""
+    return cast(UsageEvent, _guarded(lambda o: _check_event(o, fresh=True), obj))
+
+
 def event_to_json_line(ev: Mapping[str, Any]) -> str:
     """One compact JSON line (no newline), keys in contract order, nulls kept."""
     return json.dumps(

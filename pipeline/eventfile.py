@@ -16,7 +16,7 @@ from typing import IO, Any, cast
 import msgpack
 import orjson
 
-from pipeline.codec import CodecError, event_from_json_obj
+from pipeline.codec import CodecError, event_from_json_obj, event_from_msgpack_obj
 from pipeline.models import UsageEvent
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -134,12 +134,13 @@ def _iter_msgpack(p: Path, fh: IO[bytes]) -> Iterator[tuple[str, bytes, Any]]:
 def read_events(path: str | Path, on_bad: Callable[[BadRecord], None]) -> Iterator[UsageEvent]:
     """Yield the valid UsageEvents of a file in file order; hand every invalid record to ``on_bad``."""
     p = str(path)
+    check = event_from_msgpack_obj if file_format(path)[0] == "msgpack" else event_from_json_obj
     for location, raw, obj in iter_raw_records(path):
         if isinstance(obj, CodecError):
             on_bad(BadRecord(p, location, obj.reason, raw))
             continue
         try:
-            yield event_from_json_obj(obj)
+            yield check(obj)
         except CodecError as exc:
             on_bad(BadRecord(p, location, exc.reason, raw or msgpack.packb(obj, use_bin_type=True)))
 

@@ -34,6 +34,7 @@ LN2 = math.log(2.0)
 STATE_VERSION = 1
 MAX_MODELS = 3
 RECENT_IDS = 8
+_DAY_BITS = (1 << 24) - 1
 
 
 def _decay(dt_ms: int, half_life_ms: int) -> float:
@@ -53,9 +54,8 @@ def roll_mask(mask: int, from_hour: int, to_hour: int) -> int:
         return mask
     if gap >= 24:
         return 0
-    for h in range(from_hour + 1, to_hour + 1):
-        mask &= ~(1 << (h % 24))
-    return mask
+    cleared = ((1 << gap) - 1) << ((from_hour + 1) % 24)  # the hours passed, as bits; may run past bit 23
+    return mask & ~(cleared | (cleared >> 24)) & _DAY_BITS
 
 
 class AccountState:
@@ -104,11 +104,8 @@ class AccountState:
         dt = ts - self.last_ts
         if dt > 0:
             fd, fh = _decay(dt, DAY_MS), _decay(dt, HOUR_MS)
-            day, hour = self.day, self.hour
-            for i in range(N_DAY):
-                day[i] *= fd
-            for i in range(N_HOUR):
-                hour[i] *= fh
+            self.day = [x * fd for x in self.day]
+            self.hour = [x * fh for x in self.hour]
             for slot in self.tpl:
                 slot[1] *= fd
                 slot[2] *= fd

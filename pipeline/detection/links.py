@@ -11,8 +11,9 @@ shares a fingerprint with a campaign is not swept up. Groups keep at most ``link
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import Counter
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -28,6 +29,7 @@ TEMPLATE_MATCH_BITS = 14
 """Two SimHashes this close are one template family; unrelated prompts differ in ~32 bits (P(≤14) ≈ 1e-6)."""
 INSTITUTIONAL_TIERS = frozenset({"enterprise", "education", "research"})
 """Tiers whose accounts are vetted institutions: sharing a card or a template among them is expected."""
+_second = itemgetter(1)
 KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
 
 
@@ -40,7 +42,7 @@ class LinkGroup:
     mask_hour, first_ts, org, flagged, tier, regularity]."""
 
     __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
-                 "applied_offset")
+                 "applied_offset", "_running")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -53,6 +55,7 @@ class LinkGroup:
         self.alerted_sev = 0
         self.ref: int | None = None  # template buckets: the first template, candidates are checked against it
         self.applied_offset = -1  # in the worker: the last link-updates offset applied (redeliveries skip)
+        self._running: Running | None = None  # derived, never serialised: see ``running``
 
     def to_bytes(self) -> bytes:
         return msgpack.packb([1, self.key, self.members, self.n_seen, self.updates, self.now,
@@ -77,54 +80,177 @@ class LinkGroup:
                 self.ref = template
             elif (self.ref ^ template).bit_count() > TEMPLATE_MATCH_BITS:
                 return False
+        running = self.running(cfg)
         m = self.members.get(s.account)
         flagged = False
         if m is None:
             self.n_seen += 1
-            if len(self.members) >= cfg.link_member_cap:
-                oldest = min(self.members, key=lambda a: (self.members[a][0], a))
-                del self.members[oldest]
+            if len(self.members) >= cfg.link_member_cap:  # the oldest report (then the least id) gives way
+                oldest = running.oldest(self.members)
+                running.count(oldest, self.members.pop(oldest), -1, cfg)
         else:
             flagged = m[9]
-        self.members[s.account] = [s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour,
-                                   s.first_ts, s.org, flagged, s.tier, s.regularity]
+            running.count(s.account, m, -1, cfg)
+        m = self.members[s.account] = [s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour,
+                                       s.first_ts, s.org, flagged, s.tier, s.regularity]
+        running.count(s.account, m, 1, cfg)
+        running.touch(s.ts, s.account, self.members)
         self.updates += 1
         if s.ts > self.now:
             self.now = s.ts
         return True
+
+    def running(self, cfg: DetectionConfig) -> Running:
+        """The group's running aggregates: derived from ``members`` on first use (after ``from_bytes``
+        too), then kept up to date by ``add`` and ``judge``; never serialised."""
+        if self._running is None:
+            self._running = Running(self.members)
+            for acc, m in self.members.items():
+                self._running.count(acc, m, 1, cfg)
+        return self._running
+
+    def could_reach(self, threshold: float, cfg: DetectionConfig) -> bool:
+        """Whether the campaign score can reach ``threshold``: an upper bound from the running sums alone
+        (clock, evenness and churn taken at their best), so most groups are dismissed without a pass over
+        their members."""
+        r = self.running(cfg)
+        if r.k < cfg.link_min_members or r.wsum == 0:
+            return False
+        elicit, templ, regular = r.means(self.ref is not None)
+        breadth = _clip((r.k - 2.0) / 13.0)
+        best = elicit * templ * (0.35 * breadth + 0.25 + 0.15 * regular + 0.1 + 0.15)
+        return best + _MARGIN >= threshold
+
+    def could_name(self, cfg: DetectionConfig) -> bool:
+        """Whether ``judge`` could name a member now: some candidate is close enough to the group's
+        elicitation and templating (the running means, within a rounding margin)."""
+        r = self.running(cfg)
+        if not r.candidates:
+            return False
+        elicit, templ, _ = r.means(self.ref is not None)
+        need = 2.0 * (1.0 - cfg.member_similarity) + _MARGIN
+        members = self.members
+        for acc in r.candidates:
+            m = members[acc]
+            if abs(m[3] - elicit) + abs(m[4] - templ) <= need:
+                return True
+        return False
+
+
+_MARGIN = 1e-9
+"""Slack of the bounds above: running means and ``evaluate`` differ in the last bits of float rounding."""
+
+
+class Running:
+    """Running aggregates of a link group, so most updates need no pass over its members.
+
+    Over the active members (enough events): their number ``k``, ``Σ weight`` and the weighted sums of
+    elicitation, templating and regularity, in units of 1e-4 (summaries carry four decimals), so they are
+    exact integers whatever the order of updates. Then ``candidates``, the members ``judge`` could still
+    name, ``flagged``, how many it has named, and ``by_age``, a heap of ``(ts, account)`` per report
+    (stale entries are skipped when met), so the member that gives way in a full group is found without
+    a pass over all of them."""
+
+    __slots__ = ("k", "wsum", "w_elicit", "w_templ", "w_regular", "candidates", "flagged", "by_age")
+
+    def __init__(self, members: dict[str, list[Any]]) -> None:
+        self.k = self.wsum = self.w_elicit = self.w_templ = self.w_regular = self.flagged = 0
+        self.candidates: set[str] = set()
+        self.by_age: list[tuple[int, str]] = []
+        self._reindex(members)
+
+    def _reindex(self, members: dict[str, list[Any]]) -> None:
+        self.by_age = [(m[0], acc) for acc, m in members.items()]
+        heapq.heapify(self.by_age)
+
+    def touch(self, ts: int, acc: str, members: dict[str, list[Any]]) -> None:
+        """Note a member's latest report."""
+        heapq.heappush(self.by_age, (ts, acc))
+        if len(self.by_age) > 4 * len(members) + 64:  # mostly stale: start again from the members
+            self._reindex(members)
+
+    def oldest(self, members: dict[str, list[Any]]) -> str:
+        """The member with the oldest latest report, ties to the least account id."""
+        heap = self.by_age
+        while True:
+            ts, acc = heap[0]
+            m = members.get(acc)
+            if m is not None and m[0] == ts:
+                return acc
+            heapq.heappop(heap)
+
+    def count(self, acc: str, m: list[Any], sign: int, cfg: DetectionConfig) -> None:
+        """Add (``sign`` 1) or take away (-1) one member's share."""
+        if m[9]:
+            self.flagged += sign
+        if m[1] < cfg.link_member_min_events:
+            return
+        if not m[9] and m[3] >= 0.5:
+            if sign > 0:
+                self.candidates.add(acc)
+            else:
+                self.candidates.discard(acc)
+        w = sign * min(m[1], 200)
+        self.k += sign
+        self.wsum += w
+        self.w_elicit += w * round(m[3] * 1e4)
+        self.w_templ += w * round(m[4] * 1e4)
+        self.w_regular += w * round(m[11] * 1e4)
+
+    def means(self, template_bucket: bool) -> tuple[float, float, float]:
+        """Weighted mean elicitation, templating (1 in a template bucket) and regularity."""
+        unit = 1e4 * self.wsum
+        return (self.w_elicit / unit, 1.0 if template_bucket else self.w_templ / unit, self.w_regular / unit)
 
 
 def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
     """The group's campaign score (0..1) and its components."""
     if len(g.members) < cfg.link_min_members:
         return 0.0, {"members": float(len(g.members))}
-    active = [m for m in g.members.values() if m[1] >= cfg.link_member_min_events]
+    min_events = cfg.link_member_min_events
+    active = [m for m in g.members.values() if m[1] >= min_events]
     k = len(active)
     if k < cfg.link_min_members:
         return 0.0, {"members": float(k)}
-    weights = [min(m[1], 200) for m in active]
-    wsum = float(sum(weights))
-    elicit = sum(w * m[3] for w, m in zip(weights, active, strict=True)) / wsum
-    # a template bucket is itself cross-account repetition; other links rely on the members' own
-    templ = 1.0 if g.ref is not None else sum(w * m[4] for w, m in zip(weights, active, strict=True)) / wsum
-    regular = sum(w * m[11] for w, m in zip(weights, active, strict=True)) / wsum
-    hour_now = g.now // HOUR_MS
+    # one pass over the members; the sums add up in member order, as ``sum`` would
+    now = g.now
+    hour_now = now // HOUR_MS
+    wsum_i = 0
+    w_elicit = w_templ = w_regular = 0.0
     mask = 0
-    born = g.now
+    born = now
+    quiet = institutional = 0
+    orgs: dict[str | None, int] = {}
+    counts = []
     for m in active:
+        c = m[1]
+        w = c if c < 200 else 200
+        wsum_i += w
+        w_elicit += w * m[3]
+        w_templ += w * m[4]
+        w_regular += w * m[11]
         mask |= roll_mask(m[5], m[6], hour_now)
-        born = min(born, m[7])
-    age_hours = (g.now - born) / HOUR_MS + 1.0
+        if m[7] < born:
+            born = m[7]
+        if now - m[0] > QUIET_MS:
+            quiet += 1
+        orgs[m[8]] = orgs.get(m[8], 0) + 1
+        if m[10] in INSTITUTIONAL_TIERS:
+            institutional += 1
+        counts.append(c)
+    wsum = float(wsum_i)
+    elicit = w_elicit / wsum
+    # a template bucket is itself cross-account repetition; other links rely on the members' own
+    templ = 1.0 if g.ref is not None else w_templ / wsum
+    regular = w_regular / wsum
+    age_hours = (now - born) / HOUR_MS + 1.0
     clock = _clip(mask.bit_count() / max(6.0, min(24.0, age_hours)))
     breadth = _clip((k - 2.0) / 13.0)
-    counts = [m[1] for m in active]
     mean = sum(counts) / k
     cv = math.sqrt(sum((c - mean) ** 2 for c in counts) / k) / mean if mean > 0 else 1.0
     even = 1.0 - _clip(cv)
-    churn = sum(1 for m in active if g.now - m[0] > QUIET_MS) / k
-    orgs = Counter(m[8] for m in active)
-    top_org, top_n = orgs.most_common(1)[0]
-    institutional = sum(1 for m in active if m[10] in INSTITUTIONAL_TIERS)
+    churn = quiet / k
+    top_org, top_n = max(orgs.items(), key=_second)  # the first of the most common, as Counter.most_common
     explained = (top_org is not None and top_n / k >= 0.8) or institutional / k >= 0.8
     coordination = 0.35 * breadth + 0.25 * clock + 0.15 * regular + 0.1 * even + 0.15 * churn
     score = elicit * templ * coordination * (0.5 if explained else 1.0)
@@ -137,6 +263,14 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     """Findings for members newly named by a campaign group, and a campaign summary when it should alert."""
     if g.updates % max(1, len(g.members) // 32) != 0:
         return [], None  # large groups are re-judged every few updates: bounded work per update
+    if not g.could_reach(cfg.campaign_high, cfg):
+        return [], None  # not a campaign whatever its members' timing: no need to look at each
+    running = g.running(cfg)
+    if (g.detected_ts is not None and not g.could_name(cfg)
+            and (not running.flagged or g.alerted_sev >= CRITICAL or not g.could_reach(cfg.campaign_critical, cfg))):
+        # nobody left to name, and the alert cannot rise: flagged members only grow by naming, and the
+        # judgement that named the last ones already compared their number with the last alert's
+        return [], None
     score, comp = evaluate(g, cfg)
     sev = CRITICAL if score >= cfg.campaign_critical else HIGH if score >= cfg.campaign_high else 0
     if not sev:
@@ -153,7 +287,9 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
         similarity = 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
         if similarity < cfg.member_similarity:
             continue
+        running.count(acc, m, -1, cfg)
         m[9] = True
+        running.count(acc, m, 1, cfg)
         member_reason: Reason = {
             "code": "campaign_member",
             "detail": f"shares a {kind_word} with {int(comp['members']) - 1} other accounts that together "

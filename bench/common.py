@@ -1,0 +1,249 @@
+"""Shared pieces of the benchmarks: the cached event file, a local Kafka, worker processes, reporting.
+
+Every benchmark prints its figures next to a baseline measured in the same run (these machines are
+noisy, so only ratios travel), and the exact command line that produced them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pipeline.settings import Settings  # noqa: E402
+
+CACHE = REPO / "bench" / ".cache"
+
+
+# ------------------------------------------------------------------------------------------ reporting
+
+
+def command_line() -> str:
+    """The command that is running, as one could paste it."""
+    return " ".join(shlex.quote(a) for a in [Path(sys.executable).name, *sys.argv])
+
+
+def header(title: str) -> None:
+    print(f"== {title}")
+    print(f"command: {command_line()}")
+    print(f"machine: {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+
+def figure(name: str, value: float, unit: str, *, baseline: float | None = None, baseline_name: str = "",
+           goal: str = "", met: bool | None = None) -> None:
+    """One line: the figure, its baseline and the ratio, and the goal when there is one."""
+    text = f"{name}: {value:,.1f} {unit}" if unit else f"{name}: {value:.3f}"
+    if baseline is not None and baseline_name:
+        text += f" | {baseline_name}: {baseline:,.1f} {unit} | ratio {value / baseline:.3f}"
+    if goal:
+        text += f" | goal {goal}: {'met' if met else 'NOT met'}"
+    print(text, flush=True)
+
+
+# ------------------------------------------------------------------------------------------ events
+
+
+def cached_events(scenario: str = "standard", seed: int = 1, scale: float = 3.5) -> Path:
+    """A simulated events file (msgpack), generated once and kept under ``bench/.cache/``."""
+    path = CACHE / f"{scenario}-s{seed}-x{scale:g}.msgpack"
+    if not path.exists():
+        from pipeline.eventfile import write_records
+        from pipeline.simulate import generate
+
+        print(f"generating {path.name} (once) ...", flush=True)
+        sim = generate(scenario, seed, scale=scale)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.msgpack")
+        write_records(tmp, sim.events)
+        tmp.rename(path)
+    return path
+
+
+def raw_messages(path: Path, limit: int | None = None) -> list[tuple[bytes, bytes]]:
+    """``(key, value)`` pairs as the producer sends them: account id, the event as a msgpack map."""
+    from pipeline import codec
+    from pipeline.eventfile import read_events
+
+    out: list[tuple[bytes, bytes]] = []
+    for ev in read_events(path, lambda bad: None):
+        out.append((ev["account_id"].encode("utf-8"), codec.encode(ev)))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+# ------------------------------------------------------------------------------------------ Kafka
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_kafka() -> Iterator[str]:
+    """The project's local Apache Kafka on free ports in a temporary directory; stopped at the end.
+    ``DG_BENCH_BOOTSTRAP`` names an existing broker to use instead."""
+    external = os.environ.get("DG_BENCH_BOOTSTRAP")
+    if external:
+        yield external
+        return
+    from pipeline import kafka_local
+
+    with tempfile.TemporaryDirectory(prefix="dg-bench-kafka-") as tmp:
+        data = Path(tmp)
+        settings = Settings(kafka_port=free_port(), kafka_controller_port=free_port(), kafka_data_dir=data)
+        info = kafka_local.start(settings, data_dir=data, timeout=180)
+        try:
+            yield info.bootstrap
+        finally:
+            if info.started:
+                kafka_local.stop(settings, data_dir=data)
+
+
+def bench_settings(bootstrap: str, workdir: Path, partitions: int = 4, **overrides: Any) -> Settings:
+    """Settings of one benchmark run: its own topic prefix and consumer group."""
+    tag = uuid.uuid4().hex[:6]
+    base: dict[str, Any] = {"bootstrap": bootstrap, "topic_prefix": f"b{tag}-", "app_id": f"dg-bench-{tag}",
+                            "partitions": partitions, "store_dir": workdir / f"store-{tag}"}
+    base.update(overrides)
+    return Settings(**base)
+
+
+def create_topics(settings: Settings) -> None:
+    from pipeline.topics import create_topics as create
+
+    create(settings)
+
+
+def produce(settings: Settings, messages: list[tuple[bytes, bytes]], topic: str = "usage-events") -> float:
+    """Send pre-encoded messages keyed by account and wait for Kafka to have them; returns seconds."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20,
+                             batch_size=512 * 1024, max_block_ms=120_000)
+    name = settings.topic(topic)
+    t0 = time.perf_counter()
+    for key, value in messages:
+        producer.send(name, key=key, value=value)
+    producer.flush()
+    secs = time.perf_counter() - t0
+    producer.close()
+    return secs
+
+
+def group_lag(settings: Settings, topic: str) -> int | None:
+    from pipeline.lag import group_lag as lag
+
+    return lag(settings.bootstrap, settings.app_id, settings.topic(topic))
+
+
+# ------------------------------------------------------------------------------------------ processes
+
+
+class Proc:
+    """A child process (its own session, log in a file); ``stop()`` is SIGTERM then SIGKILL."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(argv, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
+                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+                                     cwd=str(REPO))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check(self) -> None:
+        if not self.alive():
+            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"{self.proc.args!r} exited with {self.proc.returncode}:\n{tail}")
+
+    def rss_mib(self) -> float:
+        """Resident memory of the process, MiB (Linux)."""
+        try:
+            text = Path(f"/proc/{self.pid}/status").read_text()
+        except OSError:
+            return float("nan")
+        m = re.search(r"VmRSS:\s+(\d+) kB", text)
+        return int(m.group(1)) / 1024 if m else float("nan")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def start_worker(settings: Settings, log_path: Path, **env: str) -> tuple[Proc, int]:
+    """``python -m pipeline worker`` with the settings as DG_* variables; returns it and its metrics port."""
+    metrics_port, web_port = free_port(), free_port()
+    s = settings.model_copy(update={"metrics_port": metrics_port, "web_port": web_port,
+                                    "store_dir": settings.store_dir / f"w{web_port}"})
+    s.store_dir.parent.mkdir(parents=True, exist_ok=True)
+    proc = Proc([sys.executable, "-m", "pipeline", "worker", "-l", "warning"], {**s.to_env(), **env}, log_path)
+    return proc, metrics_port
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """One sample of a worker's Prometheus /metrics (0 when absent or unreachable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(name):
+            head, _, value = line.rpartition(" ")
+            if head == name or (want and head == f"{name}{{{want}}}"):
+                return float(value)
+    return 0.0
+
+
+def accepted(ports: list[int]) -> float:
+    return sum(metric(p, "dg_events_total", result="accepted") for p in ports)
+
+
+def rate_until(count: Any, target: int, procs: list[Proc], timeout: float, poll: float = 0.1) -> float:
+    """Items per second of ``count()`` from the first poll that sees progress until it reaches ``target``
+    (so start-up and group joining are not counted)."""
+    deadline = time.monotonic() + timeout
+    first: tuple[float, float] | None = None
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.check()
+        n = count()
+        now = time.monotonic()
+        if first is None and n > 0:
+            first = (now, n)
+        elif first is not None and n >= target:
+            return (n - first[1]) / (now - first[0])
+        time.sleep(poll)
+    raise TimeoutError(f"only {count()} of {target} after {timeout} s")

@@ -1,0 +1,49 @@
+"""Scale-out: two workers against one on the same partitioned topic.
+
+    python bench/scale_out.py [--events 100000] [--partitions 4]
+
+Pre-produces the first N events of the cached simulated file (as ``end_to_end.py`` does), then runs one
+worker over the topic, then two workers (a fresh consumer group each time, from the start). The figure
+is the account stage's combined rate (sum of the workers' accepted-events metrics), and the ratio two
+over one. On a machine with fewer than three cores the broker, the two workers and this process share
+the cores, which caps the ratio well below 2: the output says how many cores there were.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import figure, header, local_kafka  # noqa: E402
+from end_to_end import prepare, worker_rate  # noqa: E402
+
+GOAL_RATIO = 1.7
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--partitions", type=int, default=4)
+    args = ap.parse_args()
+    header("scale-out: two workers vs one")
+    with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp, local_kafka() as bootstrap:
+        workdir = Path(tmp)
+        settings = prepare(bootstrap, workdir, args.events, args.partitions)
+        one, drain1, _ = worker_rate(settings, args.events, workdir / "one")
+        figure("one worker", one, "events/s")
+        two_settings = settings.model_copy(update={"app_id": settings.app_id + "-two"})
+        two, drain2, _ = worker_rate(two_settings, args.events, workdir / "two", workers=2)
+        figure("two workers", two, "events/s", baseline=one, baseline_name="one worker")
+        print(f"link stage drained {drain1:.1f} s (one) / {drain2:.1f} s (two) after the account stage; "
+              f"{os.cpu_count()} cores shared by the broker, the workers and this process", flush=True)
+        figure("two / one", two / one, "", goal=f">= {GOAL_RATIO}", met=two / one >= GOAL_RATIO)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

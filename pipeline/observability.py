@@ -38,7 +38,7 @@ __all__ = [
     "start_metrics_server",
 ]
 
-EVENT_RESULTS = ("accepted", "invalid", "duplicate")
+EVENT_RESULTS = ("accepted", "invalid", "duplicate", "late")
 REASON_KINDS = ("empty", "oversized", "not_decodable", "not_a_map", "missing_field", "invalid_field", "other")
 
 # Buckets: per-event or per-batch processing is sub-millisecond to seconds; event time to alert is
@@ -156,6 +156,10 @@ class WorkerMetrics:
     def event_duplicate(self, n: int = 1) -> None:
         """``n`` events dropped as re-deliveries of an event id already seen."""
         self._m["dg_events_total"].labels(result="duplicate").inc(n)
+
+    def event_late(self, n: int = 1) -> None:
+        """``n`` events later than the allowed lateness: counted in state, not applied."""
+        self._m["dg_events_total"].labels(result="late").inc(n)
 
     def event_invalid(self, reason: str) -> None:
         """One event that broke the schema and went to the DLQ; ``reason`` is the codec's sentence."""

@@ -22,6 +22,9 @@ class DetectionConfig:
     """Template representatives kept per account (space-saving sketch)."""
     long_output_tokens: int = 2000
     """An output at least this long counts as a long output."""
+    max_lateness_ms: int = 5 * 60_000
+    """Events up to this much older than an account's newest are used; later ones are counted in the
+    account's state (``late``) and otherwise ignored, the same way on every replay."""
     summary_interval_ms: int = 30 * 60_000
     """An active account re-summarises its window (model scoring, link updates) at most this often."""
 

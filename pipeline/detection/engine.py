@@ -58,6 +58,7 @@ class EventResult:
     outputs: list[Output]
     links: list[LinkUpdate]
     duplicate: bool = False
+    late: bool = False
 
 
 class Engine:
@@ -90,6 +91,12 @@ class Engine:
             st = AccountState()
         elif (offset is not None and offset <= st.applied_offset) or st.seen(ev["event_id"]):
             return EventResult([], [], duplicate=True)
+        if st.too_late(ev["ts"], self.cfg):
+            st.count_late(ev["event_id"])
+            if offset is not None:
+                st.applied_offset = offset
+            self.accounts[acc] = st
+            return EventResult([], [], late=True)
         st.update(ev, self.cfg)
         if offset is not None:
             st.applied_offset = offset

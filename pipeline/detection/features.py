@@ -31,7 +31,7 @@ H_N, H_REASON, H_TPL_HIT, H_NEW_MODEL = range(4)
 N_HOUR = 4
 
 LN2 = math.log(2.0)
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_MODELS = 3
 RECENT_IDS = 8
 _DAY_BITS = (1 << 24) - 1
@@ -64,7 +64,7 @@ class AccountState:
     __slots__ = (
         "n", "first_ts", "last_ts", "day", "hour", "mask", "mask_hour", "ia_mean", "ia_var",
         "tpl", "models", "tier", "org", "payment", "client", "last_summary_ts", "last_summary_n",
-        "recent_ids", "applied_offset",
+        "recent_ids", "applied_offset", "late",
     )
 
     def __init__(self) -> None:
@@ -87,8 +87,21 @@ class AccountState:
         self.last_summary_n = 0
         self.recent_ids: list[int] = []
         self.applied_offset = -1
+        self.late = 0  # events that arrived later than the allowed lateness: counted, not applied
 
     # ------------------------------------------------------------------------------------ update
+
+    def too_late(self, ts: int, cfg: DetectionConfig) -> bool:
+        """Whether an event is older than the account's newest by more than the allowed lateness."""
+        return self.n > 0 and ts < self.last_ts - cfg.max_lateness_ms
+
+    def count_late(self, event_id: str) -> None:
+        """Record a too-late event: counted and remembered for de-duplication, its features not applied."""
+        self.late += 1
+        ids = self.recent_ids
+        ids.append(_id_hash(event_id))
+        if len(ids) > RECENT_IDS:
+            del ids[0]
 
     def seen(self, event_id: str) -> bool:
         """Whether this event id is among the account's recent ones (a redelivered duplicate)."""
@@ -252,7 +265,7 @@ class AccountState:
             [STATE_VERSION, self.n, self.first_ts, self.last_ts, self.day, self.hour, self.mask,
              self.mask_hour, self.ia_mean, self.ia_var, self.tpl, self.models, self.tier, self.org,
              self.payment, self.client, self.last_summary_ts, self.last_summary_n, self.recent_ids,
-             self.applied_offset],
+             self.applied_offset, self.late],
         )
 
     @classmethod
@@ -263,7 +276,7 @@ class AccountState:
         s = cls()
         (_, s.n, s.first_ts, s.last_ts, s.day, s.hour, s.mask, s.mask_hour, s.ia_mean, s.ia_var, s.tpl,
          s.models, s.tier, s.org, s.payment, s.client, s.last_summary_ts, s.last_summary_n, s.recent_ids,
-         s.applied_offset) = v
+         s.applied_offset, s.late) = v
         return s
 
 

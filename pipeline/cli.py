@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -414,13 +414,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"OK   {where} (key {key_name})")
     print(f"{len(records) - failed} ok, {failed} failed", file=sys.stderr)
     return EXIT_PROBLEM if failed else EXIT_OK
-
-
-def _not_built(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
-        raise CommandError(f"'{name}' is not built yet ({issue}); nothing was done", EXIT_PROBLEM)
-
-    return run
 
 
 # ---------------------------------------------------------------------------------------------- parser

@@ -400,7 +400,7 @@ def test_flood_of_malformed_messages_all_reach_the_dlq_and_valid_traffic_is_stil
     fig["rss_mid_mib"], fig["rss_end_mib"] = rss_mid, rss_end
     fig["rss_growth_mib"] = rss_end - rss_mid
     log = (tmp_path / "worker.log").read_text()
-    dlq = read_all(kafka_bootstrap, settings.topic("usage-events-dlq"))
+    dlq = read_all(kafka_bootstrap, settings.topic("usage-events-dlq"), timeout=size(60, 900))
     reasons: Counter[str] = Counter()
     for m in dlq:
         reason = dict(m.headers)[DLQ_REASON].decode()

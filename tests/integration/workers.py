@@ -109,8 +109,8 @@ def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer.close()
 
 
-def read_all(bootstrap: str, topic: str) -> list[Any]:
-    """Everything currently in a topic (reads until the end offsets seen at the start)."""
+def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Everything currently in a topic (reads until the end offsets seen at the start, or ``timeout``)."""
     from kafka import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
@@ -122,7 +122,7 @@ def read_all(bootstrap: str, topic: str) -> list[Any]:
         ends = consumer.end_offsets(tps)
         out: list[Any] = []
         remaining = {tp for tp in tps if ends[tp] > 0}
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while remaining and time.monotonic() < deadline:
             for tp, msgs in consumer.poll(timeout_ms=500).items():
                 for m in msgs:

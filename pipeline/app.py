@@ -4,9 +4,14 @@ Two agents, both thin (decode, call the pure engine, send what it returns):
 
 - ``account_agent`` reads the co-partitioned, account-keyed topics ``usage-events``, ``findings`` and
   ``analyst-verdicts``; it keeps the ``account-state`` and ``policy-state`` tables and sends member
-  summaries to ``link-updates`` keyed by link key;
-- ``link_agent`` reads ``link-updates``; it keeps the ``link-state`` table and sends findings (keyed by
-  account) and campaign alerts.
+  summaries to ``link-updates``, to the partition of each link key;
+- ``link_agent`` reads ``link-updates``; it keeps the ``link-state`` table and sends findings (to the
+  account's partition) and campaign alerts.
+
+Internal messages are batched: a batch's link updates go out as one message per destination partition,
+findings likewise, so the link stage reads a few messages per batch rather than several per event. A
+link update is known by (source offset, position in its message), which is what a link group records as
+applied. Every record is sent straight through the app's producer (no per-message Faust future).
 
 Exactly-once *effect* without transactions: each agent works in batches; it first sends every output of
 the batch and waits until Kafka has acknowledged them (acks=all), and only then writes the new state to
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import time
 import weakref
@@ -35,7 +41,15 @@ from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
-from pipeline.detection.messages import Finding, LinkUpdate
+from pipeline.detection.messages import (
+    Finding,
+    LinkUpdate,
+    decode_findings,
+    decode_link_updates,
+    encode_findings,
+    encode_link_updates,
+)
+from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import PolicyState
 from pipeline.guard import InvalidRateGuard
 from pipeline.logs import get_logger
@@ -62,6 +76,8 @@ SWEEP_INTERVAL_S = 30.0
 SWEEP_CHUNK = 20_000
 WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
+LINK_OFFSET_STRIDE = 1 << 20
+"""A link update's applied-offset is ``source offset * LINK_OFFSET_STRIDE + its index in the message``."""
 
 
 def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tuple[str, bytes]]:
@@ -83,22 +99,38 @@ class _PartitionOnly:
         self.message = SimpleNamespace(partition=partition)
 
 
+class Wire:
+    """Raw records straight through the app's producer: no Faust ``FutureMessage``, callbacks or sensors
+    per record (they cost more than the detection). ``send`` returns the delivery future; tests replace it."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   headers: Any = None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
+
+
 class PartitionedTable(faust.Table):
     """A table written in batches with explicit partitions, changelog first.
 
     Faust's own ``table[key] = value`` writes the local RocksDB at once and the changelog later: a
     SIGKILL in between leaves the local store ahead of the changelog, and a restarted worker on the same
     disk would then skip a redelivered event whose effect the changelog never got. ``put_many`` sends the
-    changelog records, waits until Kafka has them, and only then writes the local store.
+    changelog records, waits until Kafka has them, writes the local store, and then records the changelog
+    offset it has reached per partition (what Faust's recovery resumes from on the same disk).
     """
+
+    wire: Wire
 
     async def put_many(self, items: list[tuple[int, bytes, bytes | None]]) -> None:
         """Write (value ``None``: delete) ``(partition, key, value)`` items durably."""
         if not items:
             return
-        futures = [self.send_changelog(partition, key, value, value_serializer="raw")
-                   for partition, key, value in items]
-        await asyncio.gather(*futures)
+        topic = self.changelog_topic.get_topic_name()
+        send = self.wire.send
+        futures = [await send(topic, key, value, partition) for partition, key, value in items]
+        results = await asyncio.gather(*futures)
         store = self.data
         for partition, key, value in items:
             stand_in = _PartitionOnly(partition)  # the RocksDB store takes the partition from the current event
@@ -111,6 +143,13 @@ class PartitionedTable(faust.Table):
                     store[key] = value
             finally:
                 _current_event.reset(token)
+        persisted: dict[Any, int] = {}
+        for res in results:
+            tp = getattr(res, "topic_partition", None)
+            if tp is not None and res.offset > persisted.get(tp, -1):
+                persisted[tp] = res.offset
+        for tp, offset in persisted.items():
+            store.set_persisted_offset(tp, offset)
 
 
 class Sweeper:
@@ -174,20 +213,44 @@ class BatchStore:
 
 
 class Outbox:
-    """The batch's outgoing messages: sent together, then awaited until Kafka acknowledges them all."""
+    """The batch's outgoing messages: sent together, then awaited until Kafka acknowledges them all.
 
-    def __init__(self) -> None:
-        self.items: list[tuple[Any, bytes | None, bytes, Any]] = []
+    Link updates and findings are gathered per destination partition and leave as one message each."""
+
+    def __init__(self, wire: Wire, link_topic: str, findings_topic: str, partitions: int) -> None:
+        self.wire = wire
+        self.link_topic, self.findings_topic, self.partitions = link_topic, findings_topic, partitions
+        self.items: list[tuple[str, bytes | None, bytes, Any]] = []
+        self.links: dict[int, list[LinkUpdate]] = {}
+        self.findings: dict[int, list[Finding]] = {}
         self.tripped = False  # the invalid-input breaker fired during this batch
 
-    def add(self, topic: Any, key: bytes | None, value: bytes, headers: Any = None) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> None:
         self.items.append((topic, key, value, headers))
 
+    def add_link_update(self, upd: LinkUpdate) -> None:
+        self.links.setdefault(_partition(upd.key, self.partitions), []).append(upd)
+
+    def add_finding(self, f: Finding) -> None:
+        self.findings.setdefault(_partition(f.account, self.partitions), []).append(f)
+
     async def deliver(self) -> None:
-        futures = [await topic.send(key=key, value=value, headers=headers) for topic, key, value, headers in self.items]
+        send = self.wire.send
+        futures = [await send(topic, key, value, None, headers) for topic, key, value, headers in self.items]
+        for partition, updates in sorted(self.links.items()):
+            futures.append(await send(self.link_topic, None, encode_link_updates(updates), partition))
+        for partition, findings in sorted(self.findings.items()):
+            futures.append(await send(self.findings_topic, None, encode_findings(findings), partition))
         self.items.clear()
+        self.links.clear()
+        self.findings.clear()
         if futures:
             await asyncio.gather(*futures)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _partition(key: str, partitions: int) -> int:
+    return partition_for(key, partitions)
 
 
 def _fatal(what: str, exc: BaseException | None, code: int = EXIT_OUTPUT_FAILED, **info: Any) -> None:
@@ -269,12 +332,17 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     link_topic = topic("link-updates")
     findings_topic = topic("findings")
     out_topics = {ALERTS: topic("anomaly-alerts"), ACTIONS: topic("enforcement-actions")}
+    out_names = {name: t.get_topic_name() for name, t in out_topics.items()}
     dlq_topic = topic("usage-events-dlq")
+    dlq_name = dlq_topic.get_topic_name()
+
+    wire = Wire(app)
 
     def table(name: str) -> PartitionedTable:
         options = dict(ROCKSDB_OPTIONS) if settings.store.startswith("rocksdb") else None
         t = PartitionedTable(app, name=name, default=None, key_type=bytes, value_type=bytes, partitions=n_parts,
                              options=options)
+        t.wire = wire
         app.tables.add(t)
         return t
 
@@ -292,7 +360,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                   ("coordinated_campaign", "critical"): cfg.campaign_critical}
 
     def emit(outbox: Outbox, out: Output, source: Any) -> None:
-        outbox.add(out_topics[out.topic], out.key.encode("utf-8"), codec.encode(out.value),
+        outbox.add(out_names[out.topic], out.key.encode("utf-8"), codec.encode(out.value),
                    key_id if out.topic == ACTIONS else None)
         v = out.value
         if out.topic == ALERTS:
@@ -317,7 +385,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             value, redacted = redact(value)
             if redacted:
                 headers.append(("dlq.redacted", b"true"))
-        outbox.add(dlq_topic, message.key, value, headers)
+        outbox.add(dlq_name, message.key, value, headers)
         metrics.event_invalid(reason)
         log.warning("to_dlq", reason=reason, topic=message.topic, partition=message.partition,
                     offset=message.offset)
@@ -348,12 +416,13 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 return
             metrics.event_accepted()
             for upd in res.links:
-                outbox.add(link_topic, upd.key.encode("utf-8"), upd.encode())
+                outbox.add_link_update(upd)
             for out in res.outputs:
                 emit(outbox, out, message)
         elif message.topic == findings_name:
-            for out in engine.on_finding(Finding.decode(message.value)):
-                emit(outbox, out, message)
+            for finding in decode_findings(message.value):
+                for out in engine.on_finding(finding):
+                    emit(outbox, out, message)
         elif message.topic == verdicts_name:
             try:
                 verdict = codec.decode_verdict(message.value)
@@ -367,16 +436,18 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     def link_message(outbox: Outbox, message: Any) -> None:
         links.partition = message.partition
-        outs, findings = engine.on_link_update(LinkUpdate.decode(message.value), message.offset)
-        for out in outs:
-            emit(outbox, out, message)
-        for f in findings:
-            outbox.add(findings_topic, f.account.encode("utf-8"), f.encode())
+        base = message.offset * LINK_OFFSET_STRIDE
+        for i, upd in enumerate(decode_link_updates(message.value)):
+            outs, findings = engine.on_link_update(upd, base + i)
+            for out in outs:
+                emit(outbox, out, message)
+            for f in findings:
+                outbox.add_finding(f)
 
     async def process_batch(messages: list[Any], handle: Callable[[Outbox, Any], None],
                             stores: tuple[BatchStore, ...]) -> None:
         t0 = time.perf_counter()
-        outbox = Outbox()
+        outbox = Outbox(wire, link_topic.get_topic_name(), findings_topic.get_topic_name(), n_parts)
         for message in messages:
             try:
                 handle(outbox, message)
@@ -467,7 +538,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
         "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,
-        "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine,
+        "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine, "wire": wire,
         "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table},
         "sweepers": sweepers, "watermark": watermark,
         "account_agent": account_agent, "link_agent": link_agent,

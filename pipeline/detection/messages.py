@@ -7,7 +7,7 @@ Kafka topics (a repartition topic keyed by link key, a findings topic keyed by a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 
@@ -17,9 +17,9 @@ SEVERITIES = ("none", "low", "medium", "high", "critical")
 LOW, MEDIUM, HIGH, CRITICAL = 1, 2, 3, 4
 
 
-@dataclass(frozen=True, slots=True)
-class MemberSummary:
-    """What an account tells its link keys about itself at a window update."""
+class MemberSummary(NamedTuple):
+    """What an account tells its link keys about itself at a window update (a named tuple: the link
+    stage decodes many of them, and a tuple is the cheapest immutable record to build)."""
 
     account: str
     ts: int
@@ -35,16 +35,14 @@ class MemberSummary:
     regularity: float
 
     def to_list(self) -> list[Any]:
-        return [self.account, self.ts, self.n, self.events_day, self.elicitation, self.templating,
-                self.mask, self.mask_hour, self.first_ts, self.org, self.tier, self.regularity]
+        return list(self)
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MemberSummary:
-        return cls(*v)
+        return cls._make(v)
 
 
-@dataclass(frozen=True, slots=True)
-class LinkUpdate:
+class LinkUpdate(NamedTuple):
     """A member summary addressed to one link key (``pay:…``, ``cli:…``, ``tpl:…``)."""
 
     key: str
@@ -88,3 +86,34 @@ class Finding:
         a, ts, kind, sev, score, reasons, camp, related, ws, we, org = msgpack.unpackb(raw)
         rs = tuple({"code": r[0], "detail": r[1], "value": r[2], "baseline": r[3]} for r in reasons)
         return cls(a, ts, kind, sev, score, rs, camp, tuple(related), ws, we, org)  # type: ignore[arg-type]
+
+
+# In the worker, link updates and findings travel in batches: one Kafka message per destination
+# partition per agent batch, instead of one per update (a window update announces itself to several link
+# keys, so per-update messages would outnumber the events). A batch is ``[BATCH_VERSION, [item, ...]]``.
+BATCH_VERSION = 1
+
+
+def encode_link_updates(updates: list[LinkUpdate]) -> bytes:
+    """Several link updates (any keys of one partition) as one message."""
+    return msgpack.packb([BATCH_VERSION, [[u.key, u.summary.to_list(), u.template] for u in updates]])
+
+
+def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
+    version, items = msgpack.unpackb(raw)
+    if version != BATCH_VERSION:
+        raise ValueError(f"link-updates batch version {version} is not {BATCH_VERSION}")
+    make = MemberSummary._make
+    return [LinkUpdate(key, make(s), template) for key, s, template in items]
+
+
+def encode_findings(findings: list[Finding]) -> bytes:
+    """Several findings (any accounts of one partition) as one message."""
+    return msgpack.packb([BATCH_VERSION, [f.encode() for f in findings]])
+
+
+def decode_findings(raw: bytes) -> list[Finding]:
+    version, items = msgpack.unpackb(raw)
+    if version != BATCH_VERSION:
+        raise ValueError(f"findings batch version {version} is not {BATCH_VERSION}")
+    return [Finding.decode(item) for item in items]

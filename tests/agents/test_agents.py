@@ -2,7 +2,8 @@
 
 Each test feeds Faust ``Message`` objects to the batch function the agent runs for every batch that
 ``stream.take_events`` yields (its stream plumbing is covered by the integration tests on real Kafka);
-the tables are real Faust tables on the ``memory://`` store, with the changelog producer stubbed out.
+the tables are real Faust tables on the ``memory://`` store. The app's ``Wire`` (every record it sends,
+outputs and changelogs alike) is stubbed out: each record is recorded and delivered at once.
 """
 
 from __future__ import annotations
@@ -15,20 +16,31 @@ import pytest
 from faust.types import Message
 
 from pipeline.app import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, create_app
-from pipeline.detection.messages import LinkUpdate
+from pipeline.detection.messages import LinkUpdate, decode_findings, decode_link_updates, encode_link_updates
 from pipeline.schemas import validator
 from tests import factories
 
 
 class Sent:
-    """Stands in for a topic's ``send``: records each message, returns an already-delivered future."""
+    """The messages sent to one topic."""
 
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    async def __call__(self, key: bytes | None = None, value: bytes | None = None, headers: Any = None,
-                       **_: Any) -> asyncio.Future[None]:
-        self.messages.append({"key": key, "value": value, "headers": headers})
+
+class Wire:
+    """Stands in for the app's ``Wire.send``: records each message by topic, returns a delivered future."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names  # topic name -> short name
+        self.sent = {short: Sent() for short in names.values()}
+        self.changelog = Sent()
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+                   headers: Any = None) -> asyncio.Future[None]:
+        short = self.names.get(topic)
+        sent = self.sent[short] if short is not None else self.changelog
+        sent.messages.append({"key": key, "value": value, "headers": headers, "partition": partition})
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
@@ -42,22 +54,12 @@ def app_parts(make_settings) -> dict[str, Any]:
     app.flow_control.resume()
     parts: dict[str, Any] = dict(app.dg_parts)
     parts["settings"] = settings
-    sent = {name: Sent() for name in ("dlq", "alerts", "actions", "links", "findings")}
-    parts["dlq_topic"].send = sent["dlq"]
-    parts["outputs"]["anomaly-alerts"].send = sent["alerts"]
-    parts["outputs"]["enforcement-actions"].send = sent["actions"]
-    parts["link_topic"].send = sent["links"]
-    parts["findings_topic"].send = sent["findings"]
-    parts["sent"] = sent
-    for table in parts["tables"].values():  # no broker: the changelog write is delivered at once
-        table.send_changelog = _delivered
+    wire = Wire({settings.topic(name): short for name, short in (
+        ("usage-events-dlq", "dlq"), ("anomaly-alerts", "alerts"), ("enforcement-actions", "actions"),
+        ("link-updates", "links"), ("findings", "findings"))})
+    parts["wire"].send = wire.send
+    parts["sent"] = wire.sent
     return parts
-
-
-def _delivered(*_: Any, **__: Any) -> asyncio.Future[None]:
-    fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    fut.set_result(None)
-    return fut
 
 
 def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
@@ -125,10 +127,40 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
     for i in range(20):
         s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
                           None, "pro", 0.9)
-        msgs.append((b"pay:shared", LinkUpdate("pay:shared", s).encode()))
+        msgs.append((b"pay:shared", encode_link_updates([LinkUpdate("pay:shared", s)])))
     _put(app_parts, "link_agent", msgs)
-    named = {m["key"] for m in app_parts["sent"]["findings"].messages}
-    assert named == {f"m{i}".encode() for i in range(20)}
+    named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
+    assert named == {f"m{i}" for i in range(20)}
     campaign = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
     assert campaign and campaign[0]["kind"] == "coordinated_campaign"
     validator("anomaly_alert").validate(campaign[0])
+
+
+def test_link_updates_leave_as_one_message_per_partition_per_batch(app_parts):
+    events = factories.harvester_and_noise(3000)
+    _put(app_parts, "account_agent", [(e["account_id"].encode(), msgpack.packb(e)) for e in events])
+    links = app_parts["sent"]["links"].messages
+    batches = -(-len(events) // 500)  # _put hands the agent batches of 500
+    n_parts = app_parts["settings"].input_partitions
+    assert 0 < len(links) <= batches * n_parts
+    updates = [(m["partition"], u) for m in links for u in decode_link_updates(m["value"])]
+    assert len(updates) > len(links), "several updates share a message"
+    from pipeline.detection.partition import partition_for
+
+    assert all(p == partition_for(u.key, n_parts) for p, u in updates), "each update goes to its key's partition"
+
+
+def test_a_redelivered_link_message_is_applied_once(app_parts):
+    from pipeline.detection.messages import MemberSummary
+
+    ts = factories.BASE_TS + 12 * 3_600_000
+    updates = [LinkUpdate("pay:shared", MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF,
+                                                      ts // 3_600_000, factories.BASE_TS, None, "pro", 0.9))
+               for i in range(20)]
+    raw = encode_link_updates(updates)
+    _put(app_parts, "link_agent", [(b"x", raw)])
+    group = app_parts["engine"].links.get("pay:shared")
+    first = (group.updates, group.applied_offset)
+    _put(app_parts, "link_agent", [(b"x", raw)])  # same offset 0: a redelivery after a crash
+    group = app_parts["engine"].links.get("pay:shared")
+    assert (group.updates, group.applied_offset) == first == (20, 19)

@@ -11,9 +11,9 @@ each from the start of the same topic with its own consumer group:
 3. ``python -m pipeline worker``: full detection, state in RocksDB, outputs acknowledged before state.
 
 Rates run from the first progress seen to the N-th event (start-up and group joins are not counted);
-the worker's count is its ``dg_events_total{result="accepted"}`` metric, polled every 0.1 s. After the
-account stage has taken all N events, the time until the link stage has committed everything too is
-reported separately.
+the worker's count is its ``dg_events_total{result="accepted"}`` metric, polled every 0.5 s. After the
+account stage has taken all N events, the link stage still drains: the worker's figure against the goal
+is N over both times together ("all stages"); the account stage's own rate is printed too.
 """
 
 from __future__ import annotations
@@ -106,21 +106,28 @@ def faust_count_rate(settings: Settings, n: int, workdir: Path) -> float:
 
 def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1) -> tuple[float, float, list[float]]:
     """Events per second the account stage of ``workers`` workers takes in, the seconds from then until
-    the link stage has committed everything, and each worker's resident memory (MiB) at the end."""
+    the link stage has committed everything, and each worker's resident memory (MiB) at the end.
+
+    The workers' metrics are polled every 0.5 s (serving a scrape costs the worker CPU time; Prometheus
+    would scrape every 15 s), and the drain ends at the first of two consecutive polls with no lag."""
     workdir.mkdir(parents=True, exist_ok=True)
     started = [start_worker(settings, workdir / f"worker-{i}.log") for i in range(workers)]
     procs, ports = [p for p, _ in started], [port for _, port in started]
     try:
-        rate = rate_until(lambda: accepted(ports), n, procs, timeout=1800)
+        rate = rate_until(lambda: accepted(ports), n, procs, timeout=1800, poll=0.5)
         t0 = time.monotonic()
-        calm = 0
+        calm, calm_since = 0, t0
         while calm < 2 and time.monotonic() - t0 < 600:
             for p in procs:
                 p.check()
+            now = time.monotonic()
             lags = [group_lag(settings, t) for t in ("usage-events", "link-updates", "findings")]
-            calm = calm + 1 if all(lag == 0 for lag in lags) else 0
+            if all(lag == 0 for lag in lags):
+                calm, calm_since = calm + 1, calm_since if calm else now
+            else:
+                calm = 0
             time.sleep(0.5)
-        drain = time.monotonic() - t0
+        drain = calm_since - t0
         rss = [p.rss_mib() for p in procs]
         return rate, drain, rss
     finally:
@@ -152,11 +159,15 @@ def main() -> int:
         figure("bare aiokafka consumer (decode + count)", bare, "events/s")
         count = faust_count_rate(settings, n, workdir)
         figure("Faust agent (decode + count)", count, "events/s", baseline=bare, baseline_name="bare aiokafka")
-        rate, drain, rss = worker_rate(settings, n, workdir)
-        figure("worker (full detection)", rate, "events/s", baseline=count, baseline_name="Faust decode+count")
-        figure("worker (full detection)", rate, "events/s", baseline=bare, baseline_name="bare aiokafka")
+        account_rate, drain, rss = worker_rate(settings, n, workdir)
+        # the figure that counts: every stage done (the link stage drains after the account stage)
+        rate = n / (n / account_rate + drain)
+        figure("worker, account stage", account_rate, "events/s", baseline=count, baseline_name="Faust decode+count")
         print(f"link stage committed everything {drain:.1f} s after the account stage took the last event; "
               f"worker RSS at the end {rss[0]:.0f} MiB", flush=True)
+        figure("worker, all stages (full detection)", rate, "events/s", baseline=count,
+               baseline_name="Faust decode+count")
+        figure("worker, all stages (full detection)", rate, "events/s", baseline=bare, baseline_name="bare aiokafka")
         figure("worker rate", rate, "events/s", goal=f">= {GOAL_RATE:,} events/s", met=rate >= GOAL_RATE)
         figure("worker / Faust decode+count", rate / count, "", goal=f">= {GOAL_RATIO}",
                met=rate / count >= GOAL_RATIO)

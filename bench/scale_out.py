@@ -34,10 +34,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dg-bench-") as tmp, local_kafka() as bootstrap:
         workdir = Path(tmp)
         settings = prepare(bootstrap, workdir, args.events, args.partitions)
-        one, drain1, _ = worker_rate(settings, args.events, workdir / "one")
+        n = args.events
+        one_account, drain1, _ = worker_rate(settings, n, workdir / "one")
+        one = n / (n / one_account + drain1)  # all stages, as in end_to_end.py
         figure("one worker", one, "events/s")
         two_settings = settings.model_copy(update={"app_id": settings.app_id + "-two"})
-        two, drain2, _ = worker_rate(two_settings, args.events, workdir / "two", workers=2)
+        two_account, drain2, _ = worker_rate(two_settings, n, workdir / "two", workers=2)
+        two = n / (n / two_account + drain2)
         figure("two workers", two, "events/s", baseline=one, baseline_name="one worker")
         print(f"link stage drained {drain1:.1f} s (one) / {drain2:.1f} s (two) after the account stage; "
               f"{os.cpu_count()} cores shared by the broker, the workers and this process", flush=True)

@@ -123,6 +123,17 @@ class PartitionedTable(faust.Table):
 
     wire: Wire
 
+    def _rocksdb(self, partition: int) -> Any:
+        """The RocksDB database of one partition, or None for another kind of store (``memory://``)."""
+        db_for = getattr(self.data, "_db_for_partition", None)
+        return None if db_for is None else db_for(partition)
+
+    def get_raw(self, partition: int, key: bytes) -> bytes | None:
+        """The stored value of ``key`` in ``partition``, looked up there alone (Faust's own lookup takes the
+        partition from the current event, or searches every partition's database)."""
+        db = self._rocksdb(partition)
+        return self.get(key) if db is None else db.get(key)
+
     async def put_many(self, items: list[tuple[int, bytes, bytes | None]]) -> None:
         """Write (value ``None``: delete) ``(partition, key, value)`` items durably."""
         if not items:
@@ -133,7 +144,14 @@ class PartitionedTable(faust.Table):
         results = await asyncio.gather(*futures)
         store = self.data
         for partition, key, value in items:
-            stand_in = _PartitionOnly(partition)  # the RocksDB store takes the partition from the current event
+            db = self._rocksdb(partition)
+            if db is not None:  # straight into the partition's database
+                if value is None:
+                    db.delete(key)
+                else:
+                    db.put(key, value)
+                continue
+            stand_in = _PartitionOnly(partition)  # other stores take the partition from the current event
             token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
             try:
                 if value is None:
@@ -200,7 +218,7 @@ class BatchStore:
         hit = self.pending.get(key)
         if hit is not None:
             return hit[1]
-        raw = self.table.get(key.encode("utf-8"))
+        raw = self.table.get_raw(self.partition, key.encode("utf-8"))
         return default if raw is None else self.decode(raw)
 
     def __setitem__(self, key: str, obj: Any) -> None:

@@ -95,8 +95,16 @@ BATCH_VERSION = 1
 
 
 def encode_link_updates(updates: list[LinkUpdate]) -> bytes:
-    """Several link updates (any keys of one partition) as one message."""
-    return msgpack.packb([BATCH_VERSION, [[u.key, u.summary.to_list(), u.template] for u in updates]])
+    """Several link updates (any keys of one partition) as one message. A summary addressed to several
+    keys (an account's payment and client fingerprints, its template buckets) is written once:
+    ``[summary, [[key, template], ...]]``."""
+    groups: dict[int, tuple[MemberSummary, list[list[Any]]]] = {}
+    for u in updates:
+        g = groups.get(id(u.summary))
+        if g is None:
+            g = groups[id(u.summary)] = (u.summary, [])
+        g[1].append([u.key, u.template])
+    return msgpack.packb([BATCH_VERSION, [[list(s), keys] for s, keys in groups.values()]])
 
 
 def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
@@ -104,7 +112,11 @@ def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
     if version != BATCH_VERSION:
         raise ValueError(f"link-updates batch version {version} is not {BATCH_VERSION}")
     make = MemberSummary._make
-    return [LinkUpdate(key, make(s), template) for key, s, template in items]
+    out: list[LinkUpdate] = []
+    for s, keys in items:
+        summary = make(s)
+        out += [LinkUpdate(key, summary, template) for key, template in keys]
+    return out
 
 
 def encode_findings(findings: list[Finding]) -> bytes:

@@ -164,3 +164,29 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
     _put(app_parts, "link_agent", [(b"x", raw)])  # same offset 0: a redelivery after a crash
     group = app_parts["engine"].links.get("pay:shared")
     assert (group.updates, group.applied_offset) == first == (20, 19)
+
+
+def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
+    from pipeline.app import StateCache
+
+    cache = StateCache(10, weight=len)
+    cache.keep("a", "xxxx")
+    cache.keep("b", "xxxx")
+    assert cache.get("a") == "xxxx"  # now "b" is the least recently used
+    cache.keep("c", "xxx")
+    assert (cache.get("b"), cache.get("a"), cache.get("c"), cache.total) == (None, "xxxx", "xxx", 7)
+    cache.keep("a", "x")  # re-weighed when kept again
+    cache.pop("c")
+    assert (len(cache), cache.total) == (1, 1)
+    cache.clear()
+    assert (len(cache), cache.total, cache.get("a")) == (0, 0, None)
+
+
+def test_cached_state_is_what_was_written_and_is_dropped_on_rebalance(app_parts):
+    events = [e for e in factories.harvester_and_noise(600) if e["account_id"] == "harvester"]
+    _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])
+    table = app_parts["tables"]["account-state"]
+    cached = app_parts["engine"].accounts.cache.get("harvester")
+    assert cached is not None and cached.to_bytes() == table.get_raw(0, b"harvester")
+    asyncio.run(table.on_rebalance(set(), set(), set()))
+    assert len(app_parts["engine"].accounts.cache) == 0

@@ -77,6 +77,7 @@ SWEEP_INTERVAL_S = 30.0
 SWEEP_CHUNK = 20_000
 WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
+PRODUCER_BATCH_BYTES = 512 * 1024
 ACCOUNT_CACHE = 10_000
 """Decoded account (and policy) states kept between batches: about 3.6 KiB each as Python objects."""
 LINK_CACHE = 50_000
@@ -401,6 +402,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         datadir=str(settings.store_dir),
         autodiscover=False,
         producer_acks=-1,
+        # a batch's state records go out together: let them share produce requests (aiokafka's 16 KiB
+        # default puts a large link group in a request of its own)
+        producer_max_batch_size=PRODUCER_BATCH_BYTES,
         # a SIGKILLed worker's partitions move to the others after this long (Faust's default is 60 s)
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,

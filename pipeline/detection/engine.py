@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from pipeline.detection.config import DAY_MS, DetectionConfig
-from pipeline.detection.features import D_N, AccountState
+from pipeline.detection.features import AccountState, event_id_hash
 from pipeline.detection.links import LinkGroup, judge
 from pipeline.detection.messages import CRITICAL, HIGH, LOW, MEDIUM, Finding, LinkUpdate, MemberSummary
 from pipeline.detection.partition import partition_for
@@ -86,10 +87,11 @@ class Engine:
 
     def on_event(self, ev: UsageEvent, partition: int, offset: int | None = None) -> EventResult:
         acc = ev["account_id"]
+        id_hash = event_id_hash(ev["event_id"])
         st: AccountState | None = self.accounts.get(acc)
         if st is None:
             st = AccountState()
-        elif (offset is not None and offset <= st.applied_offset) or st.seen(ev["event_id"]):
+        elif (offset is not None and offset <= st.applied_offset) or id_hash in st.recent_ids:
             return EventResult([], [], duplicate=True)
         if st.too_late(ev["ts"], self.cfg):
             st.count_late(ev["event_id"])
@@ -97,7 +99,7 @@ class Engine:
                 st.applied_offset = offset
             self.accounts[acc] = st
             return EventResult([], [], late=True)
-        st.update(ev, self.cfg)
+        st.apply(ev, self.cfg, id_hash)
         if offset is not None:
             st.applied_offset = offset
         outputs: list[Output] = []
@@ -118,7 +120,7 @@ class Engine:
         hs = harvest_score(p)
         pop = self.models.score(st.tier or "unknown", partition, p)
         shift, shift_reasons = shift_score(p)
-        enough = st.day[D_N] >= self.cfg.account_min_events
+        enough = st.day_count() >= self.cfg.account_min_events
         cfg = self.cfg
         if enough and hs >= cfg.account_critical:
             sev = CRITICAL
@@ -158,11 +160,15 @@ class Engine:
             updates.append(LinkUpdate(f"pay:{st.payment}", s))
         if st.client:
             updates.append(LinkUpdate(f"cli:{st.client}", s))
-        bands: dict[int, int] = {}
-        for h in st.templates(self.cfg.template_link_min_hits):
-            for b in lsh_bands(h, self.cfg.template_bands):
-                bands.setdefault(b, h)
-        updates += [LinkUpdate(f"tpl:{b >> 64}:{b & 0xFFFFFFFFFFFFFFFF:x}", s, h) for b, h in sorted(bands.items())]
+        templates = st.templates(self.cfg.template_link_min_hits)
+        if not templates:
+            return updates
+        bands: dict[int, tuple[str, int]] = {}
+        for h in templates:
+            for b, key in _template_keys(h, self.cfg.template_bands):
+                if b not in bands:
+                    bands[b] = (key, h)
+        updates += [LinkUpdate(key, s, h) for _, (key, h) in sorted(bands.items())]
         return updates
 
     # ------------------------------------------------------------------------------ stage 2: link key
@@ -226,6 +232,13 @@ class Engine:
             for f in findings:
                 outputs += self.on_finding(f)
         return outputs
+
+
+@lru_cache(maxsize=1 << 16)
+def _template_keys(h: int, bands: int) -> tuple[tuple[int, str], ...]:
+    """A template's LSH bucket keys, as (band key, link key): the same templates are announced at every
+    summary of every account that uses them, so their keys are formatted once (a bounded cache)."""
+    return tuple((b, f"tpl:{b >> 64}:{b & 0xFFFFFFFFFFFFFFFF:x}") for b in lsh_bands(h, bands))
 
 
 def account_state_size(states: MutableMapping[str, AccountState]) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, insort
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -379,11 +380,15 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     kind_word = KINDS.get(g.key.split(":", 1)[0], "link")
     reasons = _campaign_reasons(comp, kind_word)
     findings: list[Finding] = []
-    for acc in sorted(running.candidates):  # unflagged active members eliciting at least half the time
-        m = g.members[acc]
-        similarity = 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
-        if similarity < cfg.member_similarity:
-            continue
+    members, elicit, templ = g.members, comp["elicitation"], comp["templating"]
+    named = []
+    for acc in running.candidates:  # unflagged active members eliciting at least half the time
+        m = members[acc]
+        similarity = 1.0 - (abs(m[3] - elicit) + abs(m[4] - templ)) / 2.0
+        if similarity >= cfg.member_similarity:
+            named.append((acc, m, similarity))
+    cid = g.campaign_id
+    for acc, m, similarity in sorted(named, key=itemgetter(0)):
         m[9] = True
         running.flag(acc)
         member_reason: Reason = {
@@ -393,7 +398,7 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
             "value": round(similarity, 4), "baseline": cfg.member_similarity,
         }
         findings.append(Finding(acc, g.now, "coordinated_campaign", sev, round(score, 4),
-                                (member_reason, *reasons), g.campaign_id, (), m[7], m[1], m[8]))
+                                (member_reason, *reasons), cid, (), m[7], m[1], m[8]))
     campaign = None
     n_flagged = running.flagged
     if n_flagged and (sev > g.alerted_sev or n_flagged >= 2 * max(g.alerted_n, 1)):

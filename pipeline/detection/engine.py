@@ -13,6 +13,7 @@ State lives in the stores the engine is given (dicts in a backtest, Faust tables
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -104,14 +105,17 @@ class Engine:
             st.applied_offset = offset
         outputs: list[Output] = []
         links: list[LinkUpdate] = []
-        if st.n == 3 or st.n >= 2 * st.last_summary_n or ev["ts"] - st.last_summary_ts >= self.cfg.summary_interval_ms:
-            st.last_summary_ts, st.last_summary_n = ev["ts"], st.n
+        n, ts, cfg = st.n, ev["ts"], self.cfg
+        grown = n >= 2 * st.last_summary_n
+        if n >= cfg.summary_min_events and (grown or ts - st.last_summary_ts >= cfg.summary_interval_ms):
+            established = grown or ts // cfg.link_interval_ms != st.last_summary_ts // cfg.link_interval_ms
+            st.last_summary_ts, st.last_summary_n = ts, n
             p = st.profile()
             finding = self._account_finding(st, ev, partition, p)
             if finding is not None:
                 outputs += self.on_finding(finding)
-            if self.cfg.link_detection:
-                links = self._link_updates(st, ev, p)
+            if cfg.link_detection:
+                links = self._link_updates(st, ev, p, established)
         self.accounts[acc] = st
         return EventResult(outputs, links)
 
@@ -150,17 +154,24 @@ class Engine:
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
                        window_events=int(round(p["events_day"])), org=st.org)
 
-    def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float]) -> list[LinkUpdate]:
+    def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float],
+                      established: bool) -> list[LinkUpdate]:
+        """The summary for the account's link keys. Only a new template (fewer than
+        ``template_new_hits``) is announced at every summary, so its buckets learn of the account at once;
+        the payment, client and established-template keys hear again when ``established``: the account's
+        count doubled or a ``link_interval_ms`` boundary passed (a re-announcement every 30 minutes to
+        every key was most of the link stage's work and moved no group's judgement)."""
         s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
                           round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
                           round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,
                           round(regularity(p["interarrival_log_std"]), 4))
         updates: list[LinkUpdate] = []
-        if st.payment:
+        if established and st.payment:
             updates.append(LinkUpdate(f"pay:{st.payment}", s))
-        if st.client:
+        if established and st.client:
             updates.append(LinkUpdate(f"cli:{st.client}", s))
-        templates = st.templates(self.cfg.template_link_min_hits)
+        templates = st.templates(self.cfg.template_link_min_hits,
+                                 math.inf if established else self.cfg.template_new_hits)
         if not templates:
             return updates
         bands: dict[int, tuple[str, int]] = {}

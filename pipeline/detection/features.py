@@ -40,12 +40,13 @@ D_N, D_OUT_K, D_IN_K, D_LONG, D_REASON, D_AGENT_TOOLS, D_TPL_HIT, D_ERR, D_RATE,
 D_CAP0 = 12
 N_DAY = D_CAP0 + len(CAPABILITIES)
 # hour-scale counters
-H_N, H_REASON, H_TPL_HIT, H_NEW_MODEL = range(4)
-N_HOUR = 4
+H_N, H_REASON, H_TPL_HIT = range(3)
+N_HOUR = 3
 
 LN2 = math.log(2.0)
 STATE_VERSION = 3
-"""3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``."""
+"""3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``; the last
+hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter."""
 RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS
@@ -254,17 +255,19 @@ class AccountState:
             if m[0] == model:
                 m[1] += g
                 m[2] += gh
-                break
-        else:
-            if len(models) >= MAX_MODELS:
-                models.remove(min(models, key=lambda m: m[1]))
-            models.append([model, g, gh])
-        if len(models) == 1:
-            self.hour[H_NEW_MODEL] = 0.0
-            return
+                return
+        if len(models) >= MAX_MODELS:
+            models.remove(min(models, key=lambda m: m[1]))
+        models.append([model, g, gh])
+
+    def _new_model_use(self, g: float, gh: float) -> float:
+        """The last hour's (scaled) use of models other than the one dominant before this hour."""
+        models = self.models
+        if len(models) < 2:
+            return 0.0
         # dominant before this hour: the most day-scale use less the last hour's (true values, so unscaled)
         dominant = max(models, key=lambda m: m[1] / g - m[2] / gh)
-        self.hour[H_NEW_MODEL] = sum(m[2] for m in models if m is not dominant)
+        return sum(m[2] for m in models if m is not dominant)
 
     # ------------------------------------------------------------------------------------ features
 
@@ -303,15 +306,17 @@ class AccountState:
             "interarrival_log_std": math.sqrt(max(self.ia_var, 0.0)),
             "reasoning_share_hour": min(hour[H_REASON] / nh, 1.0),
             "template_share_hour": min(hour[H_TPL_HIT] / nh, 1.0),
-            "new_model_share_hour": min(hour[H_NEW_MODEL] / nh, 1.0),
+            "new_model_share_hour": min(self._new_model_use(g, gh) / nh, 1.0),
             "templates": float(sum(1 for s in self.tpl if s[1] - s[2] >= 3.0 * g)),
         }
 
-    def templates(self, min_hits: float) -> list[int]:
+    def templates(self, min_hits: float, below: float = math.inf) -> list[int]:
         """SimHashes of the account's established templates: representatives seen at least ``min_hits``
-        times for certain (count less the error inherited from the representative it replaced)."""
-        need = min_hits * self._gains()[0]
-        return [int(s[0]) for s in self.tpl if s[1] - s[2] >= need]
+        times for certain (count less the error inherited from the representative it replaced); with
+        ``below``, only those seen fewer times than that (the newly established)."""
+        g = self._gains()[0]
+        need, limit = min_hits * g, below * g
+        return [int(s[0]) for s in self.tpl if need <= s[1] - s[2] < limit]
 
     def mask_at(self, hour_abs: int) -> int:
         """The 24-hour activity bitmap as seen at a later absolute hour."""

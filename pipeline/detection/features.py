@@ -186,7 +186,8 @@ class AccountState:
                 self._rescale(ts)
         self.mask |= 1 << (ts // HOUR_MS % 24)  # a late event marks its own hour, as it always did
         # an event counts at ``last_ts`` (a late one too, as if just arrived): weight 1 there is ``g`` here
-        g, gh = self._gains()
+        since_ref = last - self.ref_hour * HOUR_MS
+        g, gh = math.exp(_DAY_RATE * since_ref), math.exp(_HOUR_RATE * since_ref)  # as ``_gains``
 
         day, hour = self.day, self.hour
         self.n += 1
@@ -217,7 +218,14 @@ class AccountState:
         if simhash is not None and self._template_hit(int(simhash, 16), cfg, g):
             day[D_TPL_HIT] += g
             hour[H_TPL_HIT] += gh
-        self._model(ev["model"], g, gh)
+        model = ev["model"]
+        for m in self.models:
+            if m[0] == model:
+                m[1] += g
+                m[2] += gh
+                break
+        else:
+            self._new_model(model, g, gh)
         v = ev["account_tier"]
         if v is not None:
             self.tier = v
@@ -241,21 +249,18 @@ class AccountState:
             if (slot[0] ^ h).bit_count() <= radius:
                 slot[1] += g
                 return True
-        if len(self.tpl) < cfg.template_slots:
-            self.tpl.append([h, g, 0.0])
-        else:  # space-saving: the weakest representative gives way; its count is inherited as error
-            weakest = min(range(len(self.tpl)), key=lambda i: self.tpl[i][1])
-            inherited = self.tpl[weakest][1]
-            self.tpl[weakest] = [h, inherited + g, inherited]
+        tpl = self.tpl
+        if len(tpl) < cfg.template_slots:
+            tpl.append([h, g, 0.0])
+        else:  # space-saving: the (first) weakest representative gives way; its count is inherited as error
+            counts = [slot[1] for slot in tpl]
+            inherited = min(counts)
+            tpl[counts.index(inherited)] = [h, inherited + g, inherited]
         return False
 
-    def _model(self, model: str, g: float, gh: float) -> None:
+    def _new_model(self, model: str, g: float, gh: float) -> None:
+        """A model the account has not used lately: the least used of the tracked ones gives way."""
         models = self.models
-        for m in models:
-            if m[0] == model:
-                m[1] += g
-                m[2] += gh
-                return
         if len(models) >= MAX_MODELS:
             models.remove(min(models, key=lambda m: m[1]))
         models.append([model, g, gh])

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, insort
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
@@ -70,7 +71,7 @@ class LinkGroup:
 
     @property
     def campaign_id(self) -> str:
-        return stable_id("camp", self.key)
+        return _campaign_id(self.key)
 
     def add(self, s: MemberSummary, cfg: DetectionConfig, template: int | None = None) -> bool:
         """Take a member's summary; False when a template candidate is not a true near-duplicate."""
@@ -79,7 +80,7 @@ class LinkGroup:
                 self.ref = template
             elif (self.ref ^ template).bit_count() > TEMPLATE_MATCH_BITS:
                 return False
-        running = self.running(cfg)
+        running = self._running or self.running(cfg)
         members = self.members
         acc = s.account
         old = members.get(acc)
@@ -95,7 +96,8 @@ class LinkGroup:
         else:
             members[acc] = new
             running.replace(acc, old, new, cfg)
-        running.touch(s.ts, acc, members)
+        if running.by_age is not None:
+            running.touch(s.ts, acc, members)
         self.updates += 1
         if s.ts > self.now:
             self.now = s.ts
@@ -168,22 +170,27 @@ class Running:
         self.first_ts: list[int] = []
         self.orgs: dict[str | None, int] = {}
         self.candidates: set[str] = set()
-        self.by_age: list[tuple[int, str]] = []
-        self._reindex(members)
+        # built when the group first fills up (most never do), then kept up to date by ``touch``
+        self.by_age: list[tuple[int, str]] | None = None
 
-    def _reindex(self, members: dict[str, list[Any]]) -> None:
-        self.by_age = [(m[0], acc) for acc, m in members.items()]
-        heapq.heapify(self.by_age)
+    def _reindex(self, members: dict[str, list[Any]]) -> list[tuple[int, str]]:
+        heap = self.by_age = [(m[0], acc) for acc, m in members.items()]
+        heapq.heapify(heap)
+        return heap
 
     def touch(self, ts: int, acc: str, members: dict[str, list[Any]]) -> None:
         """Note a member's latest report."""
-        heapq.heappush(self.by_age, (ts, acc))
-        if len(self.by_age) > 4 * len(members) + 64:  # mostly stale: start again from the members
-            self._reindex(members)
+        heap = self.by_age
+        if heap is not None:
+            heapq.heappush(heap, (ts, acc))
+            if len(heap) > 4 * len(members) + 64:  # mostly stale: start again from the members
+                self._reindex(members)
 
     def oldest(self, members: dict[str, list[Any]]) -> str:
         """The member with the oldest latest report, ties to the least account id."""
         heap = self.by_age
+        if heap is None:
+            heap = self._reindex(members)
         while True:
             ts, acc = heap[0]
             m = members.get(acc)
@@ -326,6 +333,11 @@ def _absolute_hours(mask: int, mask_hour: int) -> int:
     return ((mask >> s) | (mask << (24 - s))) & 0xFFFFFF if s else mask
 
 
+@lru_cache(maxsize=1 << 14)
+def _campaign_id(key: str) -> str:
+    return stable_id("camp", key)
+
+
 def _remove(values: list[int], v: int) -> None:
     del values[bisect_left(values, v)]
 
@@ -350,8 +362,8 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
     even = 1.0 - _clip(cv)
     churn = bisect_left(r.last_ts, now - QUIET_MS) / k  # reported more than QUIET_MS before now
     # one organisation explains the group when it has 80 % of the members (then it is the most common)
-    explained = (any(n >= 0.8 * k for org, n in r.orgs.items() if org is not None)
-                 or r.institutional / k >= 0.8)
+    top = max(r.orgs.values())
+    explained = (top >= 0.8 * k and r.orgs.get(None, 0) < top) or r.institutional / k >= 0.8
     coordination = 0.35 * breadth + 0.25 * clock + 0.15 * regular + 0.1 * even + 0.15 * churn
     score = elicit * templ * coordination * (0.5 if explained else 1.0)
     return score, {"members": float(k), "elicitation": elicit, "templating": templ, "round_the_clock": clock,
@@ -387,7 +399,7 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
         similarity = 1.0 - (abs(m[3] - elicit) + abs(m[4] - templ)) / 2.0
         if similarity >= cfg.member_similarity:
             named.append((acc, m, similarity))
-    cid = g.campaign_id
+    cid = g.campaign_id if named else ""
     for acc, m, similarity in sorted(named, key=itemgetter(0)):
         m[9] = True
         running.flag(acc)

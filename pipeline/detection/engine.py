@@ -107,7 +107,8 @@ class Engine:
         links: list[LinkUpdate] = []
         n, ts, cfg = st.n, ev["ts"], self.cfg
         grown = n >= 2 * st.last_summary_n
-        if n >= cfg.summary_min_events and (grown or ts - st.last_summary_ts >= cfg.summary_interval_ms):
+        if n >= cfg.summary_min_events and (grown or (ts - st.last_summary_ts >= cfg.summary_interval_ms
+                                                      and n - st.last_summary_n >= 2)):
             established = grown or ts // cfg.link_interval_ms != st.last_summary_ts // cfg.link_interval_ms
             st.last_summary_ts, st.last_summary_n = ts, n
             p = st.profile()

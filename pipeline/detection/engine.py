@@ -162,6 +162,10 @@ class Engine:
         the payment, client and established-template keys hear again when ``established``: the account's
         count doubled or a ``link_interval_ms`` boundary passed (a re-announcement every 30 minutes to
         every key was most of the link stage's work and moved no group's judgement)."""
+        cfg = self.cfg
+        templates = st.templates(cfg.template_link_min_hits, math.inf if established else cfg.template_new_hits)
+        if not (established or templates):
+            return []
         s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
                           round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
                           round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,
@@ -171,13 +175,11 @@ class Engine:
             updates.append(LinkUpdate(f"pay:{st.payment}", s))
         if established and st.client:
             updates.append(LinkUpdate(f"cli:{st.client}", s))
-        templates = st.templates(self.cfg.template_link_min_hits,
-                                 math.inf if established else self.cfg.template_new_hits)
         if not templates:
             return updates
         bands: dict[int, tuple[str, int]] = {}
         for h in templates:
-            for b, key in _template_keys(h, self.cfg.template_bands):
+            for b, key in _template_keys(h, cfg.template_bands):
                 if b not in bands:
                     bands[b] = (key, h)
         updates += [LinkUpdate(key, s, h) for _, (key, h) in sorted(bands.items())]

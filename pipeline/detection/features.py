@@ -51,6 +51,7 @@ RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS
 _HOUR_RATE = LN2 / HOUR_MS
+_LOG2_CAPS = math.log2(len(CAPABILITIES))
 MAX_MODELS = 3
 RECENT_IDS = 8
 _DAY_BITS = (1 << 24) - 1
@@ -280,39 +281,51 @@ class AccountState:
         """The window's behaviour as shares and rates (all finite; shares in 0..1)."""
         day, hour = self.day, self.hour
         g, gh = self._gains()  # shares are ratios on one scale; absolute counts are divided by the gain
-        n = max(day[D_N], 1e-9 * g)
-        nh = max(hour[H_N], 1e-9 * gh)
+        n = day[D_N]
+        if n < 1e-9 * g:
+            n = 1e-9 * g
+        nh = hour[H_N]
+        if nh < 1e-9 * gh:
+            nh = 1e-9 * gh
         caps = day[D_CAP0:N_DAY]
         total_caps = sum(caps)
         if total_caps > 0:
-            probs = [c / total_caps for c in caps if c > 0]
-            entropy = -sum(p * math.log2(p) for p in probs) / math.log2(len(CAPABILITIES))
+            log2 = math.log2
+            entropy = -sum([p * log2(p) for p in [c / total_caps for c in caps if c > 0]]) / _LOG2_CAPS
             top_share = max(caps) / total_caps
         else:
             entropy, top_share = 1.0, 0.0
+        in_k = day[D_IN_K]
+        if in_k < 1e-3 * g:
+            in_k = 1e-3 * g
+        shares = [x / n for x in day[:D_CAP0]]  # by counter index; the rates are ratios to n as well
+        for i in (D_REASON, D_AGENT_TOOLS, D_TPL_HIT, D_LONG, D_ERR, D_RATE, D_REFUSED):
+            if shares[i] > 1.0:
+                shares[i] = 1.0
+        hour_shares = [x / nh if x < nh else 1.0 for x in hour]
         return {
             "events_day": day[D_N] / g * LN2,  # decayed count → events per day (half-life one day)
             "events_hour": hour[H_N] / gh * LN2 * 24.0,  # hour scale, as a per-day rate
-            "reasoning_share": min(day[D_REASON] / n, 1.0),
-            "agentic_tools_share": min(day[D_AGENT_TOOLS] / n, 1.0),
-            "template_share": min(day[D_TPL_HIT] / n, 1.0),
-            "long_output_share": min(day[D_LONG] / n, 1.0),
-            "out_in_ratio": day[D_OUT_K] / max(day[D_IN_K], 1e-3 * g),
-            "output_k_per_req": day[D_OUT_K] / n,
+            "reasoning_share": shares[D_REASON],
+            "agentic_tools_share": shares[D_AGENT_TOOLS],
+            "template_share": shares[D_TPL_HIT],
+            "long_output_share": shares[D_LONG],
+            "out_in_ratio": day[D_OUT_K] / in_k,
+            "output_k_per_req": shares[D_OUT_K],
             "capability_entropy": entropy,
             "capability_top_share": top_share,
-            "error_share": min(day[D_ERR] / n, 1.0),
-            "rate_limited_share": min(day[D_RATE] / n, 1.0),
-            "refused_share": min(day[D_REFUSED] / n, 1.0),
-            "tools_per_req": day[D_TOOLS] / n,
-            "turns_per_req": day[D_TURNS] / n,
+            "error_share": shares[D_ERR],
+            "rate_limited_share": shares[D_RATE],
+            "refused_share": shares[D_REFUSED],
+            "tools_per_req": shares[D_TOOLS],
+            "turns_per_req": shares[D_TURNS],
             "active_hours": float(self.mask.bit_count()),
             "age_hours": (self.last_ts - self.first_ts) / HOUR_MS + 1.0,
-            "interarrival_log_std": math.sqrt(max(self.ia_var, 0.0)),
-            "reasoning_share_hour": min(hour[H_REASON] / nh, 1.0),
-            "template_share_hour": min(hour[H_TPL_HIT] / nh, 1.0),
+            "interarrival_log_std": math.sqrt(self.ia_var) if self.ia_var > 0.0 else 0.0,
+            "reasoning_share_hour": hour_shares[H_REASON],
+            "template_share_hour": hour_shares[H_TPL_HIT],
             "new_model_share_hour": min(self._new_model_use(g, gh) / nh, 1.0),
-            "templates": float(sum(1 for s in self.tpl if s[1] - s[2] >= 3.0 * g)),
+            "templates": float(sum([1 for s in self.tpl if s[1] - s[2] >= 3.0 * g])),
         }
 
     def templates(self, min_hits: float, below: float = math.inf) -> list[int]:

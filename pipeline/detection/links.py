@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, insort
+from collections.abc import Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
@@ -30,6 +31,10 @@ TEMPLATE_MATCH_BITS = 14
 """Two SimHashes this close are one template family; unrelated prompts differ in ~32 bits (P(≤14) ≈ 1e-6)."""
 INSTITUTIONAL_TIERS = frozenset({"enterprise", "education", "research"})
 """Tiers whose accounts are vetted institutions: sharing a card or a template among them is expected."""
+Member = Sequence[Any]
+"""A member's record (see ``LinkGroup``): a tuple, replaced whole on change, so the garbage collector
+stops tracking it (a list after ``from_bytes`` until the member reports again; both encode alike)."""
+
 KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
 
 
@@ -38,15 +43,15 @@ def _clip(x: float) -> float:
 
 
 class LinkGroup:
-    """State of one link key. ``members``: account → [ts, n, events_day, elicitation, templating, mask,
-    mask_hour, first_ts, org, flagged, tier, regularity]."""
+    """State of one link key. ``members``: account → (ts, n, events_day, elicitation, templating, mask,
+    mask_hour, first_ts, org, flagged, tier, regularity) (see ``Member``)."""
 
     __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
                  "applied_offset", "_running")
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.members: dict[str, list[Any]] = {}
+        self.members: dict[str, Member] = {}
         self.n_seen = 0
         self.updates = 0
         self.now = 0
@@ -84,8 +89,8 @@ class LinkGroup:
         members = self.members
         acc = s.account
         old = members.get(acc)
-        new = [s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour, s.first_ts, s.org,
-               old is not None and old[9], s.tier, s.regularity]
+        new = (s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour, s.first_ts, s.org,
+               old is not None and old[9], s.tier, s.regularity)
         if old is None:
             self.n_seen += 1
             if len(members) >= cfg.link_member_cap:  # the oldest report (then the least id) gives way
@@ -161,7 +166,7 @@ class Running:
     __slots__ = ("k", "wsum", "w_elicit", "w_templ", "w_regular", "n_sum", "n_sq", "hours", "top_hour", "last_ts",
                  "first_ts", "orgs", "institutional", "candidates", "flagged", "by_age")
 
-    def __init__(self, members: dict[str, list[Any]]) -> None:
+    def __init__(self, members: dict[str, Member]) -> None:
         self.k = self.wsum = self.w_elicit = self.w_templ = self.w_regular = self.flagged = 0
         self.n_sum = self.n_sq = self.institutional = 0
         self.hours: dict[int, int] = {}
@@ -173,12 +178,12 @@ class Running:
         # built when the group first fills up (most never do), then kept up to date by ``touch``
         self.by_age: list[tuple[int, str]] | None = None
 
-    def _reindex(self, members: dict[str, list[Any]]) -> list[tuple[int, str]]:
+    def _reindex(self, members: dict[str, Member]) -> list[tuple[int, str]]:
         heap = self.by_age = [(m[0], acc) for acc, m in members.items()]
         heapq.heapify(heap)
         return heap
 
-    def touch(self, ts: int, acc: str, members: dict[str, list[Any]]) -> None:
+    def touch(self, ts: int, acc: str, members: dict[str, Member]) -> None:
         """Note a member's latest report."""
         heap = self.by_age
         if heap is not None:
@@ -186,7 +191,7 @@ class Running:
             if len(heap) > 4 * len(members) + 64:  # mostly stale: start again from the members
                 self._reindex(members)
 
-    def oldest(self, members: dict[str, list[Any]]) -> str:
+    def oldest(self, members: dict[str, Member]) -> str:
         """The member with the oldest latest report, ties to the least account id."""
         heap = self.by_age
         if heap is None:
@@ -198,7 +203,7 @@ class Running:
                 return acc
             heapq.heappop(heap)
 
-    def count(self, acc: str, m: list[Any], sign: int, cfg: DetectionConfig) -> None:
+    def count(self, acc: str, m: Member, sign: int, cfg: DetectionConfig) -> None:
         """Add (``sign`` 1) or take away (-1) one member's share."""
         if m[9]:
             self.flagged += sign
@@ -212,7 +217,7 @@ class Running:
         self._active(m, sign)
         self._hours(_absolute_hours(m[5], m[6]), m[6] - 23, sign)
 
-    def _active(self, m: list[Any], sign: int) -> None:
+    def _active(self, m: Member, sign: int) -> None:
         """An active member's share of everything but ``hours``."""
         c = m[1]
         w = sign * (c if c < 200 else 200)
@@ -254,7 +259,7 @@ class Running:
                 del hours[h]
             bits ^= low
 
-    def replace(self, acc: str, old: list[Any], new: list[Any], cfg: DetectionConfig) -> None:
+    def replace(self, acc: str, old: Member, new: Member, cfg: DetectionConfig) -> None:
         """A member's new report in place of its old one: the difference only (a report usually moves
         the member's time and counts, and changes its hours by one bit or none)."""
         min_events = cfg.link_member_min_events
@@ -401,7 +406,7 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
             named.append((acc, m, similarity))
     cid = g.campaign_id if named else ""
     for acc, m, similarity in sorted(named, key=itemgetter(0)):
-        m[9] = True
+        members[acc] = m = (*m[:9], True, *m[10:])
         running.flag(acc)
         member_reason: Reason = {
             "code": "campaign_member",

@@ -68,9 +68,10 @@ class DetectionConfig:
     template_bands: int = 4
     template_link_min_hits: float = 2.0
     """A template seen this often in one account is announced to its LSH buckets."""
-    template_new_hits: float = 8.0
+    template_new_hits: float = 4.0
     """A template seen fewer times than this is new and announced at every summary (so its buckets learn
-    of the account at once); the others with the link keys' re-announcements (``link_interval_ms``)."""
+    of the account at once); the others with the link keys' re-announcements (``link_interval_ms``).
+    4 and 8 gave the same per-campaign delays on hard seeds 1 and 2; 4 sends 17% fewer template updates."""
 
     # --- policy
     episode_ms: int = 7 * DAY_MS

@@ -105,10 +105,10 @@ def test_a_redelivered_link_update_is_skipped() -> None:
 
 
 def test_summaries_start_at_three_events_and_re_announce_established_links_sparingly() -> None:
-    """One event a minute on template A, then seven on template B, then A again (BASE_TS is on a
+    """One event a minute on template A, then three on template B, then A again (BASE_TS is on a
     two-hour boundary). Summaries: at 3 events, when the count doubles, and every 30 minutes."""
     a, b = "0123456789abcdef", "fedcba9876543210"
-    evs = [event(i, account_id="acct-t", ts=BASE_TS + i * 60_000, prompt_simhash=b if 70 <= i < 77 else a)
+    evs = [event(i, account_id="acct-t", ts=BASE_TS + i * 60_000, prompt_simhash=b if 70 <= i < 73 else a)
            for i in range(140)]
     engine = Engine(DetectionConfig())
     keys = [[u.key for u in engine.on_event(ev, 0).links] for ev in evs]  # type: ignore[arg-type]

@@ -1,13 +1,14 @@
 """State: bytes per account, and memory, as the number of accounts grows.
 
-    python bench/state.py [--accounts 100000 1000000] [--per-account 2] [--realistic 300000] [--no-worker]
+    python bench/state.py [--accounts 100000 1000000] [--per-account 3] [--realistic 300000] [--no-worker]
 
 1. Realistic sizes: the first ``--realistic`` events of the cached simulated file through the engine in
    process; serialised bytes of account, policy and link state (what the worker keeps in RocksDB and its
    changelog), per account.
 2. For each ``--accounts`` A: a synthetic stream of ``--per-account`` events per account (real events of
    the file, re-addressed to A distinct accounts, each with its own payment fingerprint, so every account
-   also owns a link group: the worst case for link state). Through the engine in process: serialised
+   also owns a link group: the worst case for link state; three events, since an account is first
+   summarised to its link keys at its third). Through the engine in process: serialised
    bytes per account, and this process's resident memory as the stream runs (a backtest keeps its state
    in dicts, so it grows with accounts, and must not grow with events of known accounts: the last pass
    only revisits them). Then, unless ``--no-worker``, the same stream through one real worker
@@ -172,7 +173,7 @@ def worker(accounts: int, per_account: int) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--accounts", type=int, nargs="+", default=[100_000])
-    ap.add_argument("--per-account", type=int, default=2)
+    ap.add_argument("--per-account", type=int, default=3)
     ap.add_argument("--realistic", type=int, default=300_000, help="events of the file for part 1; 0 skips it")
     ap.add_argument("--no-worker", action="store_true")
     args = ap.parse_args()

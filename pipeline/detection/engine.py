@@ -13,12 +13,14 @@ State lives in the stores the engine is given (dicts in a backtest, Faust tables
 
 from __future__ import annotations
 
+import math
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from pipeline.detection.config import DAY_MS, DetectionConfig
-from pipeline.detection.features import D_N, AccountState
+from pipeline.detection.features import AccountState, event_id_hash
 from pipeline.detection.links import LinkGroup, judge
 from pipeline.detection.messages import CRITICAL, HIGH, LOW, MEDIUM, Finding, LinkUpdate, MemberSummary
 from pipeline.detection.partition import partition_for
@@ -86,10 +88,11 @@ class Engine:
 
     def on_event(self, ev: UsageEvent, partition: int, offset: int | None = None) -> EventResult:
         acc = ev["account_id"]
+        id_hash = event_id_hash(ev["event_id"])
         st: AccountState | None = self.accounts.get(acc)
         if st is None:
             st = AccountState()
-        elif (offset is not None and offset <= st.applied_offset) or st.seen(ev["event_id"]):
+        elif (offset is not None and offset <= st.applied_offset) or id_hash in st.recent_ids:
             return EventResult([], [], duplicate=True)
         if st.too_late(ev["ts"], self.cfg):
             st.count_late(ev["event_id"])
@@ -97,19 +100,23 @@ class Engine:
                 st.applied_offset = offset
             self.accounts[acc] = st
             return EventResult([], [], late=True)
-        st.update(ev, self.cfg)
+        st.apply(ev, self.cfg, id_hash)
         if offset is not None:
             st.applied_offset = offset
         outputs: list[Output] = []
         links: list[LinkUpdate] = []
-        if st.n == 3 or st.n >= 2 * st.last_summary_n or ev["ts"] - st.last_summary_ts >= self.cfg.summary_interval_ms:
-            st.last_summary_ts, st.last_summary_n = ev["ts"], st.n
+        n, ts, cfg = st.n, ev["ts"], self.cfg
+        grown = n >= 2 * st.last_summary_n
+        if n >= cfg.summary_min_events and (grown or (ts - st.last_summary_ts >= cfg.summary_interval_ms
+                                                      and n - st.last_summary_n >= 2)):
+            established = grown or ts // cfg.link_interval_ms != st.last_summary_ts // cfg.link_interval_ms
+            st.last_summary_ts, st.last_summary_n = ts, n
             p = st.profile()
             finding = self._account_finding(st, ev, partition, p)
             if finding is not None:
                 outputs += self.on_finding(finding)
-            if self.cfg.link_detection:
-                links = self._link_updates(st, ev, p)
+            if cfg.link_detection:
+                links = self._link_updates(st, ev, p, established)
         self.accounts[acc] = st
         return EventResult(outputs, links)
 
@@ -118,7 +125,7 @@ class Engine:
         hs = harvest_score(p)
         pop = self.models.score(st.tier or "unknown", partition, p)
         shift, shift_reasons = shift_score(p)
-        enough = st.day[D_N] >= self.cfg.account_min_events
+        enough = st.day_count() >= self.cfg.account_min_events
         cfg = self.cfg
         if enough and hs >= cfg.account_critical:
             sev = CRITICAL
@@ -148,21 +155,34 @@ class Engine:
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
                        window_events=int(round(p["events_day"])), org=st.org)
 
-    def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float]) -> list[LinkUpdate]:
+    def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float],
+                      established: bool) -> list[LinkUpdate]:
+        """The summary for the account's link keys. Only a new template (fewer than
+        ``template_new_hits``) is announced at every summary, so its buckets learn of the account at once;
+        the payment, client and established-template keys hear again when ``established``: the account's
+        count doubled or a ``link_interval_ms`` boundary passed (a re-announcement every 30 minutes to
+        every key was most of the link stage's work and moved no group's judgement)."""
+        cfg = self.cfg
+        templates = st.templates(cfg.template_link_min_hits, math.inf if established else cfg.template_new_hits)
+        if not (established or templates):
+            return []
         s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
                           round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
                           round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,
                           round(regularity(p["interarrival_log_std"]), 4))
         updates: list[LinkUpdate] = []
-        if st.payment:
+        if established and st.payment:
             updates.append(LinkUpdate(f"pay:{st.payment}", s))
-        if st.client:
+        if established and st.client:
             updates.append(LinkUpdate(f"cli:{st.client}", s))
-        bands: dict[int, int] = {}
-        for h in st.templates(self.cfg.template_link_min_hits):
-            for b in lsh_bands(h, self.cfg.template_bands):
-                bands.setdefault(b, h)
-        updates += [LinkUpdate(f"tpl:{b >> 64}:{b & 0xFFFFFFFFFFFFFFFF:x}", s, h) for b, h in sorted(bands.items())]
+        if not templates:
+            return updates
+        bands: dict[int, tuple[str, int]] = {}
+        for h in templates:
+            for b, key in _template_keys(h, cfg.template_bands):
+                if b not in bands:
+                    bands[b] = (key, h)
+        updates += [LinkUpdate(key, s, h) for _, (key, h) in sorted(bands.items())]
         return updates
 
     # ------------------------------------------------------------------------------ stage 2: link key
@@ -226,6 +246,13 @@ class Engine:
             for f in findings:
                 outputs += self.on_finding(f)
         return outputs
+
+
+@lru_cache(maxsize=1 << 16)
+def _template_keys(h: int, bands: int) -> tuple[tuple[int, str], ...]:
+    """A template's LSH bucket keys, as (band key, link key): the same templates are announced at every
+    summary of every account that uses them, so their keys are formatted once (a bounded cache)."""
+    return tuple((b, f"tpl:{b >> 64}:{b & 0xFFFFFFFFFFFFFFFF:x}") for b in lsh_bands(h, bands))
 
 
 def account_state_size(states: MutableMapping[str, AccountState]) -> int:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import heapq
 import math
+from bisect import bisect_left, insort
+from collections.abc import Sequence
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
 import msgpack
 
 from pipeline.detection.config import HOUR_MS, DetectionConfig
-from pipeline.detection.features import roll_mask
 from pipeline.detection.ids import stable_id
 from pipeline.detection.messages import CRITICAL, HIGH, Finding, MemberSummary
 from pipeline.models import Reason
@@ -29,7 +31,10 @@ TEMPLATE_MATCH_BITS = 14
 """Two SimHashes this close are one template family; unrelated prompts differ in ~32 bits (P(≤14) ≈ 1e-6)."""
 INSTITUTIONAL_TIERS = frozenset({"enterprise", "education", "research"})
 """Tiers whose accounts are vetted institutions: sharing a card or a template among them is expected."""
-_second = itemgetter(1)
+Member = Sequence[Any]
+"""A member's record (see ``LinkGroup``): a tuple, replaced whole on change, so the garbage collector
+stops tracking it (a list after ``from_bytes`` until the member reports again; both encode alike)."""
+
 KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
 
 
@@ -38,15 +43,15 @@ def _clip(x: float) -> float:
 
 
 class LinkGroup:
-    """State of one link key. ``members``: account → [ts, n, events_day, elicitation, templating, mask,
-    mask_hour, first_ts, org, flagged, tier, regularity]."""
+    """State of one link key. ``members``: account → (ts, n, events_day, elicitation, templating, mask,
+    mask_hour, first_ts, org, flagged, tier, regularity) (see ``Member``)."""
 
     __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
                  "applied_offset", "_running")
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.members: dict[str, list[Any]] = {}
+        self.members: dict[str, Member] = {}
         self.n_seen = 0
         self.updates = 0
         self.now = 0
@@ -71,7 +76,7 @@ class LinkGroup:
 
     @property
     def campaign_id(self) -> str:
-        return stable_id("camp", self.key)
+        return _campaign_id(self.key)
 
     def add(self, s: MemberSummary, cfg: DetectionConfig, template: int | None = None) -> bool:
         """Take a member's summary; False when a template candidate is not a true near-duplicate."""
@@ -80,21 +85,24 @@ class LinkGroup:
                 self.ref = template
             elif (self.ref ^ template).bit_count() > TEMPLATE_MATCH_BITS:
                 return False
-        running = self.running(cfg)
-        m = self.members.get(s.account)
-        flagged = False
-        if m is None:
+        running = self._running or self.running(cfg)
+        members = self.members
+        acc = s.account
+        old = members.get(acc)
+        new = (s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour, s.first_ts, s.org,
+               old is not None and old[9], s.tier, s.regularity)
+        if old is None:
             self.n_seen += 1
-            if len(self.members) >= cfg.link_member_cap:  # the oldest report (then the least id) gives way
-                oldest = running.oldest(self.members)
-                running.count(oldest, self.members.pop(oldest), -1, cfg)
+            if len(members) >= cfg.link_member_cap:  # the oldest report (then the least id) gives way
+                oldest = running.oldest(members)
+                running.count(oldest, members.pop(oldest), -1, cfg)
+            members[acc] = new
+            running.count(acc, new, 1, cfg)
         else:
-            flagged = m[9]
-            running.count(s.account, m, -1, cfg)
-        m = self.members[s.account] = [s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour,
-                                       s.first_ts, s.org, flagged, s.tier, s.regularity]
-        running.count(s.account, m, 1, cfg)
-        running.touch(s.ts, s.account, self.members)
+            members[acc] = new
+            running.replace(acc, old, new, cfg)
+        if running.by_age is not None:
+            running.touch(s.ts, acc, members)
         self.updates += 1
         if s.ts > self.now:
             self.now = s.ts
@@ -142,36 +150,52 @@ _MARGIN = 1e-9
 
 
 class Running:
-    """Running aggregates of a link group, so most updates need no pass over its members.
+    """Running aggregates of a link group, so an update and a judgement need no pass over its members.
 
-    Over the active members (enough events): their number ``k``, ``Σ weight`` and the weighted sums of
-    elicitation, templating and regularity, in units of 1e-4 (summaries carry four decimals), so they are
-    exact integers whatever the order of updates. Then ``candidates``, the members ``judge`` could still
-    name, ``flagged``, how many it has named, and ``by_age``, a heap of ``(ts, account)`` per report
-    (stale entries are skipped when met), so the member that gives way in a full group is found without
-    a pass over all of them."""
+    Over the active members (enough events): their number ``k``; ``Σ weight`` and the weighted sums of
+    elicitation, templating and regularity, in units of 1e-4 (summaries carry four decimals), and
+    ``Σ n``, ``Σ n²``: exact integers whatever the order of updates, so ``evaluate`` gives the same score
+    however the group got to its members. ``hours`` counts, per absolute hour, the active members active
+    in it (their 24-hour bitmaps laid out in absolute hours), so the group's clock is 24 look-ups;
+    ``last_ts`` and ``first_ts`` are the members' report and first-event times in order (quiet members
+    and the group's age by bisection); ``orgs`` and ``institutional`` count organisations and vetted
+    tiers. Then ``candidates``, the members ``judge`` could still name, ``flagged``, how many it has
+    named, and ``by_age``, a heap of ``(ts, account)`` per report (stale entries are skipped when met),
+    so the member that gives way in a full group is found without a pass over all of them."""
 
-    __slots__ = ("k", "wsum", "w_elicit", "w_templ", "w_regular", "candidates", "flagged", "by_age")
+    __slots__ = ("k", "wsum", "w_elicit", "w_templ", "w_regular", "n_sum", "n_sq", "hours", "top_hour", "last_ts",
+                 "first_ts", "orgs", "institutional", "candidates", "flagged", "by_age")
 
-    def __init__(self, members: dict[str, list[Any]]) -> None:
+    def __init__(self, members: dict[str, Member]) -> None:
         self.k = self.wsum = self.w_elicit = self.w_templ = self.w_regular = self.flagged = 0
+        self.n_sum = self.n_sq = self.institutional = 0
+        self.hours: dict[int, int] = {}
+        self.top_hour = 0  # no member was ever counted active in a later hour
+        self.last_ts: list[int] = []
+        self.first_ts: list[int] = []
+        self.orgs: dict[str | None, int] = {}
         self.candidates: set[str] = set()
-        self.by_age: list[tuple[int, str]] = []
-        self._reindex(members)
+        # built when the group first fills up (most never do), then kept up to date by ``touch``
+        self.by_age: list[tuple[int, str]] | None = None
 
-    def _reindex(self, members: dict[str, list[Any]]) -> None:
-        self.by_age = [(m[0], acc) for acc, m in members.items()]
-        heapq.heapify(self.by_age)
+    def _reindex(self, members: dict[str, Member]) -> list[tuple[int, str]]:
+        heap = self.by_age = [(m[0], acc) for acc, m in members.items()]
+        heapq.heapify(heap)
+        return heap
 
-    def touch(self, ts: int, acc: str, members: dict[str, list[Any]]) -> None:
+    def touch(self, ts: int, acc: str, members: dict[str, Member]) -> None:
         """Note a member's latest report."""
-        heapq.heappush(self.by_age, (ts, acc))
-        if len(self.by_age) > 4 * len(members) + 64:  # mostly stale: start again from the members
-            self._reindex(members)
+        heap = self.by_age
+        if heap is not None:
+            heapq.heappush(heap, (ts, acc))
+            if len(heap) > 4 * len(members) + 64:  # mostly stale: start again from the members
+                self._reindex(members)
 
-    def oldest(self, members: dict[str, list[Any]]) -> str:
+    def oldest(self, members: dict[str, Member]) -> str:
         """The member with the oldest latest report, ties to the least account id."""
         heap = self.by_age
+        if heap is None:
+            heap = self._reindex(members)
         while True:
             ts, acc = heap[0]
             m = members.get(acc)
@@ -179,7 +203,7 @@ class Running:
                 return acc
             heapq.heappop(heap)
 
-    def count(self, acc: str, m: list[Any], sign: int, cfg: DetectionConfig) -> None:
+    def count(self, acc: str, m: Member, sign: int, cfg: DetectionConfig) -> None:
         """Add (``sign`` 1) or take away (-1) one member's share."""
         if m[9]:
             self.flagged += sign
@@ -190,12 +214,116 @@ class Running:
                 self.candidates.add(acc)
             else:
                 self.candidates.discard(acc)
-        w = sign * min(m[1], 200)
+        self._active(m, sign)
+        self._hours(_absolute_hours(m[5], m[6]), m[6] - 23, sign)
+
+    def _active(self, m: Member, sign: int) -> None:
+        """An active member's share of everything but ``hours``."""
+        c = m[1]
+        w = sign * (c if c < 200 else 200)
         self.k += sign
         self.wsum += w
         self.w_elicit += w * round(m[3] * 1e4)
         self.w_templ += w * round(m[4] * 1e4)
         self.w_regular += w * round(m[11] * 1e4)
+        self.n_sum += sign * c
+        self.n_sq += sign * c * c
+        org = m[8]
+        if sign > 0:
+            insort(self.last_ts, m[0])
+            insort(self.first_ts, m[7])
+            self.orgs[org] = self.orgs.get(org, 0) + 1
+        else:
+            _remove(self.last_ts, m[0])
+            _remove(self.first_ts, m[7])
+            left = self.orgs[org] - 1
+            if left:
+                self.orgs[org] = left
+            else:
+                del self.orgs[org]
+        if m[10] in INSTITUTIONAL_TIERS:
+            self.institutional += sign
+
+    def _hours(self, bits: int, base: int, sign: int) -> None:
+        """Count (or uncount) the absolute hours ``base + i`` for each set bit ``i``."""
+        hours = self.hours
+        if sign > 0 and bits and base + bits.bit_length() - 1 > self.top_hour:
+            self.top_hour = base + bits.bit_length() - 1
+        while bits:
+            low = bits & -bits
+            h = base + low.bit_length() - 1
+            left = hours.get(h, 0) + sign
+            if left:
+                hours[h] = left
+            else:
+                del hours[h]
+            bits ^= low
+
+    def replace(self, acc: str, old: Member, new: Member, cfg: DetectionConfig) -> None:
+        """A member's new report in place of its old one: the difference only (a report usually moves
+        the member's time and counts, and changes its hours by one bit or none)."""
+        min_events = cfg.link_member_min_events
+        if old[1] < min_events or new[1] < min_events:
+            self.count(acc, old, -1, cfg)
+            self.count(acc, new, 1, cfg)
+            return
+        if not new[9]:  # flagged stays flagged; the candidate test depends on elicitation
+            if new[3] >= 0.5:
+                self.candidates.add(acc)
+            else:
+                self.candidates.discard(acc)
+        # what ``_active(old, -1)`` then ``_active(new, 1)`` would do, for the fields that changed
+        c_old, c_new = old[1], new[1]
+        w_old = c_old if c_old < 200 else 200
+        w_new = c_new if c_new < 200 else 200
+        self.wsum += w_new - w_old
+        self.w_elicit += w_new * round(new[3] * 1e4) - w_old * round(old[3] * 1e4)
+        self.w_templ += w_new * round(new[4] * 1e4) - w_old * round(old[4] * 1e4)
+        self.w_regular += w_new * round(new[11] * 1e4) - w_old * round(old[11] * 1e4)
+        self.n_sum += c_new - c_old
+        self.n_sq += c_new * c_new - c_old * c_old
+        if old[0] != new[0]:
+            _remove(self.last_ts, old[0])
+            insort(self.last_ts, new[0])
+        if old[7] != new[7]:
+            _remove(self.first_ts, old[7])
+            insort(self.first_ts, new[7])
+        if old[8] != new[8]:
+            orgs = self.orgs
+            left = orgs[old[8]] - 1
+            if left:
+                orgs[old[8]] = left
+            else:
+                del orgs[old[8]]
+            orgs[new[8]] = orgs.get(new[8], 0) + 1
+        self.institutional += (new[10] in INSTITUTIONAL_TIERS) - (old[10] in INSTITUTIONAL_TIERS)
+        if old[5] != new[5] or old[6] != new[6]:
+            # both bitmaps as absolute hours from the earlier window's start; count only what changed
+            shift = new[6] - old[6]
+            a, b = _absolute_hours(old[5], old[6]), _absolute_hours(new[5], new[6])
+            if shift >= 0:
+                base, b = old[6], b << shift
+            else:
+                base, a = new[6], a << -shift
+            self._hours(a & ~b, base - 23, -1)
+            self._hours(b & ~a, base - 23, 1)
+
+    def flag(self, acc: str) -> None:
+        """``judge`` named an active member: no longer a candidate, one more flagged."""
+        self.candidates.discard(acc)
+        self.flagged += 1
+
+    def clock_hours(self, hour_now: int) -> int:
+        """Hours of the day in which some active member was active in the 24 hours to ``hour_now``: what
+        OR-ing the members' bitmaps rolled to ``hour_now`` counts. A bitmap current to a later hour than
+        ``hour_now`` (a member's late event) is not rolled, so its hours after ``hour_now`` count too, by
+        hour of day."""
+        hours = self.hours
+        mask = 0
+        for h in range(hour_now - 23, min(self.top_hour, hour_now + 23) + 1):
+            if h in hours:
+                mask |= 1 << (h % 24)
+        return mask.bit_count()
 
     def means(self, template_bucket: bool) -> tuple[float, float, float]:
         """Weighted mean elicitation, templating (1 in a template bucket) and regularity."""
@@ -203,55 +331,44 @@ class Running:
         return (self.w_elicit / unit, 1.0 if template_bucket else self.w_templ / unit, self.w_regular / unit)
 
 
+def _absolute_hours(mask: int, mask_hour: int) -> int:
+    """A 24-hour bitmap (bit = hour of day, current to absolute hour ``mask_hour``) as bits ``i`` for the
+    absolute hours ``mask_hour - 23 + i``: rotated so that the oldest hour of the window is bit 0."""
+    s = (mask_hour + 1) % 24
+    return ((mask >> s) | (mask << (24 - s))) & 0xFFFFFF if s else mask
+
+
+@lru_cache(maxsize=1 << 14)
+def _campaign_id(key: str) -> str:
+    return stable_id("camp", key)
+
+
+def _remove(values: list[int], v: int) -> None:
+    del values[bisect_left(values, v)]
+
+
 def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
-    """The group's campaign score (0..1) and its components."""
+    """The group's campaign score (0..1) and its components (from the running aggregates)."""
     if len(g.members) < cfg.link_min_members:
         return 0.0, {"members": float(len(g.members))}
-    min_events = cfg.link_member_min_events
-    active = [m for m in g.members.values() if m[1] >= min_events]
-    k = len(active)
+    r = g.running(cfg)
+    k = r.k
     if k < cfg.link_min_members:
         return 0.0, {"members": float(k)}
-    # one pass over the members; the sums add up in member order, as ``sum`` would
     now = g.now
-    hour_now = now // HOUR_MS
-    wsum_i = 0
-    w_elicit = w_templ = w_regular = 0.0
-    mask = 0
-    born = now
-    quiet = institutional = 0
-    orgs: dict[str | None, int] = {}
-    counts = []
-    for m in active:
-        c = m[1]
-        w = c if c < 200 else 200
-        wsum_i += w
-        w_elicit += w * m[3]
-        w_templ += w * m[4]
-        w_regular += w * m[11]
-        mask |= roll_mask(m[5], m[6], hour_now)
-        if m[7] < born:
-            born = m[7]
-        if now - m[0] > QUIET_MS:
-            quiet += 1
-        orgs[m[8]] = orgs.get(m[8], 0) + 1
-        if m[10] in INSTITUTIONAL_TIERS:
-            institutional += 1
-        counts.append(c)
-    wsum = float(wsum_i)
-    elicit = w_elicit / wsum
-    # a template bucket is itself cross-account repetition; other links rely on the members' own
-    templ = 1.0 if g.ref is not None else w_templ / wsum
-    regular = w_regular / wsum
+    elicit, templ, regular = r.means(g.ref is not None)
+    born = min(now, r.first_ts[0])
     age_hours = (now - born) / HOUR_MS + 1.0
-    clock = _clip(mask.bit_count() / max(6.0, min(24.0, age_hours)))
+    clock = _clip(r.clock_hours(now // HOUR_MS) / max(6.0, min(24.0, age_hours)))
     breadth = _clip((k - 2.0) / 13.0)
-    mean = sum(counts) / k
-    cv = math.sqrt(sum((c - mean) ** 2 for c in counts) / k) / mean if mean > 0 else 1.0
+    # coefficient of variation of the members' event counts, from exact integer sums
+    spread = k * r.n_sq - r.n_sum * r.n_sum
+    cv = math.sqrt(max(spread, 0)) / r.n_sum if r.n_sum > 0 else 1.0
     even = 1.0 - _clip(cv)
-    churn = quiet / k
-    top_org, top_n = max(orgs.items(), key=_second)  # the first of the most common, as Counter.most_common
-    explained = (top_org is not None and top_n / k >= 0.8) or institutional / k >= 0.8
+    churn = bisect_left(r.last_ts, now - QUIET_MS) / k  # reported more than QUIET_MS before now
+    # one organisation explains the group when it has 80 % of the members (then it is the most common)
+    top = max(r.orgs.values())
+    explained = (top >= 0.8 * k and r.orgs.get(None, 0) < top) or r.institutional / k >= 0.8
     coordination = 0.35 * breadth + 0.25 * clock + 0.15 * regular + 0.1 * even + 0.15 * churn
     score = elicit * templ * coordination * (0.5 if explained else 1.0)
     return score, {"members": float(k), "elicitation": elicit, "templating": templ, "round_the_clock": clock,
@@ -280,16 +397,17 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     kind_word = KINDS.get(g.key.split(":", 1)[0], "link")
     reasons = _campaign_reasons(comp, kind_word)
     findings: list[Finding] = []
-    for acc in sorted(g.members):
-        m = g.members[acc]
-        if m[9] or m[1] < cfg.link_member_min_events or m[3] < 0.5:
-            continue
-        similarity = 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
-        if similarity < cfg.member_similarity:
-            continue
-        running.count(acc, m, -1, cfg)
-        m[9] = True
-        running.count(acc, m, 1, cfg)
+    members, elicit, templ = g.members, comp["elicitation"], comp["templating"]
+    named = []
+    for acc in running.candidates:  # unflagged active members eliciting at least half the time
+        m = members[acc]
+        similarity = 1.0 - (abs(m[3] - elicit) + abs(m[4] - templ)) / 2.0
+        if similarity >= cfg.member_similarity:
+            named.append((acc, m, similarity))
+    cid = g.campaign_id if named else ""
+    for acc, m, similarity in sorted(named, key=itemgetter(0)):
+        members[acc] = m = (*m[:9], True, *m[10:])
+        running.flag(acc)
         member_reason: Reason = {
             "code": "campaign_member",
             "detail": f"shares a {kind_word} with {int(comp['members']) - 1} other accounts that together "
@@ -297,10 +415,11 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
             "value": round(similarity, 4), "baseline": cfg.member_similarity,
         }
         findings.append(Finding(acc, g.now, "coordinated_campaign", sev, round(score, 4),
-                                (member_reason, *reasons), g.campaign_id, (), m[7], m[1], m[8]))
-    flagged = sorted(a for a, m in g.members.items() if m[9])
+                                (member_reason, *reasons), cid, (), m[7], m[1], m[8]))
     campaign = None
-    if flagged and (sev > g.alerted_sev or len(flagged) >= 2 * max(g.alerted_n, 1)):
+    n_flagged = running.flagged
+    if n_flagged and (sev > g.alerted_sev or n_flagged >= 2 * max(g.alerted_n, 1)):
+        flagged = sorted(a for a, m in g.members.items() if m[9])
         g.alerted_sev = max(g.alerted_sev, sev)
         g.alerted_n = len(flagged)
         campaign = {"severity": sev, "score": round(score, 4), "reasons": reasons, "related": flagged[:1000],

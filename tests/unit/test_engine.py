@@ -104,6 +104,25 @@ def test_a_redelivered_link_update_is_skipped() -> None:
     assert engine.links.get(upd.key).to_bytes() == before
 
 
+def test_summaries_start_at_three_events_and_re_announce_established_links_sparingly() -> None:
+    """One event a minute on template A, then three on template B, then A again (BASE_TS is on a
+    two-hour boundary). Summaries: at 3 events, when the count doubles, and every 30 minutes."""
+    a, b = "0123456789abcdef", "fedcba9876543210"
+    evs = [event(i, account_id="acct-t", ts=BASE_TS + i * 60_000, prompt_simhash=b if 70 <= i < 73 else a)
+           for i in range(140)]
+    engine = Engine(DetectionConfig())
+    keys = [[u.key for u in engine.on_event(ev, 0).links] for ev in evs]  # type: ignore[arg-type]
+    assert keys[0] == keys[1] == []
+    kinds = [k.split(":", 1)[0] for k in keys[2]]  # the first summary: every key
+    assert kinds == ["pay", "cli", "tpl", "tpl", "tpl", "tpl"]
+    # 78 events at 77 min: a 30-minute summary inside the first two hours; only the new template B
+    new = keys[77]
+    assert len(new) == 4 and all(k.startswith("tpl:") for k in new) and not set(new) & set(keys[2])
+    assert keys[107] == new  # 30 minutes later, still inside the first two hours: B is still new
+    # 138 events at 137 min: the first summary after the two-hour boundary announces everything again
+    assert set(keys[2]) | set(new) == set(keys[137])
+
+
 # ---------------------------------------------------------------------------------------- partitioning
 
 

@@ -63,6 +63,33 @@ def test_steady_rate_converges_to_the_true_daily_rate() -> None:
     assert st.profile()["events_hour"] == pytest.approx(1440, rel=0.05)
 
 
+def test_lazy_decay_gives_the_eagerly_decayed_sum() -> None:
+    """Counters kept scaled to a reference time (rescaled now and then) equal Σ 2^-(age/half-life)."""
+    rng = random.Random(5)
+    ts, stamps = BASE_TS, []
+    for _ in range(3000):
+        ts += rng.choice([1_000, 20_000, 600_000, 3 * HOUR_MS])  # rescales several times on the way
+        stamps.append(ts)
+    st = feed([at(i, t) for i, t in enumerate(stamps)])
+    day = sum(2.0 ** (-(ts - t) / DAY_MS) for t in stamps)
+    hour = sum(2.0 ** (-(ts - t) / HOUR_MS) for t in stamps)
+    p = st.profile()
+    assert p["events_day"] == pytest.approx(day * LN2, rel=1e-9)
+    assert p["events_hour"] == pytest.approx(hour * LN2 * 24.0, rel=1e-9)
+    assert st.day_count() == pytest.approx(day, rel=1e-9)
+
+
+def test_a_long_silence_neither_overflows_nor_remembers() -> None:
+    """Sixty days (1,440 hour-scale half-lives) between events: the old counts are gone, all finite."""
+    st = feed([at(i, BASE_TS + i * 1000, reasoning_requested=True) for i in range(50)]
+              + [at(50, BASE_TS + 60 * DAY_MS)])
+    p = st.profile()
+    assert all(math.isfinite(v) for v in p.values())
+    assert p["events_day"] == pytest.approx(LN2 * (1.0 + 50 * 2.0 ** -60), rel=1e-9)
+    assert p["events_hour"] == pytest.approx(LN2 * 24.0)
+    assert p["reasoning_share"] == pytest.approx(50 * 2.0 ** -60 / (1.0 + 50 * 2.0 ** -60))
+
+
 # ---------------------------------------------------------------------------------------- shares
 
 

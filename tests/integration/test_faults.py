@@ -29,7 +29,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline import topics
 from pipeline.app import DLQ_REASON, EXIT_BROKER_GONE, SIGNING_KEY_ID_HEADER, signing_key_id
-from pipeline.detection import Engine
+from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
 from pipeline.metrics import flagged_accounts
@@ -463,8 +463,9 @@ def test_the_same_event_delivered_twice_is_applied_once(kafka_bootstrap, make_se
 
 def test_one_off_accounts_and_a_crowded_link_key_leave_state_and_memory_bounded(
         kafka_bootstrap, make_settings, tmp_path):
-    """Many one-off accounts (each its own payment fingerprint) and many accounts sharing one card, over
-    48 hours of event time with ``DG_IDLE_EXPIRY_HOURS=6``: the crowded link group keeps at most 512
+    """Many one-off accounts (one event each, each its own payment fingerprint) and many accounts sharing
+    one card (each with just enough events to reach its link keys), over 48 hours of event time with
+    ``DG_IDLE_EXPIRY_HOURS=6``: the crowded link group keeps at most 512
     members, the sweeper deletes (tombstones) exactly the state idle for more than 6 h of event time, and
     the worker's RSS stays bounded."""
     fig = Figures("bounded_state", tmp_path)
@@ -476,14 +477,18 @@ def test_one_off_accounts_and_a_crowded_link_key_leave_state_and_memory_bounded(
     total = n_oneoff + n_shared
     shared_at = set(rng.sample(range(total), n_shared))
 
+    per_card = DetectionConfig().summary_min_events  # an account reaches its link keys at this many events
+
     def events() -> Iterator[dict[str, Any]]:
         k = 0
         for n in range(total):
             ts = factories.BASE_TS + n * span_ms // total
             if n in shared_at:
                 k += 1
-                yield factories.event(n, account_id=f"card-{k}", ts=ts, payment_fingerprint="pf-shared-card",
-                                      client_fingerprint=f"cf-card-{k}", prompt_simhash=f"{rng.getrandbits(64):016x}")
+                for j in range(per_card):
+                    yield factories.event(total + n * per_card + j, account_id=f"card-{k}", ts=ts + 1000 * j,
+                                          payment_fingerprint="pf-shared-card", client_fingerprint=f"cf-card-{k}",
+                                          prompt_simhash=f"{rng.getrandbits(64):016x}")
             else:
                 yield factories.event(n, account_id=f"one-{n}", ts=ts, payment_fingerprint=f"pf-one-{n}",
                                       client_fingerprint=f"cf-one-{n}", prompt_simhash=f"{rng.getrandbits(64):016x}")
@@ -505,7 +510,7 @@ def test_one_off_accounts_and_a_crowded_link_key_leave_state_and_memory_bounded(
     worker = Worker(settings, tmp_path / "worker.log")
     t0 = time.monotonic()
     try:
-        wait_for_share(settings, total, 0.5, [worker], timeout=size(240, 3600))
+        wait_for_share(settings, n_oneoff + n_shared * per_card, 0.5, [worker], timeout=size(240, 3600))
         rss_mid = rss_mib(worker.proc.pid)
         wait_until_idle(settings, [worker], timeout=size(240, 3600))
         fig["process_s"] = time.monotonic() - t0

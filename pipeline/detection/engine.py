@@ -27,7 +27,6 @@ from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import Policy, PolicyState
 from pipeline.detection.population import PopulationModels
 from pipeline.detection.scoring import (
-    harvest_components,
     harvest_reasons,
     harvest_score,
     regularity,
@@ -146,10 +145,8 @@ class Engine:
                             "baseline": None if pop.threshold is None else round(pop.threshold, 4)})
         reasons += shift_reasons
         if not reasons:
-            c = harvest_components(p)
             reasons.append({"code": "harvest_profile", "detail": "mix of elicitation, templating and volume",
                             "value": round(hs, 4), "baseline": None})
-            del c
         score = max(hs, 0.5 * shift, 0.3 if pop.anomalous else 0.0)
         return Finding(ev["account_id"], ev["ts"], "account_behaviour", sev, round(score, 4), tuple(reasons),
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),

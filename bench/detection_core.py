@@ -6,7 +6,7 @@ The file is ``standard`` seed 1 at scale 3.5 (about a million events), simulated
 ``bench/.cache/``. The baseline reads and validates every event of the file and does nothing else: the
 floor any Python consumer of the file pays. The backtest is ``pipeline.backtest.backtest_file``, i.e.
 the same decode plus the whole detection engine in process. Both run in this process, one after the
-other, on one core. The digest of the outputs shows that a change left the detection's answers alone.
+other, on one core, with the garbage-collector settings of the backtest command (``pipeline.runtime``). The digest of the outputs shows that a change left the detection's answers alone.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from common import cached_events, figure, header  # noqa: E402
 
 from pipeline.backtest import backtest_file  # noqa: E402
 from pipeline.eventfile import read_events  # noqa: E402
+from pipeline.runtime import tune_gc  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 GOAL_RATE = 50_000
@@ -74,6 +75,7 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of the backtest (slower)")
     args = ap.parse_args()
     path = cached_events()
+    tune_gc()  # as the backtest command does (both passes run with it)
     header("detection core: backtest vs decode-only, one process")
     best_dec = best_bt = 0.0
     for _ in range(args.repeat):

@@ -118,6 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline.app import create_app
     from pipeline.detection import DetectionConfig
     from pipeline.observability import WorkerMetrics, start_metrics_server
+    from pipeline.runtime import tune_gc
 
     settings = _settings(args)
     logs.configure(args.loglevel)
@@ -128,6 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot serve metrics on port {settings.metrics_port}: {exc} "
                            "(set DG_METRICS_PORT, or 0 to turn metrics off)", EXIT_SERVICE) from exc
     app = create_app(settings, metrics=metrics)
+    tune_gc()
     faust_level = {"warning": "warn"}.get(args.loglevel, args.loglevel)
     argv = ["pipeline", "worker", "-l", faust_level, "--web-port", str(settings.web_port)]
     sys.argv = argv
@@ -212,7 +214,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from pipeline.eventfile import EventFileError, file_format, read_labels
     from pipeline.metrics import Evaluation
     from pipeline.replay import ReplayError, parse_time, read_range
+    from pipeline.runtime import tune_gc
 
+    tune_gc()
     if (args.input is None) == (args.topic is None):
         raise CommandError("give either --input FILE (an events file) or --topic NAME (a stored topic)")
     if args.input is None and (args.alerts_out is None and args.actions_out is None and args.to_prefix is None):

@@ -109,30 +109,56 @@ def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer.close()
 
 
-def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
-    """Everything currently in a topic (reads until the end offsets seen at the start, or ``timeout``)."""
-    from kafka import TopicPartition
+def _reader(bootstrap: str) -> KafkaConsumer:
+    # large fetches: the long fault tests read changelogs of a million records and more
+    return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000,
+                         max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20, max_poll_records=20_000)
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000)
+
+def read_all(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Any]:
+    """Everything currently in a topic (at least up to the end offsets seen at the start). A read that
+    does not reach them within ``timeout`` raises: a partial read must not pass for the whole topic."""
+    view = TopicView(bootstrap, topic)
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
+        return view.catch_up(timeout)
+    finally:
+        view.close()
+
+
+class TopicView:
+    """A topic read from the beginning and then followed: each ``catch_up`` reads on to the end offsets
+    of that moment and returns the new records (so a test polling a big changelog reads each record once)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import TopicPartition
+
+        self.consumer = _reader(bootstrap)
+        self.topic = topic
+        parts = self.consumer.partitions_for_topic(topic) or set()
+        self.tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+        self.next = dict.fromkeys(self.tps, 0)
+
+    def catch_up(self, timeout: float = 60.0) -> list[Any]:
+        ends = self.consumer.end_offsets(self.tps)
         out: list[Any] = []
-        remaining = {tp for tp in tps if ends[tp] > 0}
+        remaining = {tp for tp in self.tps if ends[tp] > self.next[tp]}
         deadline = time.monotonic() + timeout
-        while remaining and time.monotonic() < deadline:
-            for tp, msgs in consumer.poll(timeout_ms=500).items():
-                for m in msgs:
-                    if m.offset < ends[tp]:
-                        out.append(m)
-                    if m.offset + 1 >= ends[tp]:
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read {len(out)} records of {self.topic} in {timeout} s without reaching its "
+                                   f"end offsets")
+            for tp, msgs in self.consumer.poll(timeout_ms=500).items():
+                out += msgs  # records past the end offsets too: the next catch-up goes on from there
+                if msgs:
+                    self.next[tp] = msgs[-1].offset + 1
+                    if self.next[tp] >= ends[tp]:
                         remaining.discard(tp)
         return out
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 def rss_mib(pid: int) -> float:
@@ -154,10 +180,15 @@ def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def latest_values(bootstrap: str, topic: str) -> dict[bytes, bytes | None]:
-    """The last value per key of a (changelog) topic; ``None`` where the last record is a tombstone."""
-    out: dict[bytes, bytes | None] = {}
-    for m in sorted(read_all(bootstrap, topic), key=lambda m: (m.partition, m.offset)):
+def latest_values(bootstrap: str, topic: str, timeout: float = 60.0,
+                  into: dict[bytes, bytes | None] | None = None,
+                  records: list[Any] | None = None) -> dict[bytes, bytes | None]:
+    """The last value per key of a (changelog) topic; ``None`` where the last record is a tombstone.
+    With ``records`` (from a ``TopicView``), those are applied to ``into`` instead of reading the topic."""
+    out: dict[bytes, bytes | None] = {} if into is None else into
+    if records is None:
+        records = read_all(bootstrap, topic, timeout)
+    for m in sorted(records, key=lambda m: (m.partition, m.offset)):
         out[m.key] = m.value
     return out
 

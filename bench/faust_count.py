@@ -2,8 +2,8 @@
 
     BENCH_BOOTSTRAP=… BENCH_TOPIC=… BENCH_GROUP=… BENCH_COUNT_FILE=… python bench/faust_count.py worker
 
-Same broker, same topic and partitions, same batching (``take_events`` of the worker's size) as the
-worker's account agent; no state, no outputs. It writes its running count to ``BENCH_COUNT_FILE`` after
+Same broker, same topic and partitions, same batching (``take_events`` of the worker's size) and the
+same process settings (``pipeline.runtime``) as the worker's account agent; no state, no outputs. It writes its running count to ``BENCH_COUNT_FILE`` after
 each batch, which the end-to-end benchmark polls exactly as it polls the worker's metrics.
 """
 
@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import codec  # noqa: E402
 from pipeline.app import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
+from pipeline.runtime import quiet_root_logger, tune_gc  # noqa: E402
 
 app = faust.App(
     os.environ["BENCH_GROUP"],
@@ -49,4 +50,6 @@ async def count(stream: faust.StreamT) -> None:
 
 
 if __name__ == "__main__":
+    quiet_root_logger(app, "warning")  # the same process settings as the worker (run with -l warn)
+    tune_gc()
     app.main()

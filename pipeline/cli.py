@@ -118,7 +118,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline.app import create_app
     from pipeline.detection import DetectionConfig
     from pipeline.observability import WorkerMetrics, start_metrics_server
-    from pipeline.runtime import tune_gc
+    from pipeline.runtime import quiet_root_logger, tune_gc
 
     settings = _settings(args)
     logs.configure(args.loglevel)
@@ -129,6 +129,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         raise CommandError(f"cannot serve metrics on port {settings.metrics_port}: {exc} "
                            "(set DG_METRICS_PORT, or 0 to turn metrics off)", EXIT_SERVICE) from exc
     app = create_app(settings, metrics=metrics)
+    quiet_root_logger(app, args.loglevel)
     tune_gc()
     faust_level = {"warning": "warn"}.get(args.loglevel, args.loglevel)
     argv = ["pipeline", "worker", "-l", faust_level, "--web-port", str(settings.web_port)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import logging
+from typing import Any
 
 GC_THRESHOLDS = (100_000, 50, 100)
 
@@ -17,3 +19,16 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+def quiet_root_logger(app: Any, level: str) -> None:
+    """Keep the root logger at the chosen level once the Faust worker has started.
+
+    At ``warning`` and above Faust's worker sets the root logger to DEBUG (for its terminal spinner)
+    and filters in the handler, so every library's debug call (aiokafka logs one per record sent)
+    builds a log record only to drop it."""
+    lvl = getattr(logging, level.upper(), logging.INFO)
+
+    @app.task
+    async def restore_root_log_level() -> None:
+        logging.getLogger().setLevel(lvl)

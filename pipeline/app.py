@@ -332,9 +332,11 @@ class Outbox:
         send = self.wire.send
         futures = [await send(topic, key, value, None, headers) for topic, key, value, headers in self.items]
         for partition, updates in sorted(self.links.items()):
-            futures.append(await send(self.link_topic, None, encode_link_updates(updates), partition))
+            for raw in encode_link_updates(updates):
+                futures.append(await send(self.link_topic, None, raw, partition))
         for partition, findings in sorted(self.findings.items()):
-            futures.append(await send(self.findings_topic, None, encode_findings(findings), partition))
+            for raw in encode_findings(findings):
+                futures.append(await send(self.findings_topic, None, raw, partition))
         self.items.clear()
         self.links.clear()
         self.findings.clear()

@@ -89,43 +89,72 @@ class Finding:
 
 
 # In the worker, link updates and findings travel in batches: one Kafka message per destination
-# partition per agent batch, instead of one per update (a window update announces itself to several link
-# keys, so per-update messages would outnumber the events). A batch is ``[BATCH_VERSION, [item, ...]]``.
-BATCH_VERSION = 1
+# partition per agent batch (or a few, each under ``max_bytes``), instead of one per update (a window
+# update announces itself to several link keys, so per-update messages would outnumber the events).
+# A batch is ``[BATCH_VERSION, [item bytes, ...]]``, each item msgpack of its own.
+BATCH_VERSION = 2
+MAX_BATCH_BYTES = 256 * 1024
+"""Largest batch message the worker sends (Kafka's default limit for a request is 1 MiB)."""
 
 
-def encode_link_updates(updates: list[LinkUpdate]) -> bytes:
-    """Several link updates (any keys of one partition) as one message. A summary addressed to several
-    keys (an account's payment and client fingerprints, its template buckets) is written once:
-    ``[summary, [[key, template], ...]]``."""
+def _chunks(items: list[bytes], max_bytes: int) -> list[bytes]:
+    """``items`` packed into as few batch messages as keep each within ``max_bytes`` (an item larger than
+    that travels alone)."""
+    out: list[bytes] = []
+    chunk: list[bytes] = []
+    size = 0
+    for item in items:
+        if chunk and size + len(item) > max_bytes:
+            out.append(msgpack.packb([BATCH_VERSION, chunk]))
+            chunk, size = [], 0
+        chunk.append(item)
+        size += len(item) + 5
+    if chunk:
+        out.append(msgpack.packb([BATCH_VERSION, chunk]))
+    return out
+
+
+def _items(raw: bytes, what: str) -> list[bytes]:
+    version, items = msgpack.unpackb(raw)
+    if version != BATCH_VERSION:
+        raise ValueError(f"{what} batch version {version} is not {BATCH_VERSION}")
+    return list(items)
+
+
+def encode_link_updates(updates: list[LinkUpdate], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Link updates (any keys of one partition) as batch messages. A summary addressed to several keys (an
+    account's payment and client fingerprints, its template buckets) is written once per message:
+    item ``[summary, [[key, template], ...]]``.
+
+    >>> from pipeline.detection.messages import MemberSummary as S
+    >>> s = S("a", 1, 3, 3.0, 1.0, 1.0, 7, 0, 1, None, "pro", 0.5)
+    >>> msgs = encode_link_updates([LinkUpdate("pay:x", s), LinkUpdate("tpl:1:f", s, 15)])
+    >>> len(msgs), decode_link_updates(msgs[0]) == [LinkUpdate("pay:x", s), LinkUpdate("tpl:1:f", s, 15)]
+    (1, True)
+    """
     groups: dict[int, tuple[MemberSummary, list[list[Any]]]] = {}
     for u in updates:
         g = groups.get(id(u.summary))
         if g is None:
             g = groups[id(u.summary)] = (u.summary, [])
         g[1].append([u.key, u.template])
-    return msgpack.packb([BATCH_VERSION, [[list(s), keys] for s, keys in groups.values()]])
+    return _chunks([msgpack.packb([list(s), keys]) for s, keys in groups.values()], max_bytes)
 
 
 def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
-    version, items = msgpack.unpackb(raw)
-    if version != BATCH_VERSION:
-        raise ValueError(f"link-updates batch version {version} is not {BATCH_VERSION}")
     make = MemberSummary._make
     out: list[LinkUpdate] = []
-    for s, keys in items:
+    for item in _items(raw, "link-updates"):
+        s, keys = msgpack.unpackb(item)
         summary = make(s)
         out += [LinkUpdate(key, summary, template) for key, template in keys]
     return out
 
 
-def encode_findings(findings: list[Finding]) -> bytes:
-    """Several findings (any accounts of one partition) as one message."""
-    return msgpack.packb([BATCH_VERSION, [f.encode() for f in findings]])
+def encode_findings(findings: list[Finding], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Findings (any accounts of one partition) as batch messages."""
+    return _chunks([f.encode() for f in findings], max_bytes)
 
 
 def decode_findings(raw: bytes) -> list[Finding]:
-    version, items = msgpack.unpackb(raw)
-    if version != BATCH_VERSION:
-        raise ValueError(f"findings batch version {version} is not {BATCH_VERSION}")
-    return [Finding.decode(item) for item in items]
+    return [Finding.decode(item) for item in _items(raw, "findings")]

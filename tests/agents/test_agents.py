@@ -127,7 +127,7 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
     for i in range(20):
         s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
                           None, "pro", 0.9)
-        msgs.append((b"pay:shared", encode_link_updates([LinkUpdate("pay:shared", s)])))
+        msgs += [(b"pay:shared", raw) for raw in encode_link_updates([LinkUpdate("pay:shared", s)])]
     _put(app_parts, "link_agent", msgs)
     named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
     assert named == {f"m{i}" for i in range(20)}
@@ -157,7 +157,7 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
     updates = [LinkUpdate("pay:shared", MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF,
                                                       ts // 3_600_000, factories.BASE_TS, None, "pro", 0.9))
                for i in range(20)]
-    raw = encode_link_updates(updates)
+    [raw] = encode_link_updates(updates)
     _put(app_parts, "link_agent", [(b"x", raw)])
     group = app_parts["engine"].links.get("pay:shared")
     first = (group.updates, group.applied_offset)
@@ -190,3 +190,18 @@ def test_cached_state_is_what_was_written_and_is_dropped_on_rebalance(app_parts)
     assert cached is not None and cached.to_bytes() == table.get_raw(0, b"harvester")
     asyncio.run(table.on_rebalance(set(), set(), set()))
     assert len(app_parts["engine"].accounts.cache) == 0
+
+
+def test_batch_messages_stay_under_the_size_limit_and_lose_nothing():
+    from pipeline.detection.messages import Finding, MemberSummary, encode_findings
+
+    findings = [Finding(f"acct-{i}", 1, "coordinated_campaign", 3, 0.5,
+                        tuple({"code": "campaign_member", "detail": "x" * 300, "value": 1.0, "baseline": None}
+                              for _ in range(5)), "camp-1") for i in range(2000)]
+    msgs = encode_findings(findings, max_bytes=64 * 1024)
+    assert len(msgs) > 1 and all(len(m) <= 64 * 1024 + 2048 for m in msgs)
+    assert [f for m in msgs for f in decode_findings(m)] == findings
+    s = [MemberSummary(f"a{i}", i, 3, 3.0, 1.0, 1.0, 7, 0, 1, None, "pro", 0.5) for i in range(5000)]
+    updates = [LinkUpdate(f"pay:{i % 7}", s[i]) for i in range(5000)]
+    msgs = encode_link_updates(updates, max_bytes=32 * 1024)
+    assert len(msgs) > 1 and [u for m in msgs for u in decode_link_updates(m)] == updates

@@ -83,7 +83,8 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 ACCOUNT_CACHE = 10_000
 """Decoded account (and policy) states kept between batches: about 3.6 KiB each as Python objects."""
 LINK_CACHE = 50_000
-"""Decoded link groups kept between batches, weighed by members + 1 (a few hundred bytes per member)."""
+"""Decoded link groups kept between batches, weighed by members + 8 (a group costs a few KiB of Python
+objects before its first member, a few hundred bytes per member after): at most ~6,000 small groups."""
 LINK_OFFSET_STRIDE = 1 << 20
 """A link update's applied-offset is ``source offset * LINK_OFFSET_STRIDE + its index in the message``."""
 
@@ -449,7 +450,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     account_table, policy_table, link_table = table("account-state"), table("policy-state"), table("link-state")
     accounts = BatchStore(account_table, AccountState.from_bytes, StateCache(ACCOUNT_CACHE))
     policy = BatchStore(policy_table, PolicyState.from_bytes, StateCache(ACCOUNT_CACHE))
-    links = BatchStore(link_table, LinkGroup.from_bytes, StateCache(LINK_CACHE, lambda g: len(g.members) + 1))
+    links = BatchStore(link_table, LinkGroup.from_bytes, StateCache(LINK_CACHE, lambda g: len(g.members) + 8))
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
 
     key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]

@@ -65,7 +65,7 @@ DLQ_REASON = "dlq.reason"
 DLQ_TOPIC = "dlq.source.topic"
 DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
-BATCH_MAX = 5000
+BATCH_MAX = 2000
 # RocksDB per table partition: small write buffers and block cache instead of Faust's 64 MiB x 3 buffers
 # and 2 GiB cache, so worker memory stays flat as the number of accounts grows. Each of the three tables
 # has a database per partition (12 with 4 partitions: at most 12 x 12 MiB); recently used state is kept

@@ -85,7 +85,9 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     worker.kill()  # SIGKILL: no clean shutdown, no final commit
     worker = Worker(settings, tmp_path / "worker-2.log")
     try:
-        wait_until_idle(settings, [worker])
+        # a restarted worker has once stalled for minutes after its first batches (not understood yet,
+        # see the README's known problems): this test proves no loss and no double count, so it waits
+        wait_until_idle(settings, [worker], timeout=480)
     finally:
         worker.stop()
 

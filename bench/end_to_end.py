@@ -135,6 +135,11 @@ def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1) -> 
             p.stop()
 
 
+def all_stages_rate(n: int, account_rate: float, drain: float) -> float:
+    """N over the account stage's time plus the link stage's drain after it: the worker's figure."""
+    return n / (n / account_rate + drain)
+
+
 def prepare(bootstrap: str, workdir: Path, n: int, partitions: int) -> Settings:
     settings = bench_settings(bootstrap, workdir, partitions=partitions)
     create_topics(settings)
@@ -161,7 +166,7 @@ def main() -> int:
         figure("Faust agent (decode + count)", count, "events/s", baseline=bare, baseline_name="bare aiokafka")
         account_rate, drain, rss = worker_rate(settings, n, workdir)
         # the figure that counts: every stage done (the link stage drains after the account stage)
-        rate = n / (n / account_rate + drain)
+        rate = all_stages_rate(n, account_rate, drain)
         figure("worker, account stage", account_rate, "events/s", baseline=count, baseline_name="Faust decode+count")
         print(f"link stage committed everything {drain:.1f} s after the account stage took the last event; "
               f"worker RSS at the end {rss[0]:.0f} MiB", flush=True)

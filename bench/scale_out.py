@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import figure, header, local_kafka  # noqa: E402
-from end_to_end import prepare, worker_rate  # noqa: E402
+from end_to_end import all_stages_rate, prepare, worker_rate  # noqa: E402
 
 GOAL_RATIO = 1.7
 
@@ -36,11 +36,11 @@ def main() -> int:
         settings = prepare(bootstrap, workdir, args.events, args.partitions)
         n = args.events
         one_account, drain1, _ = worker_rate(settings, n, workdir / "one")
-        one = n / (n / one_account + drain1)  # all stages, as in end_to_end.py
+        one = all_stages_rate(n, one_account, drain1)
         figure("one worker", one, "events/s")
         two_settings = settings.model_copy(update={"app_id": settings.app_id + "-two"})
         two_account, drain2, _ = worker_rate(two_settings, n, workdir / "two", workers=2)
-        two = n / (n / two_account + drain2)
+        two = all_stages_rate(n, two_account, drain2)
         figure("two workers", two, "events/s", baseline=one, baseline_name="one worker")
         print(f"link stage drained {drain1:.1f} s (one) / {drain2:.1f} s (two) after the account stage; "
               f"{os.cpu_count()} cores shared by the broker, the workers and this process", flush=True)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import signal
 import time
 import weakref
 from collections import OrderedDict
@@ -36,8 +37,9 @@ from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.tables.recovery import Recovery
 
-from pipeline import codec
+from pipeline import codec, stall
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.detection.features import AccountState
@@ -192,6 +194,34 @@ class PartitionedTable(faust.Table):
                 persisted[tp] = res.offset
         for tp, offset in persisted.items():
             store.set_persisted_offset(tp, offset)
+
+
+class SeekFirstRecovery(Recovery):
+    """Faust's recovery, but no input message is delivered between "resume the input partitions" and
+    "seek them to the committed offsets".
+
+    Faust's ``on_recovery_completed`` resumes the input partitions first and seeks second, with the fetcher
+    running: messages fetched in between are processed and acked, then fetched again from the committed
+    offset once the seek lands, and the seek also resets the consumer's idea of the committed offset.
+    The consumer's ack list then holds offsets twice or starts above the committed offset, and Faust's
+    commit never (or one offset per commit interval) moves again: the worker has processed everything
+    and its group lag stays put. Stopping the consumer's flow first closes that window; Faust resumes the
+    flow itself once the seek is done.
+    """
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        self.app.consumer.stop_flow()
+        await super().on_recovery_completed(generation_id)
+
+
+class TableManager(faust.tables.TableManager):
+    """Faust's table manager with ``SeekFirstRecovery``."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class Sweeper:
@@ -420,6 +450,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         web_host="127.0.0.1",
         key_serializer="raw",
         value_serializer="raw",
+        TableManager=TableManager,
     )
 
     def topic(*names: str) -> faust.TopicT:
@@ -545,9 +576,12 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             for f in findings:
                 outbox.add_finding(f)
 
+    last_batch = [time.monotonic()]  # for the stall watchdog only: detection never reads a clock
+
     async def process_batch(messages: list[Any], handle: Callable[[Outbox, Any], None],
                             stores: tuple[BatchStore, ...]) -> None:
         t0 = time.perf_counter()
+        last_batch[0] = time.monotonic()
         outbox = Outbox(wire, link_topic.get_topic_name(), findings_topic.get_topic_name(), n_parts)
         for message in messages:
             try:
@@ -590,9 +624,20 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts")}
 
+    stall_logged = [0.0]
+
+    def log_flow_state(event: str, **info: Any) -> None:
+        log.warning(event, **info, **stall.snapshot(app, watched))
+
+    @app.task
+    async def on_usr1_log_flow_state() -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals on this platform/thread
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_flow_state, "flow_state")
+
     @app.timer(STATS_INTERVAL_S)
     async def report_stats() -> None:
         consumer = app.consumer
+        waiting = 0
         for tp in list(consumer.assignment()):
             if tp.topic not in watched:
                 continue
@@ -602,7 +647,18 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             except Exception:  # not yet known right after a rebalance
                 continue
             if high is not None:
-                metrics.set_lag(tp.topic, tp.partition, max(0, high - (read + 1 if read is not None else 0)))
+                lag = max(0, high - (read + 1 if read is not None else 0))
+                metrics.set_lag(tp.topic, tp.partition, lag)
+                committed = getattr(consumer, "_committed_offset", {}).get(tp)
+                waiting += max(lag, high - (committed or 0))  # read but not yet committed counts too
+        now = time.monotonic()
+        if app.rebalancing or getattr(app, "in_recovery", False):  # reading changelogs: no batches, by design
+            last_batch[0] = now
+        idle = now - last_batch[0]
+        if waiting and idle > stall.STALL_AFTER_S and now - stall_logged[0] > stall.STALL_REPEAT_S:
+            stall_logged[0] = now
+            log_flow_state("worker_stalled", idle_s=round(idle, 1), waiting_events=waiting,
+                           hint="input is waiting but no batch ran; the state below says where the flow stops")
         n_accounts, size = table_stats(account_table)
         n_links, link_size = table_stats(link_table)
         metrics.set_state(n_accounts, (size or 0) + (link_size or 0), n_links)

@@ -205,3 +205,39 @@ def test_batch_messages_stay_under_the_size_limit_and_lose_nothing():
     updates = [LinkUpdate(f"pay:{i % 7}", s[i]) for i in range(5000)]
     msgs = encode_link_updates(updates, max_bytes=32 * 1024)
     assert len(msgs) > 1 and [u for m in msgs for u in decode_link_updates(m)] == updates
+
+
+def test_recovery_stops_the_input_flow_before_faust_resumes_and_seeks(app_parts, monkeypatch):
+    # Faust's on_recovery_completed resumes the input partitions, then seeks them to the committed offsets;
+    # input fetched in between was processed twice and Faust's commit stopped moving (a stalled worker)
+    from faust.tables.recovery import Recovery
+
+    from pipeline.app import SeekFirstRecovery
+
+    app = app_parts["account_agent"].app
+    recovery = app.tables.recovery
+    assert isinstance(recovery, SeekFirstRecovery)
+    app.consumer.resume_flow()
+    seen: list[bool] = []
+
+    async def faust_part(self: Recovery, generation_id: int = 0) -> None:
+        seen.append(self.app.consumer.flow_active)
+
+    monkeypatch.setattr(Recovery, "on_recovery_completed", faust_part)
+    asyncio.run(recovery.on_recovery_completed(1))
+    assert seen == [False]
+
+
+def test_flow_snapshot_of_an_idle_app_is_plain_data(app_parts):
+    import json
+
+    from pipeline import stall
+
+    app = app_parts["account_agent"].app
+    topics = {app_parts["settings"].topic("usage-events")}
+    snap = stall.snapshot(app, topics)
+    json.dumps(snap)  # structlog renders it as JSON
+    for key in ("generation", "flow_control_active", "consumer_flow_active", "active", "paused", "buffered",
+                "queues", "offsets", "acks", "tasks", "threads"):
+        assert key in snap
+    assert snap["flow_control_active"] is True  # the fixture resumed it

@@ -25,6 +25,7 @@ class Worker:
         self.log_path = log_path
         env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
         self._log = open(log_path, "ab")  # noqa: SIM115
+        self._scanned = log_path.stat().st_size
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pipeline", "worker", "-l", loglevel],
             env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO),
@@ -32,6 +33,19 @@ class Worker:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def stall_report(self) -> str | None:
+        """The worker's ``worker_stalled`` log line (its own watchdog: input waiting, no batch for a minute),
+        if it has logged one since the last call."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._scanned)
+            chunk = f.read()
+        cut = chunk.rfind(b"\n") + 1  # a partly written last line is read again next time
+        self._scanned += cut
+        for line in chunk[:cut].splitlines():
+            if b'"worker_stalled"' in line:
+                return line.decode("utf-8", "replace")
+        return None
 
     def log_tail(self, n: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
@@ -75,6 +89,16 @@ def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool]
     return messages
 
 
+def check_workers(workers: list[Worker]) -> None:
+    """Fail at once on a worker that died or logged ``worker_stalled``, with its log."""
+    for w in workers:
+        if not w.alive():
+            raise AssertionError(f"worker died:\n{w.log_tail()}")
+        stalled = w.stall_report()
+        if stalled:
+            raise AssertionError(f"worker stalled:\n{stalled}")
+
+
 def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 240.0) -> None:
     """Wait until the app's consumer group has committed everything on its input and internal topics
     (twice in a row, a second apart: a finding may still be on its way after the link stage caught up)."""
@@ -84,9 +108,7 @@ def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 
     deadline = time.monotonic() + timeout
     calm = 0
     while time.monotonic() < deadline:
-        for w in workers:
-            if not w.alive():
-                raise AssertionError(f"worker died:\n{w.log_tail()}")
+        check_workers(workers)
         lags = [group_lag(settings.bootstrap, settings.app_id, settings.topic(n)) for n in names]
         calm = calm + 1 if all(lag == 0 for lag in lags) else 0
         if calm >= 3:
@@ -206,9 +228,7 @@ def wait_for_share(settings: Settings, total: int, share: float, workers: list[W
     """Wait until the group has committed ``share`` of ``total`` input events; returns the share reached."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for w in workers:
-            if not w.alive():
-                raise AssertionError(f"worker died:\n{w.log_tail()}")
+        check_workers(workers)
         got = consumed_share(settings, total)
         if got >= share:
             return got

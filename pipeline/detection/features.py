@@ -44,9 +44,18 @@ H_N, H_REASON, H_TPL_HIT = range(3)
 N_HOUR = 3
 
 LN2 = math.log(2.0)
-STATE_VERSION = 3
+STATE_VERSION = 4
 """3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``; the last
-hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter."""
+hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter.
+4: counters that hold a whole number (most are 0.0) are written as msgpack integers, 1–3 bytes instead of
+9; they are read back as the same doubles. Version 3 is still read."""
+_READABLE_VERSIONS = (3, STATE_VERSION)
+_EXACT = float(1 << 53)
+
+
+def _compact(counters: list[float]) -> list[float | int]:
+    """Counters (non-negative, so never -0.0) with whole-number values as ints: the same numbers."""
+    return [int(x) if x.is_integer() and x < _EXACT else x for x in counters]
 RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS
@@ -343,23 +352,29 @@ class AccountState:
     # ------------------------------------------------------------------------------------ codec
 
     def to_bytes(self) -> bytes:
-        """Compact msgpack encoding; doubles, so a restored state continues exactly as the original."""
+        """Compact msgpack encoding: doubles, except whole-number counters as ints, and read back as the
+        same doubles, so a restored state continues exactly as the original."""
         return msgpack.packb(
-            [STATE_VERSION, self.n, self.first_ts, self.last_ts, self.day, self.hour, self.mask,
-             self.ref_hour, self.ia_mean, self.ia_var, self.tpl, self.models, self.tier, self.org,
-             self.payment, self.client, self.last_summary_ts, self.last_summary_n, self.recent_ids,
-             self.applied_offset, self.late],
+            [STATE_VERSION, self.n, self.first_ts, self.last_ts, _compact(self.day), _compact(self.hour),
+             self.mask, self.ref_hour, self.ia_mean, self.ia_var,
+             [[h, *_compact(c)] for h, *c in self.tpl], [[m, *_compact(c)] for m, *c in self.models],
+             self.tier, self.org, self.payment, self.client, self.last_summary_ts, self.last_summary_n,
+             self.recent_ids, self.applied_offset, self.late],
         )
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> AccountState:
         v = msgpack.unpackb(raw, strict_map_key=True)
-        if v[0] != STATE_VERSION:
-            raise ValueError(f"account state version {v[0]} is not {STATE_VERSION}")
+        if v[0] not in _READABLE_VERSIONS:
+            raise ValueError(f"account state version {v[0]} is not one of {_READABLE_VERSIONS}")
         s = cls()
-        (_, s.n, s.first_ts, s.last_ts, s.day, s.hour, s.mask, s.ref_hour, s.ia_mean, s.ia_var, s.tpl,
-         s.models, s.tier, s.org, s.payment, s.client, s.last_summary_ts, s.last_summary_n, s.recent_ids,
+        (_, s.n, s.first_ts, s.last_ts, day, hour, s.mask, s.ref_hour, s.ia_mean, s.ia_var, tpl,
+         models, s.tier, s.org, s.payment, s.client, s.last_summary_ts, s.last_summary_n, s.recent_ids,
          s.applied_offset, s.late) = v
+        s.day = [float(x) for x in day]
+        s.hour = [float(x) for x in hour]
+        s.tpl = [[h, float(a), float(b)] for h, a, b in tpl]
+        s.models = [[m, float(a), float(b)] for m, a, b in models]
         return s
 
 

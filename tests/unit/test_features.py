@@ -405,3 +405,21 @@ def test_every_profile_value_is_finite_and_shares_in_unit_range() -> None:
     for k, v in p.items():
         if k.endswith("_share") or k.endswith("_share_hour"):
             assert 0.0 <= v <= 1.0, k
+
+
+def test_whole_number_counters_are_written_as_integers_and_read_back_as_the_same_doubles() -> None:
+    import msgpack
+
+    st = feed(heavy_account(300))
+    raw = st.to_bytes()
+    b = AccountState.from_bytes(raw)
+    for name in ("day", "hour"):
+        assert getattr(b, name) == getattr(st, name)
+        assert all(type(x) is float for x in getattr(b, name))
+    assert all(type(x) is float for slot in b.tpl + b.models for x in slot[1:])
+    assert b.tpl == st.tpl and b.models == st.models
+    v3 = msgpack.packb([3, st.n, st.first_ts, st.last_ts, st.day, st.hour, st.mask, st.ref_hour, st.ia_mean,
+                        st.ia_var, st.tpl, st.models, st.tier, st.org, st.payment, st.client, st.last_summary_ts,
+                        st.last_summary_n, st.recent_ids, st.applied_offset, st.late])
+    assert len(raw) < len(v3)  # the zero counters alone save 8 bytes each
+    assert AccountState.from_bytes(v3).to_bytes() == raw  # a state written by version 3 still reads

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
+
 from pipeline.detection.config import HOUR_MS, DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.links import TEMPLATE_MATCH_BITS, LinkGroup, evaluate, judge
@@ -232,3 +234,32 @@ def test_running_aggregates_give_what_a_fresh_pass_over_the_members_gives() -> N
         assert evaluate(fresh, cfg) == evaluate(g, cfg)
         a, b = g.running(cfg), fresh.running(cfg)
         assert (a.candidates, a.flagged, a.hours) == (b.candidates, b.flagged, b.hours)
+
+
+def test_rounded_member_figures_are_stored_as_scaled_integers_and_read_back_exactly() -> None:
+    from pipeline.detection.links import _scaled, _unscaled
+
+    for scale in (1000, 10_000):  # every share at 4 decimals, every events_day up to 10,000 at 3
+        for k in range(0, 10_000_001 if scale == 1000 else 10_001, 97 if scale == 1000 else 1):
+            x = round(k / scale * 1.0000001, 3 if scale == 1000 else 4)  # as a summary rounds its figures
+            v = _scaled(x, scale)
+            assert type(v) is int and _unscaled(v, scale) == x
+    assert _scaled(0.123456, 10_000) == 0.123456  # not rounded: stays a double
+    assert _scaled(float("nan"), 1000) != _scaled(float("nan"), 1000)  # passed through, no error
+    a = LinkGroup("pay:pf-1")
+    feed(a, [member(i) for i in range(6)])
+    b = LinkGroup.from_bytes(a.to_bytes())
+    assert b.members == a.members
+    assert all(type(x) is float for m in b.members.values() for x in (m[2], m[3], m[4], m[11]))
+    assert len(a.to_bytes()) < len(msgpack.packb([1, a.key, a.members, a.n_seen, a.updates, a.now, a.detected_ts,
+                                                  a.alerted_n, a.alerted_sev, a.ref, a.applied_offset]))
+
+
+def test_a_group_written_before_scaled_figures_still_reads() -> None:
+    a = LinkGroup("pay:pf-1")
+    feed(a, [member(i) for i in range(6)])
+    v1 = msgpack.packb([1, a.key, a.members, a.n_seen, a.updates, a.now, a.detected_ts, a.alerted_n, a.alerted_sev,
+                        a.ref, a.applied_offset])
+    b = LinkGroup.from_bytes(v1)
+    assert {k: tuple(m) for k, m in b.members.items()} == a.members
+    assert b.to_bytes() == a.to_bytes()

@@ -13,6 +13,7 @@ import contextlib
 import sys
 import threading
 import traceback
+import tracemalloc
 from typing import Any
 
 STALL_AFTER_S = 60.0
@@ -139,6 +140,11 @@ def snapshot(app: Any, topics: set[str]) -> dict[str, Any]:
     with contextlib.suppress(Exception):
         fut = consumer._commit_fut
         state["commit_in_flight"] = fut is not None and not fut.done()
+    if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=1: where the Python heap is
+        stats = tracemalloc.take_snapshot().statistics("lineno")
+        state["python_heap_mib"] = round(sum(st.size for st in stats) / 2**20, 1)
+        state["python_heap_top"] = [f"{st.size / 2**20:.1f} MiB {st.count} blocks {st.traceback[0]}"
+                                    for st in stats[:15]]
     state["tasks"] = _task_stacks()
     state["threads"] = _thread_stacks()
     return state

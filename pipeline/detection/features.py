@@ -47,15 +47,14 @@ LN2 = math.log(2.0)
 STATE_VERSION = 4
 """3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``; the last
 hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter.
-4: counters that hold a whole number (most are 0.0) are written as msgpack integers, 1–3 bytes instead of
-9; they are read back as the same doubles. Version 3 is still read."""
+4: counters at zero (most of a typical account's) are written as the msgpack integer 0, 1 byte instead of
+9, and read back as 0.0. Version 3 is still read."""
 _READABLE_VERSIONS = (3, STATE_VERSION)
-_EXACT = float(1 << 53)
 
 
 def _compact(counters: list[float]) -> list[float | int]:
-    """Counters (non-negative, so never -0.0) with whole-number values as ints: the same numbers."""
-    return [int(x) if x.is_integer() and x < _EXACT else x for x in counters]
+    """Counters with 0.0 as 0 (they are sums of positive weights, so never -0.0: nothing is lost)."""
+    return [0 if x == 0.0 else x for x in counters]
 RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS
@@ -352,8 +351,8 @@ class AccountState:
     # ------------------------------------------------------------------------------------ codec
 
     def to_bytes(self) -> bytes:
-        """Compact msgpack encoding: doubles, except whole-number counters as ints, and read back as the
-        same doubles, so a restored state continues exactly as the original."""
+        """Compact msgpack encoding: doubles (zero counters as 0), read back as the same doubles, so a
+        restored state continues exactly as the original."""
         return msgpack.packb(
             [STATE_VERSION, self.n, self.first_ts, self.last_ts, _compact(self.day), _compact(self.hour),
              self.mask, self.ref_hour, self.ia_mean, self.ia_var,

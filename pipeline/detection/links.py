@@ -38,13 +38,17 @@ stops tracking it (a list after ``from_bytes`` until the member reports again; b
 KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
 
 
+_EXACT = 1 << 53
+
+
 def _scaled(x: float, scale: int) -> float | int:
     """``x`` as the integer ``x * scale`` when that integer divided by ``scale`` gives back ``x`` exactly
     (a figure rounded to that many decimals), else ``x`` itself."""
-    if not math.isfinite(x):
+    try:
+        k = round(x * scale)
+    except (ValueError, OverflowError):  # nan, inf
         return x
-    k = round(x * scale)
-    return k if k / scale == x and -(1 << 53) < k < (1 << 53) else x
+    return k if k / scale == x and -_EXACT < k < _EXACT else x
 
 
 def _unscaled(v: float | int, scale: int) -> float:

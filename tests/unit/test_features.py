@@ -407,7 +407,7 @@ def test_every_profile_value_is_finite_and_shares_in_unit_range() -> None:
             assert 0.0 <= v <= 1.0, k
 
 
-def test_whole_number_counters_are_written_as_integers_and_read_back_as_the_same_doubles() -> None:
+def test_zero_counters_are_written_as_integers_and_read_back_as_the_same_doubles() -> None:
     import msgpack
 
     st = feed(heavy_account(300))

@@ -91,7 +91,7 @@ def _thread_stacks(limit: int = 8) -> dict[str, str]:
 
 
 def snapshot(app: Any, topics: set[str]) -> dict[str, Any]:
-    """The flow state of the app's consumer, queues, flow control and producer, restricted to ``topics``."""
+    """The flow state of the app's consumer, queues, flow control, acks and tasks, restricted to ``topics``."""
     consumer = _get(app, "consumer")
     aio = _get(consumer, "_thread", "_consumer")
     state: dict[str, Any] = {

@@ -370,11 +370,21 @@ log.retention.check.interval.ms=60000
 """
 
 
+def new_cluster_id() -> str:
+    """A random UUID in Kafka's URL-safe base64 form. One in 64 of those starts with "-", which the storage
+    tool's argument parser takes for an option (it failed a CI run); like Kafka's own ``Uuid.randomUuid``,
+    draw again until it does not."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def _format_storage(java: str, libs: Path, data: Path) -> None:
     """Format ``log.dirs`` once, with a fresh cluster id (a random UUID in Kafka's base64 form)."""
     if (data / "logs" / "meta.properties").is_file():
         return
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    cluster_id = new_cluster_id()
     cmd = [
         java, "-Xmx256m", "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{data / _LOG4J}",
         "-cp", f"{libs}/*", "kafka.tools.StorageTool",

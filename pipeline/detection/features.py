@@ -55,6 +55,8 @@ _READABLE_VERSIONS = (3, STATE_VERSION)
 def _compact(counters: list[float]) -> list[float | int]:
     """Counters with 0.0 as 0 (they are sums of positive weights, so never -0.0: nothing is lost)."""
     return [0 if x == 0.0 else x for x in counters]
+
+
 RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS

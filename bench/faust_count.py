@@ -3,8 +3,9 @@
     BENCH_BOOTSTRAP=… BENCH_TOPIC=… BENCH_GROUP=… BENCH_COUNT_FILE=… python bench/faust_count.py worker
 
 Same broker, same topic and partitions, same batching (``take_events`` of the worker's size) and the
-same process settings (``pipeline.runtime``) as the worker's account agent; no state, no outputs. It writes its running count to ``BENCH_COUNT_FILE`` after
-each batch, which the end-to-end benchmark polls exactly as it polls the worker's metrics.
+same process settings (``pipeline.runtime``) as the worker's account agent; no state, no outputs. It
+writes its running count to ``BENCH_COUNT_FILE`` after each batch, which the end-to-end benchmark polls
+exactly as it polls the worker's metrics.
 """
 
 from __future__ import annotations

@@ -576,12 +576,12 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             for f in findings:
                 outbox.add_finding(f)
 
-    last_batch = [time.monotonic()]  # for the stall watchdog only: detection never reads a clock
+    watchdog = stall.Watchdog()
 
     async def process_batch(messages: list[Any], handle: Callable[[Outbox, Any], None],
                             stores: tuple[BatchStore, ...]) -> None:
         t0 = time.perf_counter()
-        last_batch[0] = time.monotonic()
+        watchdog.batch_ran()
         outbox = Outbox(wire, link_topic.get_topic_name(), findings_topic.get_topic_name(), n_parts)
         for message in messages:
             try:
@@ -624,8 +624,6 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts")}
 
-    stall_logged = [0.0]
-
     def log_flow_state(event: str, **info: Any) -> None:
         log.warning(event, **info, **stall.snapshot(app, watched))
 
@@ -651,12 +649,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 metrics.set_lag(tp.topic, tp.partition, lag)
                 committed = getattr(consumer, "_committed_offset", {}).get(tp)
                 waiting += max(lag, high - (committed or 0))  # read but not yet committed counts too
-        now = time.monotonic()
-        if app.rebalancing or getattr(app, "in_recovery", False):  # reading changelogs: no batches, by design
-            last_batch[0] = now
-        idle = now - last_batch[0]
-        if waiting and idle > stall.STALL_AFTER_S and now - stall_logged[0] > stall.STALL_REPEAT_S:
-            stall_logged[0] = now
+        idle = watchdog.stalled_for(waiting, busy=app.rebalancing or getattr(app, "in_recovery", False))
+        if idle is not None:
             log_flow_state("worker_stalled", idle_s=round(idle, 1), waiting_events=waiting,
                            hint="input is waiting but no batch ran; the state below says where the flow stops")
         n_accounts, size = table_stats(account_table)

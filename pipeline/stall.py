@@ -10,14 +10,42 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import sys
 import threading
+import time
 import traceback
 import tracemalloc
+from collections.abc import Callable
 from typing import Any
 
 STALL_AFTER_S = 60.0
 STALL_REPEAT_S = 300.0
+
+
+class Watchdog:
+    """When a worker has stalled: input waiting (unread, or read and not committed) and no batch for
+    ``STALL_AFTER_S``; said at most once per ``STALL_REPEAT_S``. Wall-clock time, never read by detection."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.last_batch = clock()
+        self.said = -math.inf
+
+    def batch_ran(self) -> None:
+        self.last_batch = self.clock()
+
+    def stalled_for(self, waiting: int, busy: bool) -> float | None:
+        """Seconds without a batch if that is a stall to report now, else None. ``busy``: rebalancing or
+        reading changelogs, when no batch runs by design."""
+        now = self.clock()
+        if busy:
+            self.last_batch = now
+        idle = now - self.last_batch
+        if waiting and idle > STALL_AFTER_S and now - self.said > STALL_REPEAT_S:
+            self.said = now
+            return idle
+        return None
 
 
 def _get(obj: Any, *path: str) -> Any:

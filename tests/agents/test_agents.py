@@ -241,3 +241,20 @@ def test_flow_snapshot_of_an_idle_app_is_plain_data(app_parts):
                 "queues", "offsets", "acks", "tasks", "threads"):
         assert key in snap
     assert snap["flow_control_active"] is True  # the fixture resumed it
+
+
+def test_watchdog_reports_a_stall_once_per_interval_and_not_while_busy():
+    from pipeline import stall
+
+    now = [0.0]
+    dog = stall.Watchdog(clock=lambda: now[0])
+    now[0] = stall.STALL_AFTER_S + 1
+    assert dog.stalled_for(waiting=0, busy=False) is None  # nothing waiting: idle, not stalled
+    assert dog.stalled_for(waiting=5, busy=True) is None  # recovering: no batches by design
+    now[0] += stall.STALL_AFTER_S + 1
+    assert dog.stalled_for(waiting=5, busy=False) == stall.STALL_AFTER_S + 1
+    now[0] += 10
+    assert dog.stalled_for(waiting=5, busy=False) is None  # said already
+    dog.batch_ran()
+    now[0] += stall.STALL_REPEAT_S
+    assert dog.stalled_for(waiting=5, busy=False) is not None

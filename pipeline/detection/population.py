@@ -41,6 +41,55 @@ def model_vector(profile: dict[str, float]) -> dict[str, float]:
     }
 
 
+def score_then_learn(model: anomaly.HalfSpaceTrees, x: dict[str, float]) -> float:
+    """``model.score_one(x)`` and then ``model.learn_one(x)``, with one walk down each tree instead of two.
+
+    Both of river's walks follow the same path (scoring reads the reference window's masses, learning
+    counts the current window's, and a missing feature picks the child by the current window's masses,
+    which this walk has not yet changed below the node it is at), so the score, the masses and the window
+    pivot are exactly river's; ``tests/unit/test_population.py`` holds it to that. The model's first call
+    (it builds its trees) and its first window (it scores 0) are left to river itself."""
+    if not model.trees or model._first_window:
+        score = model.score_one(x)
+        model.learn_one(x)
+        return score
+    height = model.height
+    size_limit = 0.1 * model.window_size
+    total = 0.0
+    for node in model.trees:
+        score = 0.0
+        depth_pow = 1
+        scoring = True
+        for _ in range(height):
+            if scoring:
+                r = node.r_mass
+                score += r * depth_pow
+                if r < size_limit:
+                    scoring = False  # river's score walk stops here; the learning walk goes on down
+                depth_pow <<= 1
+            node.l_mass += 1
+            c = node.children
+            try:
+                value = x[node.feature]
+            except KeyError:
+                node = c[1] if c[0].l_mass < c[1].l_mass else c[0]
+            else:
+                node = c[0] if value < node.threshold else c[1]
+        if scoring:
+            score += node.r_mass * depth_pow
+        node.l_mass += 1
+        total += score
+    model.counter += 1  # the rest is river's ``learn_one`` after its walks: pivot at a full window
+    if model.counter == model.window_size:
+        for nodes in model._tree_nodes:
+            for n in nodes:
+                n.r_mass = n.l_mass
+                n.l_mass = 0
+        model._first_window = False
+        model.counter = 0
+    return 1 - total / model._max_score
+
+
 @dataclass(frozen=True, slots=True)
 class PopulationScore:
     score: float
@@ -58,8 +107,7 @@ class Segment:
         self.warmup = cfg.population_warmup
 
     def score_and_learn(self, x: dict[str, float]) -> PopulationScore:
-        score = float(self.model.score_one(x))
-        self.model.learn_one(x)
+        score = float(score_then_learn(self.model, x))
         self.seen += 1
         # HalfSpaceTrees scores nothing until its first reference window is full: the calibration starts
         # after that, and the threshold is trusted once it has seen ``warmup`` scores of its own

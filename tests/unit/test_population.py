@@ -5,10 +5,17 @@ from __future__ import annotations
 import random
 
 import pytest
-from river import stats
+from river import anomaly, stats
 
 from pipeline.detection.config import DetectionConfig
-from pipeline.detection.population import FEATURES, PopulationModels, PopulationScore, Segment, model_vector
+from pipeline.detection.population import (
+    FEATURES,
+    PopulationModels,
+    PopulationScore,
+    Segment,
+    model_vector,
+    score_then_learn,
+)
 
 WARMUP = 60
 CFG = DetectionConfig(population_warmup=WARMUP, population_quantile=0.99)
@@ -112,3 +119,23 @@ def test_the_seed_is_explicit_per_partition() -> None:
 def test_segment_uses_the_configured_quantile(quantile: float) -> None:
     seg = Segment(DetectionConfig(population_quantile=quantile), seed=1)
     assert seg.quantile.q == quantile
+
+
+@pytest.mark.parametrize("drop", [None, "tools_per_req"])
+def test_one_walk_scores_and_learns_exactly_as_river(drop: str | None) -> None:
+    """The fused walk gives river's scores bit for bit, and leaves the trees with river's masses, over
+    several window pivots, with a mix of ordinary and extreme vectors (and with a feature missing, where
+    both pick the child by mass)."""
+    rng = random.Random(3)
+    ours = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=11)
+    river = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=11)
+    for i in range(400):
+        x = model_vector(EXTREME if i % 37 == 0 else ordinary(rng))
+        if drop is not None and i % 3 == 0:
+            del x[drop]
+        expected = river.score_one(x)
+        river.learn_one(x)
+        assert score_then_learn(ours, x) == expected
+    masses = [[(n.l_mass, n.r_mass) for n in nodes] for nodes in ours._tree_nodes]
+    assert masses == [[(n.l_mass, n.r_mass) for n in nodes] for nodes in river._tree_nodes]
+    assert (ours.counter, ours._first_window) == (river.counter, river._first_window)

@@ -64,7 +64,7 @@ class LinkGroup:
     mask_hour, first_ts, org, flagged, tier, regularity) (see ``Member``)."""
 
     __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
-                 "applied_offset", "_running")
+                 "applied_offset", "_running", "_packed")
 
     def __init__(self, key: str) -> None:
         self.key = key
@@ -78,13 +78,26 @@ class LinkGroup:
         self.ref: int | None = None  # template buckets: the first template, candidates are checked against it
         self.applied_offset = -1  # in the worker: the last link-updates offset applied (redeliveries skip)
         self._running: Running | None = None  # derived, never serialised: see ``running``
+        self._packed: dict[str, tuple[Member, tuple[Any, ...]]] = {}  # derived: see ``to_bytes``
 
     def to_bytes(self) -> bytes:
         """Version 2: a member's rounded figures (events_day to 3 decimals, shares and regularity to 4, as
         summaries carry them) are written as scaled integers, 3–5 bytes instead of 9, and read back as the
-        same doubles; a figure that is not so rounded stays a double."""
-        members = {acc: (m[0], m[1], _scaled(m[2], 1000), _scaled(m[3], 10_000), _scaled(m[4], 10_000),
-                         *m[5:11], _scaled(m[11], 10_000)) for acc, m in self.members.items()}
+        same doubles; a figure that is not so rounded stays a double.
+
+        A group is written after every batch that touched it, mostly with a few of its (up to
+        ``link_member_cap``) members changed: each member's written form is kept next to the record it was
+        made from and made again only when the record was replaced."""
+        packed = self._packed
+        if len(packed) > 2 * len(self.members) + 64:  # mostly members that left: start again
+            packed = self._packed = {}
+        members = {}
+        for acc, m in self.members.items():
+            hit = packed.get(acc)
+            if hit is None or hit[0] is not m:
+                hit = packed[acc] = (m, (m[0], m[1], _scaled(m[2], 1000), _scaled(m[3], 10_000),
+                                         _scaled(m[4], 10_000), *m[5:11], _scaled(m[11], 10_000)))
+            members[acc] = hit[1]
         return msgpack.packb([2, self.key, members, self.n_seen, self.updates, self.now,
                               self.detected_ts, self.alerted_n, self.alerted_sev, self.ref, self.applied_offset])
 

@@ -658,8 +658,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         metrics.set_state(n_accounts, (size or 0) + (link_size or 0), n_links)
 
     idle_ms = int(settings.idle_expiry_hours * 3_600_000)
-    sweepers = [Sweeper(account_table, lambda raw: AccountState.from_bytes(raw).last_ts, idle_ms),
-                Sweeper(link_table, lambda raw: LinkGroup.from_bytes(raw).now, idle_ms)]
+    sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms)]
 
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:

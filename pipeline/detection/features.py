@@ -54,7 +54,7 @@ _READABLE_VERSIONS = (3, STATE_VERSION)
 
 def _compact(counters: list[float]) -> list[float | int]:
     """Counters with 0.0 as 0 (they are sums of positive weights, so never -0.0: nothing is lost)."""
-    return [0 if x == 0.0 else x for x in counters]
+    return [x or 0 for x in counters]
 
 
 RESCALE_MS = DAY_MS
@@ -358,10 +358,23 @@ class AccountState:
         return msgpack.packb(
             [STATE_VERSION, self.n, self.first_ts, self.last_ts, _compact(self.day), _compact(self.hour),
              self.mask, self.ref_hour, self.ia_mean, self.ia_var,
-             [[h, *_compact(c)] for h, *c in self.tpl], [[m, *_compact(c)] for m, *c in self.models],
+             [[h, a or 0, b or 0] for h, a, b in self.tpl], [[m, a or 0, b or 0] for m, a, b in self.models],
              self.tier, self.org, self.payment, self.client, self.last_summary_ts, self.last_summary_n,
              self.recent_ids, self.applied_offset, self.late],
         )
+
+    @staticmethod
+    def last_ts_of(raw: bytes) -> int:
+        """``from_bytes(raw).last_ts`` without decoding the rest (the state sweeper reads only this)."""
+        u = msgpack.Unpacker()
+        u.feed(raw)
+        u.read_array_header()
+        version = u.unpack()
+        if version not in _READABLE_VERSIONS:
+            raise ValueError(f"account state version {version} is not one of {_READABLE_VERSIONS}")
+        u.skip()  # n
+        u.skip()  # first_ts
+        return int(u.unpack())
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> AccountState:

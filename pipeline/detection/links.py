@@ -101,6 +101,19 @@ class LinkGroup:
         return msgpack.packb([2, self.key, members, self.n_seen, self.updates, self.now,
                               self.detected_ts, self.alerted_n, self.alerted_sev, self.ref, self.applied_offset])
 
+    @staticmethod
+    def now_of(raw: bytes) -> int:
+        """``from_bytes(raw).now`` without decoding the members (the state sweeper reads only this)."""
+        u = msgpack.Unpacker()
+        u.feed(raw)
+        u.read_array_header()
+        version = u.unpack()
+        if version not in (1, 2):
+            raise ValueError(f"link group version {version} is not 1 or 2")
+        for _ in range(4):  # key, members, n_seen, updates
+            u.skip()
+        return int(u.unpack())
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> LinkGroup:
         v = msgpack.unpackb(raw, strict_map_key=True)

@@ -387,6 +387,8 @@ def test_from_bytes_rejects_another_state_version() -> None:
     raw[0] = 99
     with pytest.raises(ValueError, match="version 99"):
         AccountState.from_bytes(msgpack.packb(raw))
+    with pytest.raises(ValueError, match="version 99"):
+        AccountState.last_ts_of(msgpack.packb(raw))
 
 
 def test_serialised_state_of_a_heavy_account_stays_under_one_kilobyte() -> None:
@@ -423,3 +425,4 @@ def test_zero_counters_are_written_as_integers_and_read_back_as_the_same_doubles
                         st.last_summary_n, st.recent_ids, st.applied_offset, st.late])
     assert len(raw) < len(v3)  # the zero counters alone save 8 bytes each
     assert AccountState.from_bytes(v3).to_bytes() == raw  # a state written by version 3 still reads
+    assert AccountState.last_ts_of(v3) == AccountState.last_ts_of(raw) == st.last_ts

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgpack
+import pytest
 
 from pipeline.detection.config import HOUR_MS, DetectionConfig
 from pipeline.detection.ids import stable_id
@@ -263,3 +264,23 @@ def test_a_group_written_before_scaled_figures_still_reads() -> None:
     b = LinkGroup.from_bytes(v1)
     assert {k: tuple(m) for k, m in b.members.items()} == a.members
     assert b.to_bytes() == a.to_bytes()
+    assert LinkGroup.now_of(v1) == LinkGroup.now_of(a.to_bytes()) == a.now > 0
+    with pytest.raises(ValueError, match="version 7"):
+        LinkGroup.now_of(msgpack.packb([7, a.key]))
+
+
+def test_written_form_follows_every_member_change() -> None:
+    """``to_bytes`` keeps each member's written form until the member is replaced: after new reports, a
+    member leaving a full group and members being named, it writes what encoding every member afresh
+    writes."""
+    cfg = DetectionConfig(link_member_cap=8)
+    g = LinkGroup("tpl:1:ab")
+    named, _ = feed(g, [member(i, n=2) for i in range(8)], cfg, template=0xAB)
+    assert not named
+    g.to_bytes()
+    named, _ = feed(g, [member(i, ts=NOW + i) for i in range(3, 12)], cfg, template=0xAB)
+    assert named and len(g.members) == 8  # members reported again, named, and some gave way
+    cached = g.to_bytes()
+    g._packed.clear()
+    assert g.to_bytes() == cached
+    assert LinkGroup.from_bytes(cached).members == g.members

@@ -1,15 +1,15 @@
-"""Latency: event-to-alert p50 and p99 with a worker fed at a steady rate (default 5,000 events/s).
+"""Latency: event-to-alert p50 and p99 with workers fed at a steady rate (default 5,000 events/s).
 
-    python bench/latency.py [--rate 5000] [--seconds 30] [--skip 0] [--drain 180]
+    python bench/latency.py [--rate 5000] [--seconds 30] [--workers 1] [--skip 0] [--drain 180]
 
-Starts the local Kafka and one worker, waits until the worker's consumer group is stable, then sends
-the cached simulated file's events (from event ``--skip`` on) at a steady rate, paced in wall time. A
-consumer in this process reads ``anomaly-alerts``. The events carry simulated (historic) timestamps,
+Starts the local Kafka and ``--workers`` workers (one by default), waits until their consumer group is
+stable with all of them in it, then sends the cached simulated file's events (from event ``--skip`` on)
+at a steady rate, paced in wall time. A consumer in this process reads ``anomaly-alerts``. The events carry simulated (historic) timestamps,
 so latency is measured in wall time: from the moment the bench sent the event that triggered an alert
 (the alert's ``ts`` is the triggering event's time) to the moment the alert arrived here. Alerts of
 the first ``--warmup`` seconds are left out of the quantiles (and counted). The baseline is the same
 path without detection: the time from sending an event to this process reading it back from the input
-topic, sampled over the same run.
+topic, sampled (every 10th event of partition 0) over the same run.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
-def wait_stable(settings: Settings, timeout: float = 120) -> None:
-    """Until the worker's consumer group is Stable with a member (partitions assigned)."""
+def wait_stable(settings: Settings, members: int = 1, timeout: float = 120) -> None:
+    """Until the workers' consumer group is Stable with ``members`` members (partitions assigned)."""
     from kafka import KafkaAdminClient
 
     admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
@@ -60,7 +60,7 @@ def wait_stable(settings: Settings, timeout: float = 120) -> None:
                 group = admin.describe_groups([settings.app_id]).get(settings.app_id) or {}
             except Exception:  # not there yet: kafka-python raises its own zoo of errors
                 group = {}
-            if group.get("group_state", group.get("state")) == "Stable" and group.get("members"):
+            if group.get("group_state", group.get("state")) == "Stable" and len(group.get("members") or ()) >= members:
                 return
             time.sleep(0.5)
     finally:
@@ -70,20 +70,23 @@ def wait_stable(settings: Settings, timeout: float = 120) -> None:
 
 class Reader:
     """Reads a topic from its end (positioned before anything is sent), recording (receive time, decoded
-    value) for every ``every``-th message. aiokafka, whose record parsing is compiled: the harness should
-    leave the two cores to the broker and the worker it measures."""
+    value) for every ``every``-th message, of every partition or of ``partition`` alone. aiokafka, whose
+    record parsing is compiled: the harness should leave the two cores to the broker and the workers."""
 
-    def __init__(self, settings: Settings, topic: str, every: int = 1) -> None:
-        self.settings, self.topic, self.every = settings, settings.topic(topic), every
+    def __init__(self, settings: Settings, topic: str, every: int = 1, partition: int | None = None) -> None:
+        self.settings, self.topic, self.every, self.partition = settings, settings.topic(topic), every, partition
         self.got: list[tuple[float, dict]] = []
         self.consumer: Any = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaConsumer
+        from aiokafka import AIOKafkaConsumer, TopicPartition
 
-        self.consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.settings.bootstrap, group_id=None,
+        topics = () if self.partition is not None else (self.topic,)
+        self.consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.settings.bootstrap, group_id=None,
                                          enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=10)
         await self.consumer.start()
+        if self.partition is not None:
+            self.consumer.assign([TopicPartition(self.topic, self.partition)])
         while not self.consumer.assignment():  # without a group: every partition, once metadata is in
             await asyncio.sleep(0.05)
         for tp in self.consumer.assignment():
@@ -103,7 +106,7 @@ class Reader:
 
 
 async def send_paced(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: list[int], rate: int,
-                     worker: Any, sent_at: dict[int, float]) -> tuple[float, float]:
+                     workers: list[Any], sent_at: dict[int, float]) -> tuple[float, float]:
     """Send the messages at ``rate`` per second of wall time (aiokafka: a small fraction of a core at
     5,000/s, where kafka-python's producer took half of one); returns (start, seconds)."""
     from aiokafka import AIOKafkaProducer
@@ -123,14 +126,15 @@ async def send_paced(settings: Settings, messages: list[tuple[bytes, bytes]], st
             futures.append(await producer.send(topic, value, key=key))
             sent_at.setdefault(stamps[i], time.monotonic())
             if i % 5000 == 0:
-                worker.check()
+                for w in workers:
+                    w.check()
         await asyncio.gather(*futures)
         return t0, time.monotonic() - t0
     finally:
         await producer.stop()
 
 
-async def run(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: list[int], rate: int, worker: Any,
+async def run(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: list[int], rate: int, workers: list[Any],
               alerts: Reader, echo: Reader, sent_at: dict[int, float], drain: float) -> tuple[float, float, int | None, float]:
     """Send at the rate while reading alerts and the input echo, then wait for the worker to catch up;
     returns (start, seconds sending, events behind when sending ended, seconds to catch up)."""
@@ -138,11 +142,12 @@ async def run(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: l
     await echo.start()
     stop = asyncio.Event()
     readers = [asyncio.create_task(r.run(stop)) for r in (alerts, echo)]
-    t0, send_secs = await send_paced(settings, messages, stamps, rate, worker, sent_at)
+    t0, send_secs = await send_paced(settings, messages, stamps, rate, workers, sent_at)
     behind = await asyncio.to_thread(group_lag, settings, "usage-events")
     drain_until = time.monotonic() + drain
     while time.monotonic() < drain_until:  # the backlog, and the last alerts' way through the link stage
-        worker.check()
+        for w in workers:
+            w.check()
         lags = [await asyncio.to_thread(group_lag, settings, t) for t in ("usage-events", "link-updates", "findings")]
         if all(lag == 0 for lag in lags):
             break
@@ -159,7 +164,8 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=5000, help="events per second sent")
     ap.add_argument("--seconds", type=int, default=30, help="how long to send")
     ap.add_argument("--skip", type=int, default=0, help="start at this event of the file")
-    ap.add_argument("--drain", type=int, default=180, help="seconds to wait for the worker to catch up")
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (they share the machine's cores)")
+    ap.add_argument("--drain", type=int, default=180, help="seconds to wait for the workers to catch up")
     ap.add_argument("--warmup", type=float, default=5.0, help="seconds of alerts left out of the quantiles")
     args = ap.parse_args()
     header(f"latency: event to alert at {args.rate:,} events/s")
@@ -170,17 +176,18 @@ def main() -> int:
         workdir = Path(tmp)
         settings = bench_settings(bootstrap, workdir)
         create_topics(settings)
-        worker, _ = start_worker(settings, workdir / "worker.log")
+        workers = [start_worker(settings, workdir / f"worker-{i}.log")[0] for i in range(args.workers)]
         try:
-            wait_stable(settings)
+            wait_stable(settings, args.workers)
             alerts = Reader(settings, "anomaly-alerts")
-            echo = Reader(settings, "usage-events", every=50)
+            echo = Reader(settings, "usage-events", every=10, partition=0)
             sent_at: dict[int, float] = {}
-            t0, send_secs, behind, drained = asyncio.run(run(settings, messages, stamps, args.rate, worker, alerts,
+            t0, send_secs, behind, drained = asyncio.run(run(settings, messages, stamps, args.rate, workers, alerts,
                                                              echo, sent_at, args.drain))
-            rss = worker.rss_mib()
+            rss = [w.rss_mib() for w in workers]
         finally:
-            worker.stop()
+            for w in workers:
+                w.stop()
     lat, early, unmatched = [], 0, 0
     for got, alert in alerts.got:
         sent = sent_at.get(alert["ts"])
@@ -192,9 +199,9 @@ def main() -> int:
             lat.append(got - sent)
     echo_lat = [got - sent_at[ev["ts"]] for got, ev in echo.got if ev["ts"] in sent_at]
     print(f"sent {len(messages):,} events in {send_secs:.1f} s ({len(messages) / send_secs:,.0f} events/s); "
-          f"the worker was {behind if behind is not None else '?'} events behind when sending ended and took "
+          f"{args.workers} worker(s) were {behind if behind is not None else '?'} events behind when sending ended and took "
           f"{drained:.0f} s more to catch up (limit --drain {args.drain} s); {len(alerts.got)} alerts ({early} "
-          f"in the warm-up, {unmatched} unmatched); worker RSS {rss:.0f} MiB", flush=True)
+          f"in the warm-up, {unmatched} unmatched); worker RSS {', '.join(f'{r:.0f}' for r in rss)} MiB", flush=True)
     if not lat:
         print("no alerts to measure: try --skip or --seconds")
         return 1

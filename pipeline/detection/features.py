@@ -28,6 +28,7 @@ from typing import Any
 import msgpack
 
 from pipeline.detection.config import DAY_MS, HOUR_MS, DetectionConfig
+from pipeline.detection.packing import field_of
 from pipeline.models import UsageEvent
 
 CAPABILITIES = ("coding", "math", "reasoning", "agentic", "chat", "writing", "analysis", "vision",
@@ -366,15 +367,7 @@ class AccountState:
     @staticmethod
     def last_ts_of(raw: bytes) -> int:
         """``from_bytes(raw).last_ts`` without decoding the rest (the state sweeper reads only this)."""
-        u = msgpack.Unpacker()
-        u.feed(raw)
-        u.read_array_header()
-        version = u.unpack()
-        if version not in _READABLE_VERSIONS:
-            raise ValueError(f"account state version {version} is not one of {_READABLE_VERSIONS}")
-        u.skip()  # n
-        u.skip()  # first_ts
-        return int(u.unpack())
+        return int(field_of(raw, 3, _READABLE_VERSIONS, "account state"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> AccountState:

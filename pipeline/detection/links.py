@@ -24,6 +24,7 @@ import msgpack
 from pipeline.detection.config import HOUR_MS, DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.messages import CRITICAL, HIGH, Finding, MemberSummary
+from pipeline.detection.packing import field_of
 from pipeline.models import Reason
 
 QUIET_MS = 6 * HOUR_MS
@@ -104,15 +105,7 @@ class LinkGroup:
     @staticmethod
     def now_of(raw: bytes) -> int:
         """``from_bytes(raw).now`` without decoding the members (the state sweeper reads only this)."""
-        u = msgpack.Unpacker()
-        u.feed(raw)
-        u.read_array_header()
-        version = u.unpack()
-        if version not in (1, 2):
-            raise ValueError(f"link group version {version} is not 1 or 2")
-        for _ in range(4):  # key, members, n_seen, updates
-            u.skip()
-        return int(u.unpack())
+        return int(field_of(raw, 5, (1, 2), "link group"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> LinkGroup:

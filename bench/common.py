@@ -9,11 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.proc import ChildProcess, WorkerProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
@@ -159,56 +157,13 @@ def group_lag(settings: Settings, topic: str) -> int | None:
 # ------------------------------------------------------------------------------------------ processes
 
 
-class Proc:
-    """A child process (its own session, log in a file); ``stop()`` is SIGTERM then SIGKILL."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-                                     stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-                                     cwd=str(REPO))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check(self) -> None:
-        if not self.alive():
-            tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-40:])
-            raise RuntimeError(f"{self.proc.args!r} exited with {self.proc.returncode}:\n{tail}")
-
-    def rss_mib(self) -> float:
-        """Resident memory of the process, MiB (Linux)."""
-        try:
-            text = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return float("nan")
-        m = re.search(r"VmRSS:\s+(\d+) kB", text)
-        return int(m.group(1)) / 1024 if m else float("nan")
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-
-def start_worker(settings: Settings, log_path: Path, **env: str) -> tuple[Proc, int]:
+def start_worker(settings: Settings, log_path: Path, **env: str) -> tuple[WorkerProcess, int]:
     """``python -m pipeline worker`` with the settings as DG_* variables; returns it and its metrics port."""
     metrics_port, web_port = free_port(), free_port()
     s = settings.model_copy(update={"metrics_port": metrics_port, "web_port": web_port,
                                     "store_dir": settings.store_dir / f"w{web_port}"})
     s.store_dir.parent.mkdir(parents=True, exist_ok=True)
-    proc = Proc([sys.executable, "-m", "pipeline", "worker", "-l", "warning"], {**s.to_env(), **env}, log_path)
-    return proc, metrics_port
+    return WorkerProcess(s, log_path, **env), metrics_port
 
 
 def metric(port: int, name: str, **labels: str) -> float:
@@ -231,7 +186,7 @@ def accepted(ports: list[int]) -> float:
     return sum(metric(p, "dg_events_total", result="accepted") for p in ports)
 
 
-def rate_until(count: Any, target: int, procs: list[Proc], timeout: float, poll: float = 0.1) -> float:
+def rate_until(count: Any, target: int, procs: list[ChildProcess], timeout: float, poll: float = 0.1) -> float:
     """Items per second of ``count()`` from the first poll that sees progress until it reaches ``target``
     (so start-up and group joining are not counted)."""
     deadline = time.monotonic() + timeout

@@ -30,7 +30,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (  # noqa: E402
-    Proc,
     accepted,
     bench_settings,
     cached_events,
@@ -48,6 +47,7 @@ from common import (  # noqa: E402
 
 from pipeline import codec  # noqa: E402
 from pipeline.app import BATCH_MAX  # noqa: E402
+from pipeline.proc import ChildProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 GOAL_RATE = 20_000
@@ -89,8 +89,8 @@ def faust_count_rate(settings: Settings, n: int, workdir: Path) -> float:
            "BENCH_GROUP": f"bench-count-{uuid.uuid4().hex[:6]}", "BENCH_COUNT_FILE": str(count_file),
            "BENCH_DATADIR": str(workdir / "faust-count-data")}
     script = str(Path(__file__).resolve().parent / "faust_count.py")
-    proc = Proc([sys.executable, script, "worker", "-l", "warn", "--web-port", str(free_port())], env,
-                workdir / "faust_count.log")
+    proc = ChildProcess([sys.executable, script, "worker", "-l", "warn", "--web-port", str(free_port())],
+                        workdir / "faust_count.log", env)
 
     def count() -> int:
         try:

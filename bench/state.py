@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import gc
 import itertools
-import re
 import statistics
 import sys
 import tempfile
@@ -48,13 +47,9 @@ from common import (  # noqa: E402
 from pipeline import codec  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
 from pipeline.eventfile import read_events  # noqa: E402
+from pipeline.proc import rss_mib  # noqa: E402
 
 GOAL_BYTES = 1024
-
-
-def rss_mib() -> float:
-    m = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    return int(m.group(1)) / 1024 if m else float("nan")
 
 
 class Stores:

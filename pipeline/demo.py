@@ -8,10 +8,7 @@ stops everything it started.
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,11 +51,12 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
     from pipeline import codec, kafka_local, simulate, topics
     from pipeline.lag import group_lag
     from pipeline.metrics import Evaluation
+    from pipeline.proc import WorkerProcess
     from pipeline.produce import make_producer
 
     colour = opts.colour and sys.stdout.isatty()
     started_kafka = False
-    worker: subprocess.Popen[bytes] | None = None
+    worker: WorkerProcess | None = None
     workdir = Path(tempfile.mkdtemp(prefix="dg-demo-"))
     run_id = time.strftime("%Y%m%d%H%M%S")
     prefix = f"{base.topic_prefix}demo-{run_id}-"
@@ -76,13 +74,10 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
         print(f"· Kafka at {settings.bootstrap}; topics prefixed '{prefix}'", flush=True)
         topics.create_topics(settings)
 
-        env = {**os.environ, **settings.to_env()}
         log_path = workdir / "worker.log"
         print(f"· starting a worker (log: {log_path}; metrics: http://127.0.0.1:{settings.metrics_port}/metrics)",
               flush=True)
-        worker = subprocess.Popen([sys.executable, "-m", "pipeline", "worker", "-l", "warning"], env=env,
-                                  stdout=open(log_path, "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                  start_new_session=True)
+        worker = WorkerProcess(settings, log_path)
 
         sim = simulate.generate(opts.scenario, opts.seed, scale=opts.scale)
         labels = {r["account_id"]: (r["label"], r["campaign_id"]) for r in sim.labels}
@@ -109,7 +104,7 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
         last_new = time.monotonic()
         caught_up_at: float | None = None
         while time.monotonic() - t0 < opts.max_seconds:
-            if worker.poll() is not None:
+            if not worker.alive():
                 print(_c(f"worker exited with code {worker.returncode}; see {log_path}", "\x1b[31m", colour))
                 return 1
             got = False
@@ -145,13 +140,8 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
         print("\ninterrupted: stopping what the demo started …", file=sys.stderr)
         return 130
     finally:
-        if worker is not None and worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait()
+        if worker is not None:
+            worker.stop(timeout=30)
         if started_kafka:
             from pipeline import kafka_local
 

@@ -44,7 +44,6 @@ from tests.integration.workers import (
     latest_values,
     produce_events,
     read_all,
-    rss_mib,
     scrape_metrics,
     wait_for_share,
     wait_until_idle,
@@ -198,7 +197,7 @@ def test_worker_sigkilled_at_random_moments_applies_every_event_exactly_once(
     worker = Worker(settings, tmp_path / f"worker-{kills}.log")
     try:
         wait_until_idle(settings, [worker], timeout=size(240, 1800))
-        rss = rss_mib(worker.proc.pid)
+        rss = worker.rss_mib()
     finally:
         worker.stop()
     fig["committed_share_at_kill"] = reached
@@ -299,7 +298,7 @@ def test_broker_down_20_s_mid_run_the_worker_waits_and_resumes_by_itself(private
         wait_for_share(settings, len(events), 0.999, [worker], timeout=300)
         fig["resume_to_all_committed_s"] = time.monotonic() - t_resume
         wait_until_idle(settings, [worker], timeout=240)
-        fig["worker_rss_mib"] = rss_mib(worker.proc.pid)
+        fig["worker_rss_mib"] = worker.rss_mib()
     finally:
         worker.stop()
     log = (tmp_path / "worker.log").read_text()
@@ -391,9 +390,9 @@ def test_flood_of_malformed_messages_all_reach_the_dlq_and_valid_traffic_is_stil
     t0 = time.monotonic()
     try:
         wait_for_share(settings, n_valid + n_bad, 0.5, [worker], timeout=size(240, 1800))
-        rss_mid = rss_mib(worker.proc.pid)
+        rss_mid = worker.rss_mib()
         wait_until_idle(settings, [worker], timeout=size(240, 1800))
-        rss_end = rss_mib(worker.proc.pid)
+        rss_end = worker.rss_mib()
         samples = scrape_metrics(settings.metrics_port)
     finally:
         worker.stop()
@@ -512,10 +511,10 @@ def test_one_off_accounts_and_a_crowded_link_key_leave_state_and_memory_bounded(
     t0 = time.monotonic()
     try:
         wait_for_share(settings, n_oneoff + n_shared * per_card, 0.5, [worker], timeout=size(240, 3600))
-        rss_mid = rss_mib(worker.proc.pid)
+        rss_mid = worker.rss_mib()
         wait_until_idle(settings, [worker], timeout=size(240, 3600))
         fig["process_s"] = time.monotonic() - t0
-        rss_idle = rss_mib(worker.proc.pid)
+        rss_idle = worker.rss_mib()
         # the sweeper runs every 30 s and takes up to SWEEP_CHUNK keys per partition per run
         deadline = time.monotonic() + size(100, 900)
         state: dict[bytes, bytes | None] = {}
@@ -530,7 +529,7 @@ def test_one_off_accounts_and_a_crowded_link_key_leave_state_and_memory_bounded(
         finally:
             changelog.close()
         fig["expiry_wait_s"] = time.monotonic() - t0 - fig.values["process_s"]
-        rss_end = rss_mib(worker.proc.pid)
+        rss_end = worker.rss_mib()
         samples = scrape_metrics(settings.metrics_port)
     finally:
         worker.stop()

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,26 +9,18 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
+from pipeline.proc import WorkerProcess
 from pipeline.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-class Worker:
-    """A worker subprocess with its log in a file; ``stop()`` sends SIGTERM, ``kill()`` SIGKILL."""
+class Worker(WorkerProcess):
+    """A worker subprocess with its log in a file (``pipeline.proc``), logging at ``info`` by default, and
+    its watchdog's reports read from that log."""
 
     def __init__(self, settings: Settings, log_path: Path, loglevel: str = "info") -> None:
-        self.log_path = log_path
-        env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(REPO)}
-        self._log = open(log_path, "ab")  # noqa: SIM115
+        log_path.touch()
         self._scanned = log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", "worker", "-l", loglevel],
-            env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True, cwd=str(REPO),
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(settings, log_path, loglevel)
 
     def stall_report(self) -> str | None:
         """The worker's ``worker_stalled`` log line (its own watchdog: input waiting, no batch for a minute),
@@ -47,25 +35,8 @@ class Worker:
                 return line.decode("utf-8", "replace")
         return None
 
-    def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-
     def stop(self, timeout: float = 60) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self._log.close()
+        return super().stop(timeout)
 
 
 def read_topic(bootstrap: str, topic: str, *, until: Callable[[list[Any]], bool], timeout: float,
@@ -181,14 +152,6 @@ class TopicView:
 
     def close(self) -> None:
         self.consumer.close()
-
-
-def rss_mib(pid: int) -> float:
-    """Resident memory (VmRSS) of a process, in MiB, from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for pid {pid}")
 
 
 def scrape_metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -44,6 +44,7 @@ from tests.integration.workers import (
     latest_values,
     produce_events,
     read_all,
+    run_to_idle,
     scrape_metrics,
     wait_for_share,
     wait_until_idle,
@@ -572,13 +573,7 @@ def test_enforce_mode_signs_every_action_with_a_key_id_and_spares_allow_listed_a
     beyond = Counter(a["account_id"] for a in ref_actions if a["action"] != "flag_for_review")
     spared = beyond.most_common(1)[0][0]  # the account acted on most without an allow-list
     settings = make_settings(bootstrap=kafka_bootstrap, enforce=True, signing_key=key, allowlist_accounts=spared)
-    topics.create_topics(settings)
-    produce_events(settings, sim.events)
-    worker = Worker(settings, tmp_path / "worker.log")
-    try:
-        wait_until_idle(settings, [worker])
-    finally:
-        worker.stop()
+    run_to_idle(settings, sim.events, tmp_path / "worker.log")
     alert_recs, action_recs = outputs(settings)
     actions = [(dict(m.headers), msgpack.unpackb(m.value)) for m in action_recs]
     fig["actions"] = len(actions)

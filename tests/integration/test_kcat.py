@@ -9,10 +9,9 @@ import subprocess
 import msgpack
 import pytest
 
-from pipeline import topics
 from pipeline.schemas import validator
 from tests import factories
-from tests.integration.workers import Worker, produce_events, wait_until_idle
+from tests.integration.workers import run_to_idle
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +41,7 @@ def test_alerts_and_actions_read_with_kcat_are_plain_msgpack_maps_valid_against_
         kafka_bootstrap, make_settings, tmp_path):
     kcat = _kcat()
     settings = make_settings(bootstrap=kafka_bootstrap)
-    topics.create_topics(settings)
-    produce_events(settings, factories.harvester_and_noise(3_000))
-    worker = Worker(settings, tmp_path / "worker.log")
-    try:
-        wait_until_idle(settings, [worker])
-    finally:
-        worker.stop()
+    run_to_idle(settings, factories.harvester_and_noise(3_000), tmp_path / "worker.log")
     for topic, kind in (("anomaly-alerts", "anomaly_alert"), ("enforcement-actions", "enforcement_action")):
         values = _read(kcat, kafka_bootstrap, settings.topic(topic))
         assert values, f"nothing on {topic}"

@@ -16,7 +16,7 @@ from pipeline.detection.features import AccountState
 from pipeline.metrics import flagged_accounts
 from pipeline.settings import Settings
 from pipeline.simulate import generate
-from tests.integration.workers import Worker, produce_events, read_all, wait_until_idle
+from tests.integration.workers import Worker, produce_events, read_all, run_to_idle, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,7 @@ def streamed_flags(alerts: list[dict[str, Any]], actions: list[dict[str, Any]]) 
 def test_tiny_scenario_streamed_flags_the_same_accounts_as_the_backtest(kafka_bootstrap, make_settings, tmp_path,
                                                                         tiny):
     settings = make_settings(bootstrap=kafka_bootstrap)
-    topics.create_topics(settings)
-    produce_events(settings, tiny.events)
-    worker = Worker(settings, tmp_path / "worker.log")
-    try:
-        wait_until_idle(settings, [worker])
-    finally:
-        worker.stop()
+    run_to_idle(settings, tiny.events, tmp_path / "worker.log")
     alerts, actions = outputs(settings)
     expected = backtest_flags(settings, tiny.events)
     assert expected, "the tiny scenario's campaigns are flagged by the backtest"

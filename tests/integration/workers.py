@@ -102,6 +102,19 @@ def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
     producer.close()
 
 
+def run_to_idle(settings: Settings, events: list[dict[str, Any]], log_path: Path) -> None:
+    """Create the topics, send ``events``, and run one worker until it has committed everything."""
+    from pipeline import topics
+
+    topics.create_topics(settings)
+    produce_events(settings, events)
+    worker = Worker(settings, log_path)
+    try:
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+
+
 def _reader(bootstrap: str) -> KafkaConsumer:
     # large fetches: the long fault tests read changelogs of a million records and more
     return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, consumer_timeout_ms=2000,

@@ -50,11 +50,8 @@ def _password(settings: Settings) -> str | None:
     return settings.sasl_password.get_secret_value() if settings.sasl_password is not None else None
 
 
-def kafka_python_config(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for kafka-python's ``KafkaProducer``, ``KafkaConsumer`` and ``KafkaAdminClient``.
-
-    Only connection settings: callers add their own (``acks``, ``group_id``, ``client_id`` …).
-    """
+def _connection(settings: Settings) -> dict[str, Any]:
+    """What kafka-python's and aiokafka's clients take alike: brokers, protocol and SASL login."""
     config: dict[str, Any] = {
         "bootstrap_servers": bootstrap_servers(settings),
         "security_protocol": settings.security_protocol,
@@ -63,6 +60,15 @@ def kafka_python_config(settings: Settings) -> dict[str, Any]:
         config["sasl_mechanism"] = settings.sasl_mechanism
         config["sasl_plain_username"] = settings.sasl_username
         config["sasl_plain_password"] = _password(settings)
+    return config
+
+
+def kafka_python_config(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for kafka-python's ``KafkaProducer``, ``KafkaConsumer`` and ``KafkaAdminClient``.
+
+    Only connection settings: callers add their own (``acks``, ``group_id``, ``client_id`` …).
+    """
+    config = _connection(settings)
     if _uses_ssl(settings):
         config["ssl_check_hostname"] = True
         for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
@@ -98,14 +104,7 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
 
 def aiokafka_config(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for aiokafka's ``AIOKafkaProducer`` / ``AIOKafkaConsumer`` (TLS as an SSLContext)."""
-    config: dict[str, Any] = {
-        "bootstrap_servers": bootstrap_servers(settings),
-        "security_protocol": settings.security_protocol,
-    }
-    if _uses_sasl(settings):
-        config["sasl_mechanism"] = settings.sasl_mechanism
-        config["sasl_plain_username"] = settings.sasl_username
-        config["sasl_plain_password"] = _password(settings)
+    config = _connection(settings)
     if _uses_ssl(settings):
         config["ssl_context"] = ssl_context(settings)
     return config

@@ -182,6 +182,19 @@ def metric(port: int, name: str, **labels: str) -> float:
     return 0.0
 
 
+def wait_ready(ports: list[int], procs: list[ChildProcess], timeout: float = 180) -> float:
+    """Until every worker reports ``dg_worker_ready`` 1 (partitions assigned, tables recovered, input
+    flowing): a consumer group can be Stable while its members still recover. Returns the seconds waited."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for p in procs:
+            p.check()
+        if all(metric(port, "dg_worker_ready") == 1.0 for port in ports):
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise TimeoutError(f"the workers were not ready within {timeout} s")
+
+
 def accepted(ports: list[int]) -> float:
     return sum(metric(p, "dg_events_total", result="accepted") for p in ports)
 

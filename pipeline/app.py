@@ -421,6 +421,18 @@ def table_stats(table: Any) -> tuple[int, int | None]:
     return keys, size
 
 
+def worker_ready(app: faust.App) -> bool:
+    """Whether the worker processes input now: it has partitions, no rebalance or table recovery is under
+    way, and Faust lets its input flow (read from the metrics thread at each scrape: plain attribute reads,
+    and no consumer is created that the app has not created itself)."""
+    consumer = getattr(app, "_consumer", None)
+    try:
+        return bool(consumer is not None and not app.rebalancing and not getattr(app, "in_recovery", False)
+                    and app.flow_control.is_active() and consumer.assignment())
+    except Exception:  # a consumer that is starting or stopping is not ready
+        return False
+
+
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
     """Build the Faust app with its topics, tables and agents from the settings."""
     from pipeline.kafka_config import faust_broker_credentials
@@ -627,6 +639,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         await run_batches(stream, link_message, (links,))
 
     watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts")}
+    metrics.track_readiness(lambda: worker_ready(app))
 
     def log_flow_state(event: str, **info: Any) -> None:
         log.warning(event, **info, **stall.snapshot(app, watched))

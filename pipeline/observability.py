@@ -80,6 +80,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("dg_state_accounts", "gauge", "Accounts with detection state on this worker"),
     MetricSpec("dg_state_bytes", "gauge", "Serialised size of the detection state on this worker"),
     MetricSpec("dg_link_keys", "gauge", "Shared keys (payment, fingerprint, network) tracked for campaign linking"),
+    MetricSpec("dg_worker_ready", "gauge",
+               "1 while the worker has partitions, its tables are recovered and its input flows; 0 while it starts, "
+               "rebalances or recovers"),
 )
 
 METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in METRICS)
@@ -210,6 +213,10 @@ class WorkerMetrics:
         self._m["dg_state_bytes"].set(size_bytes)
         if link_keys is not None:
             self._m["dg_link_keys"].set(link_keys)
+
+    def track_readiness(self, ready: Callable[[], bool]) -> None:
+        """``dg_worker_ready`` is ``ready()`` at each scrape (a readiness probe, a benchmark's start signal)."""
+        self._m["dg_worker_ready"].set_function(lambda: 1.0 if ready() else 0.0)
 
     # -------------------------------------------------------------------- reading
 

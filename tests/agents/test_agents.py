@@ -258,3 +258,25 @@ def test_watchdog_reports_a_stall_once_per_interval_and_not_while_busy():
     dog.batch_ran()
     now[0] += stall.STALL_REPEAT_S
     assert dog.stalled_for(waiting=5, busy=False) is not None
+
+
+def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
+    from types import SimpleNamespace
+
+    from pipeline.app import worker_ready
+
+    flowing = SimpleNamespace(is_active=lambda: True)
+    stopped = SimpleNamespace(is_active=lambda: False)
+
+    def app(consumer: Any = "assigned", **kw: Any) -> Any:
+        assignment = {"tp"} if consumer == "assigned" else set()
+        c = None if consumer is None else SimpleNamespace(assignment=lambda: assignment)
+        return SimpleNamespace(_consumer=c, **{"rebalancing": False, "in_recovery": False, "flow_control": flowing,
+                                               **kw})
+
+    assert worker_ready(app())
+    assert not worker_ready(app(consumer=None))  # not started: the metrics thread must not create one
+    assert not worker_ready(app(consumer="none assigned"))
+    assert not worker_ready(app(rebalancing=True))
+    assert not worker_ready(app(in_recovery=True))
+    assert not worker_ready(app(flow_control=stopped))

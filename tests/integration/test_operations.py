@@ -43,6 +43,11 @@ def test_metrics_endpoint_of_a_running_worker_moves_with_the_stream(kafka_bootst
                 assert time.monotonic() < deadline and worker.alive(), worker.log_tail()
                 time.sleep(0.5)
         assert value(before, "dg_events_total", result="accepted") == 0
+        readiness = [value(before, "dg_worker_ready")]
+        while readiness[-1] != 1.0:  # partitions assigned, tables recovered, input flowing
+            assert time.monotonic() < deadline + 60 and worker.alive(), (readiness, worker.log_tail())
+            time.sleep(0.5)
+            readiness.append(value(scrape(settings.metrics_port), "dg_worker_ready"))
         sim = generate("tiny", 3)
         produce_events(settings, sim.events)
         wait_until_idle(settings, [worker])
@@ -58,6 +63,7 @@ def test_metrics_endpoint_of_a_running_worker_moves_with_the_stream(kafka_bootst
     lags = [v for (name, labels), v in after.items() if name == "dg_consumer_lag"]
     assert lags and all(v == 0 for v in lags)
     assert value(after, "dg_state_accounts") > 0
+    assert value(after, "dg_worker_ready") == 1.0
 
 
 def test_worker_stops_with_a_clear_error_when_most_input_is_invalid(kafka_bootstrap, make_settings, tmp_path):

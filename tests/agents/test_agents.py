@@ -280,3 +280,18 @@ def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
     assert not worker_ready(app(rebalancing=True))
     assert not worker_ready(app(in_recovery=True))
     assert not worker_ready(app(flow_control=stopped))
+
+
+def test_worker_consumer_fetches_with_a_short_broker_wait(make_settings):
+    """Faust asks the broker to hold a fetch up to 1.5 s; the worker's consumer asks for FETCH_MAX_WAIT_MS."""
+    from pipeline.app import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread
+
+    app = create_app(make_settings(store="memory://"))
+    thread = app.consumer._thread
+    assert isinstance(thread, PromptFetchConsumerThread)
+
+    async def build() -> Any:
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(build())
+    assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100

@@ -2,17 +2,17 @@
 
     python bench/latency.py [--rate 5000] [--seconds 30] [--workers 1] [--skip 0] [--drain 180]
 
-Starts the local Kafka and ``--workers`` workers (one by default), waits until their consumer group is
-stable with all of them in it and each reports itself ready (``dg_worker_ready``: tables recovered,
-input flowing), then sends the cached simulated file's events (from event ``--skip`` on) at a steady
-rate, paced in wall time. A consumer in this process reads ``anomaly-alerts``. The events carry
-simulated (historic) timestamps, so latency is measured in wall time: from the moment the bench sent
-the event that triggered an alert (the alert's ``ts`` is the triggering event's time) to the moment the
-alert arrived here. Alerts of the first ``--warmup`` seconds are left out of the quantiles (and
-counted); the quantiles are also printed per ten seconds of sending, which shows whether the workers
-kept pace or fell behind. The baseline is the same path without detection: the time from sending an
-event to this process reading it back from the input topic, sampled (every 10th event of partition 0)
-over the same run.
+Starts the local Kafka and ``--workers`` workers (one by default), waits until each reports itself
+ready (``dg_worker_ready``: partitions assigned, tables recovered, input flowing; all at once, so the
+group has settled with every worker in it), then sends the cached simulated file's events (from event
+``--skip`` on) at a steady rate, paced in wall time. A consumer in this process reads
+``anomaly-alerts``. The events carry simulated (historic) timestamps, so latency is measured in wall
+time: from the moment the bench sent the event that triggered an alert (the alert's ``ts`` is the
+triggering event's time) to the moment the alert arrived here. Alerts of the first ``--warmup`` seconds
+are left out of the quantiles (and counted); the quantiles are also printed per ten seconds of sending,
+which shows whether the workers kept pace or fell behind. The baseline is the same path without
+detection: the time from sending an event to this process reading it back from the input topic, sampled
+(every 10th event of partition 0) over the same run.
 """
 
 from __future__ import annotations
@@ -50,26 +50,6 @@ GOAL_P99_S = 1.0
 def _quantile(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
-
-
-def wait_stable(settings: Settings, members: int = 1, timeout: float = 120) -> None:
-    """Until the workers' consumer group is Stable with ``members`` members (partitions assigned)."""
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            try:
-                group = admin.describe_groups([settings.app_id]).get(settings.app_id) or {}
-            except Exception:  # not there yet: kafka-python raises its own zoo of errors
-                group = {}
-            if group.get("group_state", group.get("state")) == "Stable" and len(group.get("members") or ()) >= members:
-                return
-            time.sleep(0.5)
-    finally:
-        admin.close()
-    raise TimeoutError("the worker's consumer group did not become stable")
 
 
 class Reader:
@@ -185,7 +165,6 @@ def main() -> int:
         started = [start_worker(settings, workdir / f"worker-{i}.log") for i in range(args.workers)]
         workers = [w for w, _ in started]
         try:
-            wait_stable(settings, args.workers)
             wait_ready([port for _, port in started], workers)
             alerts = Reader(settings, "anomaly-alerts")
             echo = Reader(settings, "usage-events", every=10, partition=0)

@@ -38,9 +38,9 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipeline import codec, stall
+from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.detection.features import AccountState
@@ -228,33 +228,6 @@ class TableManager(faust.tables.TableManager):
         if self._recovery is None:
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
-
-
-FETCH_MAX_WAIT_MS = 100
-"""How long the broker may hold the worker's fetch request for data to arrive (Faust sets 1,500 ms).
-
-aiokafka fetches only the partitions that have nothing buffered; when those are all quiet (say the
-findings and link-update partitions, while the input partitions' records are still being worked on),
-the broker holds the request for this long, and the input that arrives meanwhile is not fetched either.
-At 1,500 ms a worker fed 4,000 events/s settled, in 4 of 10 runs, into working in bursts about every
-2 s from the start, with event-to-alert p99 of 4.8-5.7 s (the other 6: 0.80-1.01 s); at 100 ms none of
-5 runs did (p99 0.83-2.4 s). ``bench/latency.py --rate 4000``; the figures are in the README."""
-
-
-class PromptFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with ``FETCH_MAX_WAIT_MS`` for its aiokafka consumer (Faust offers no setting)."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-        return consumer
-
-
-class PromptFetchConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, run by ``PromptFetchConsumerThread``."""
-
-    def _new_consumer_thread(self) -> PromptFetchConsumerThread:
-        return PromptFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Sweeper:
@@ -497,7 +470,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         value_serializer="raw",
         TableManager=TableManager,
     )
-    app.transport.Consumer = PromptFetchConsumer  # type: ignore[misc]  # see FETCH_MAX_WAIT_MS
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # see pipeline/consumer.py
 
     def topic(*names: str) -> faust.TopicT:
         return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,

@@ -121,12 +121,12 @@ class WorkerConsumer(faust_aiokafka.Consumer):
         app = self.app
         since_yield = 0
         for tp, message in batch:
-            if not self.flow_active or app.consumer_generation_id != generation:
-                return _BATCH_DONE
             since_yield += 1
             if since_yield > YIELD_EVERY:
                 await asyncio.sleep(0)
                 since_yield = 0
+            if not self.flow_active or app.consumer_generation_id != generation:
+                return _BATCH_DONE
             offset = message.offset
             r_offset = read_offset[tp]
             if r_offset is not None and offset < r_offset:

@@ -1,8 +1,9 @@
 """The worker's Kafka consumer: Faust's aiokafka consumer with three costs of its hot path taken out.
 
 Measured with ``bench/end_to_end.py``, which runs Faust's decode-and-count agent both with Faust's own
-consumer and with this one; on this machine the agent counted 9,100 events/s with Faust's and 23,100
-with this one, and the worker went from 5,200-6,200 to 8,300 events/s (the README has the figures).
+consumer and with this one: on the shared 2-core machine the agent counted about 9,200 events/s with
+Faust's and 23,000-25,000 with this one, and the worker went from 5,200-6,200 to 8,200-8,500 events/s
+(the README has the figures).
 
 1. **One guarded wait per fetched batch, not per message.** Faust hands each fetched message to its
    topic conductor inside ``Service.wait_first(callback(message), suspend_flow.wait())``, so that a
@@ -21,9 +22,11 @@ with this one, and the worker went from 5,200-6,200 to 8,300 events/s (the READM
    Faust takes the partition out of the fetch until the buffer is *empty* again, and when every
    partition is out it sleeps a whole second before it looks again. Delivering a fetched batch at once
    fills the buffer to that mark every time (a fetch brings up to a MiB per partition, thousands of
-   events), so the worker stalled for a second after every batch. ``on_buffer_full`` therefore leaves
-   the partition in the fetch; a delivery to a full buffer waits in Faust's ``put`` until the agent has
-   taken an event, which bounds memory the same way (one fetch per partition waits in aiokafka).
+   events). Logged fetch by fetch, the decode-and-count agent then waited about a second for an empty
+   fetch after every batch (whether in that sleep or in a fetch of the partitions left in it was not
+   pinned down). ``on_buffer_full`` therefore leaves the partition in the fetch; a delivery to a full
+   buffer waits in Faust's ``put`` until the agent has taken an event, which bounds memory the same
+   way (one fetch per partition waits in aiokafka).
 3. ``FETCH_MAX_WAIT_MS``: how long the broker may hold a fetch (Faust hard-codes 1,500 ms).
 """
 

@@ -156,3 +156,12 @@ def test_a_full_stream_buffer_leaves_the_partition_in_the_fetch(run):
         assert consumer._get_active_partitions() == {tp}
 
     run(body)
+
+
+def test_a_stream_buffer_holds_a_whole_batch_and_less_than_faust_default(make_settings):
+    # the consumer fills buffers to the brim (no pausing at four-fifths): STREAM_BUFFER bounds that memory
+    from pipeline.app import BATCH_MAX, STREAM_BUFFER
+
+    app = create_app(make_settings(store="memory://"))
+    assert app.conf.stream_buffer_maxsize == STREAM_BUFFER
+    assert BATCH_MAX <= STREAM_BUFFER < 4096

@@ -80,10 +80,13 @@ class WorkerConsumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_stopped() or fetcher_stopped()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                generation = self.app.consumer_generation_id
                 # The fetch stays outside the guarded wait, as in Faust: a fetch cancelled half-way still
                 # takes its records out of aiokafka's buffers in the consumer thread, and they are lost.
                 fetched = [record async for record in self.getmany(timeout=1.0)]
+                # The generation the records were fetched in, as getmany takes it once its fetch returns
+                # (nothing ran since): taken before the fetch, a rebalance during it would drop a batch of
+                # the new generation's records, which nothing fetches again.
+                generation = self.app.consumer_generation_id
                 await self.sleep(0)  # as Faust: getmany may return at once, again and again
                 batch = iter(fetched)
                 while fetched and not self.should_stop:

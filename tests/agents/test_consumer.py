@@ -165,3 +165,33 @@ def test_a_stream_buffer_holds_a_whole_batch_and_less_than_faust_default(make_se
     app = create_app(make_settings(store="memory://"))
     assert app.conf.stream_buffer_maxsize == STREAM_BUFFER
     assert BATCH_MAX <= STREAM_BUFFER < 4096
+
+
+def test_a_batch_fetched_across_a_rebalance_is_delivered(run):
+    # the fetch waits while a rebalance ends; its records belong to the new generation and must not be
+    # taken for stale ones (they are out of aiokafka's buffers: nothing would fetch them again)
+    tp = TP("t", 0)
+    delivered: list[int] = []
+
+    async def on_message(message: Message) -> None:
+        delivered.append(message.offset)
+
+    async def body(consumer: Any) -> None:
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+        calls = [0]
+
+        async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+            calls[0] += 1
+            if calls[0] > 1:
+                fetcher._stopped.set()
+                return
+            consumer.app.consumer_generation_id += 1  # the rebalance ends while the fetch waits
+            for offset in range(5):
+                yield tp, _message(tp, offset)
+
+        consumer.getmany = getmany
+        consumer.callback = on_message
+        await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=30)
+
+    run(body)
+    assert delivered == list(range(5))

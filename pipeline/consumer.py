@@ -14,10 +14,10 @@ Faust's and 23,000-25,000 with this one, and the worker went from 5,200-6,200 to
    makes the same guarded wait once for the whole batch: its messages are delivered one after the
    other inside it. When the flow stops or is suspended, the rest of the batch is dropped unread, as
    Faust drops it (its ``getmany`` stops yielding once the flow is stopped, and the consumer seeks
-   back to the committed offsets after the rebalance). The rest is
-   Faust's loop of faust-streaming 0.15: the read offsets, the gaps in acked topics, the commit every
-   ``broker_commit_every`` acks (made outside the guarded wait, as Faust makes it), a yield to the
-   event loop every ``YIELD_EVERY`` messages, and the same errors.
+   back to the committed offsets after the rebalance). The rest is Faust's loop of faust-streaming
+   0.15: the read offsets, the gaps in acked topics, the commit every ``broker_commit_every`` acks
+   (made outside the guarded wait, as Faust makes it), a yield to the event loop every
+   ``YIELD_EVERY`` messages, and the same errors.
 2. **Back-pressure by waiting, not by pausing partitions.** When a stream buffer is four-fifths full,
    Faust takes the partition out of the fetch until the buffer is *empty* again, and when every
    partition is out it sleeps a whole second before it looks again. Delivering a fetched batch at once
@@ -25,8 +25,8 @@ Faust's and 23,000-25,000 with this one, and the worker went from 5,200-6,200 to
    events). Logged fetch by fetch, the decode-and-count agent then waited about a second for an empty
    fetch after every batch (whether in that sleep or in a fetch of the partitions left in it was not
    pinned down). ``on_buffer_full`` therefore leaves the partition in the fetch; a delivery to a full
-   buffer waits in Faust's ``put`` until the agent has taken an event, which bounds memory the same
-   way (one fetch per partition waits in aiokafka).
+   buffer waits in Faust's ``put`` until the agent has taken an event. Memory stays bounded: one
+   fetch per partition waits in aiokafka, and the buffers hold ``app.STREAM_BUFFER`` messages.
 3. ``FETCH_MAX_WAIT_MS``: how long the broker may hold a fetch (Faust hard-codes 1,500 ms).
 """
 

@@ -78,7 +78,7 @@ class DetectionConfig:
     """Quiet time after which an account's next finding opens a new alert episode."""
     shadow: bool = True
     detector_version: str = "dg-detect-1.0"
-    policy_version: str = "dg-policy-1.0"
+    policy_version: str = "dg-policy-1.1"
     action_ttl_ms: int = 7 * DAY_MS
     allowlist_accounts: frozenset[str] = field(default_factory=frozenset)
     allowlist_orgs: frozenset[str] = field(default_factory=frozenset)

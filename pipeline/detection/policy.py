@@ -4,6 +4,11 @@ Scoring says how suspicious; the policy decides what to tell people and what to 
 
 - one alert per account per *episode* (findings with less than ``episode_ms`` of quiet between them),
   and another only when the severity rises, so a campaign does not cause an alert storm;
+- an account has two such ladders, one for its own behaviour and one for its campaign memberships: each
+  follows one input in its log order (the account's usage events; the findings topic), so a replay after
+  a crash, which interleaves the two topics as its fetches happen to fall, emits the same ids with the
+  same contents as the run before it (one shared ladder made an alert's kind, and which actions were
+  sent, depend on that interleaving);
 - a ladder of actions driven by the evidence: medium → ``flag_for_review``; high → ``require_verification``
   (own behaviour) or ``throttle`` (campaign member); critical → ``suspend``; an analyst's confirmed true
   positive turns critical into ``ban``;
@@ -11,8 +16,8 @@ Scoring says how suspicious; the policy decides what to tell people and what to 
   positive verdict silences the account;
 - actions are ``shadow`` unless the policy is in enforce mode, and every action is signed.
 
-Ids are derived from the evidence (account, episode start, severity or action), never from time of
-processing, so a replay or redelivery emits the same ids.
+Ids are derived from the evidence (account, ladder, episode start, severity or action), never from time
+of processing, so a replay or redelivery emits the same ids.
 """
 
 from __future__ import annotations
@@ -29,27 +34,47 @@ from pipeline.signing import sign
 
 LADDER = ("flag_for_review", "require_verification", "throttle", "suspend", "ban")
 _RANK = {a: i + 1 for i, a in enumerate(LADDER)}
+CAMPAIGN = "coordinated_campaign"  # a campaign member's finding (the link stage); the rest are its own
+
+
+class Ladder:
+    """One severity ladder of an account: the open episode and what was already said and done in it."""
+
+    __slots__ = ("episode_start", "last_ts", "severity", "action")
+
+    def __init__(self, episode_start: int | None = None, last_ts: int = 0, severity: int = 0,
+                 action: int = 0) -> None:
+        self.episode_start, self.last_ts, self.severity, self.action = episode_start, last_ts, severity, action
+
+    def fields(self) -> list[Any]:
+        return [self.episode_start, self.last_ts, self.severity, self.action]
 
 
 class PolicyState:
-    """Per-account policy memory: the open episode, what was already said and done, verdicts."""
+    """Per-account policy memory: a ladder for its own behaviour, one for campaigns, and the verdict."""
 
-    __slots__ = ("episode_start", "last_ts", "severity", "action", "verdict")
+    __slots__ = ("own", "campaign", "verdict")
 
     def __init__(self) -> None:
-        self.episode_start: int | None = None
-        self.last_ts = 0
-        self.severity = 0
-        self.action = 0
+        self.own = Ladder()
+        self.campaign = Ladder()
         self.verdict: str | None = None
 
+    def ladder(self, f: Finding) -> Ladder:
+        return self.campaign if f.kind == CAMPAIGN else self.own
+
     def to_bytes(self) -> bytes:
-        return msgpack.packb([self.episode_start, self.last_ts, self.severity, self.action, self.verdict])
+        return msgpack.packb([self.own.fields(), self.campaign.fields(), self.verdict])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PolicyState:
         s = cls()
-        s.episode_start, s.last_ts, s.severity, s.action, s.verdict = msgpack.unpackb(raw)
+        fields = msgpack.unpackb(raw)
+        if len(fields) == 5:  # written by dg-policy-1.0, one ladder for both: it stands for each
+            s.own, s.campaign, s.verdict = Ladder(*fields[:4]), Ladder(*fields[:4]), fields[4]
+        else:
+            (own, campaign, s.verdict) = fields
+            s.own, s.campaign = Ladder(*own), Ladder(*campaign)
         return s
 
 
@@ -72,26 +97,29 @@ class Policy:
         return action
 
     def decide(self, f: Finding, state: PolicyState) -> tuple[AnomalyAlert | None, EnforcementAction | None]:
-        """Apply one finding to the account's policy state; return the alert and action to emit, if any."""
+        """Apply one finding to its ladder of the account's policy state; return the alert and action to
+        emit, if any."""
         if state.verdict == "false_positive":
             return None, None
-        if state.episode_start is None or f.ts - state.last_ts > self.cfg.episode_ms:
-            state.episode_start, state.severity, state.action = f.ts, 0, 0
-        state.last_ts = max(state.last_ts, f.ts)
+        ladder = state.ladder(f)
+        if ladder.episode_start is None or f.ts - ladder.last_ts > self.cfg.episode_ms:
+            ladder.episode_start, ladder.severity, ladder.action = f.ts, 0, 0
+        ladder.last_ts = max(ladder.last_ts, f.ts)
         alert = action = None
-        if f.severity > state.severity:
-            state.severity = f.severity
-            alert = self.alert(f, state)
+        if f.severity > ladder.severity:
+            ladder.severity = f.severity
+            alert = self.alert(f, ladder)
         name = self.action_for(f, state)
-        if name is not None and _RANK[name] > state.action:
-            state.action = _RANK[name]
-            action = self.action(f, state, name, [alert["alert_id"]] if alert else [self.alert_id(f, state)])
+        if name is not None and _RANK[name] > ladder.action:
+            ladder.action = _RANK[name]
+            action = self.action(f, ladder, name, [alert["alert_id"]] if alert else [self.alert_id(f, ladder)])
         return alert, action
 
-    def alert_id(self, f: Finding, state: PolicyState) -> str:
-        return stable_id("alr", self.cfg.detector_version, f.account, state.episode_start, state.severity)
+    def alert_id(self, f: Finding, ladder: Ladder) -> str:
+        return stable_id("alr", self.cfg.detector_version, f.account, f.kind, ladder.episode_start,
+                         ladder.severity)
 
-    def alert(self, f: Finding, state: PolicyState) -> AnomalyAlert:
+    def alert(self, f: Finding, ladder: Ladder) -> AnomalyAlert:
         allow = f.account in self.cfg.allowlist_accounts or (f.org is not None and f.org in self.cfg.allowlist_orgs)
         reasons = list(f.reasons)
         if allow:
@@ -99,7 +127,7 @@ class Policy:
                             "review only, no enforcement", "value": None, "baseline": None})
         return {
             "schema_version": 1,
-            "alert_id": self.alert_id(f, state),
+            "alert_id": self.alert_id(f, ladder),
             "ts": f.ts,
             "account_id": f.account,
             "campaign_id": f.campaign_id,
@@ -113,10 +141,10 @@ class Policy:
             "detector_version": self.cfg.detector_version,
         }
 
-    def action(self, f: Finding, state: PolicyState, name: str, alert_ids: list[str]) -> EnforcementAction:
+    def action(self, f: Finding, ladder: Ladder, name: str, alert_ids: list[str]) -> EnforcementAction:
         body: dict[str, Any] = {
             "schema_version": 1,
-            "action_id": stable_id("act", self.cfg.policy_version, f.account, state.episode_start, name),
+            "action_id": stable_id("act", self.cfg.policy_version, f.account, f.kind, ladder.episode_start, name),
             "ts": f.ts,
             "account_id": f.account,
             "action": name,

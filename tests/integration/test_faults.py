@@ -18,7 +18,7 @@ import os
 import random
 import socket
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from tests.integration.workers import (
     PrivateBroker,
     TopicView,
     Worker,
+    ids_per_decision,
     latest_values,
     produce_events,
     read_all,
@@ -171,7 +172,7 @@ def test_worker_sigkilled_at_random_moments_applies_every_event_exactly_once(
         kafka_bootstrap, make_settings, tmp_path):
     """Killed with SIGKILL at seeded random moments and restarted each time, the worker ends with every
     accepted event applied exactly once to state, each alert and action id re-emitted (if at all) with the
-    same content, one id per (account, severity) of account alerts and per (account, action), and the
+    same content, one id per (account, kind, severity) of account alerts and per (account, kind, action), and the
     same flagged accounts as the undisturbed run (the same detection code in process)."""
     fig = Figures("crashes", tmp_path)
     # A SIGKILLed member holds its partitions until its session times out (15 s in pipeline/app.py);
@@ -223,12 +224,7 @@ def test_worker_sigkilled_at_random_moments_applies_every_event_exactly_once(
     fig["alerts_sent"], fig["alert_ids"] = len(alerts), len(alert_sends)
     fig["actions_sent"], fig["action_ids"] = len(actions), len(action_sends)
     fig["ids_re_emitted"] = sum(c - 1 for c in alert_sends.values()) + sum(c - 1 for c in action_sends.values())
-    ids: dict[tuple[Any, ...], set[str]] = defaultdict(set)
-    for a in alerts:  # a campaign's alert id follows its evidence (group growth): compared to the reference below
-        if a["account_id"] is not None:
-            ids[("alert", a["account_id"], a["severity"])].add(a["alert_id"])
-    for a in actions:
-        ids[("action", a["account_id"], a["action"])].add(a["action_id"])
+    ids = ids_per_decision(alerts, actions)
     assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
     assert all(a["mode"] == "shadow" for a in actions), "shadow mode is the default"
 

@@ -4,7 +4,7 @@ across workers, and with analyst feedback."""
 from __future__ import annotations
 
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 import msgpack
@@ -16,7 +16,14 @@ from pipeline.detection.features import AccountState
 from pipeline.metrics import flagged_accounts
 from pipeline.settings import Settings
 from pipeline.simulate import generate
-from tests.integration.workers import Worker, produce_events, read_all, run_to_idle, wait_until_idle
+from tests.integration.workers import (
+    Worker,
+    ids_per_decision,
+    produce_events,
+    read_all,
+    run_to_idle,
+    wait_until_idle,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -96,12 +103,7 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
 
     # no alert or action duplicated under a different id
     alerts, actions = outputs(settings)
-    ids: dict[tuple[Any, ...], set[str]] = defaultdict(set)
-    for a in alerts:
-        if a["account_id"] is not None:
-            ids[("alert", a["account_id"], a["severity"])].add(a["alert_id"])
-    for a in actions:
-        ids[("action", a["account_id"], a["action"])].add(a["action_id"])
+    ids = ids_per_decision(alerts, actions)
     assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
     assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
 

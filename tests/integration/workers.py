@@ -230,3 +230,18 @@ class PrivateBroker:
         from pipeline import kafka_local
 
         return kafka_local.stop(self.settings, data_dir=self.data_dir)
+
+
+def ids_per_decision(alerts: list[dict[str, Any]], actions: list[dict[str, Any]]) -> dict[tuple[Any, ...], set[str]]:
+    """The ids sent for each policy decision: an account's alert at a severity and its action of a name,
+    on each of its two ladders (own behaviour, campaign). Each must be one id, however often it was sent."""
+    ids: dict[tuple[Any, ...], set[str]] = {}
+    kind_of = {a["alert_id"]: a["kind"] for a in alerts}
+    for a in alerts:  # a campaign's own alert id follows its evidence (group growth): left out
+        if a["account_id"] is not None:
+            ids.setdefault(("alert", a["account_id"], a["kind"], a["severity"]), set()).add(a["alert_id"])
+    for a in actions:
+        ids.setdefault(("action", a["account_id"], kind_of.get(a["alert_ids"][0]), a["action"]),
+                       set()).add(a["action_id"])
+    return ids
+

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline import schemas
 from pipeline.detection.config import DAY_MS, DetectionConfig
@@ -104,7 +106,7 @@ def test_a_new_episode_starts_after_episode_ms_of_quiet() -> None:
     a3, x3 = policy.decide(finding(HIGH, BASE_TS + 2 * CFG.episode_ms + 1), state)
     assert a1 is not None and a2 is None
     assert a3 is not None and x3 is not None and x3["action"] == "require_verification"
-    assert state.episode_start == BASE_TS + 2 * CFG.episode_ms + 1
+    assert state.own.episode_start == BASE_TS + 2 * CFG.episode_ms + 1
     assert a3["alert_id"] != a1["alert_id"]
 
 
@@ -115,7 +117,7 @@ def test_findings_keep_an_episode_open() -> None:
     for day in range(1, 20):
         alert, action = policy.decide(finding(HIGH, BASE_TS + day * DAY_MS), state)
         assert alert is None and action is None
-    assert state.episode_start == BASE_TS
+    assert state.own.episode_start == BASE_TS
 
 
 def test_false_positive_verdict_silences_the_account() -> None:
@@ -123,6 +125,69 @@ def test_false_positive_verdict_silences_the_account() -> None:
     state.verdict = "false_positive"
     assert decide(finding(CRITICAL), state) == (None, None)
     assert decide(finding(CRITICAL, BASE_TS + 30 * DAY_MS), state) == (None, None)
+
+
+def campaign_finding(severity: int, ts: int = BASE_TS, **kw: Any) -> Finding:
+    return finding(severity, ts, kind="coordinated_campaign", campaign_id="camp-1", **kw)
+
+
+def test_own_and_campaign_findings_climb_ladders_of_their_own() -> None:
+    policy, state = Policy(CFG, KEY), PolicyState()
+    a1, x1 = policy.decide(campaign_finding(HIGH), state)
+    a2, x2 = policy.decide(finding(HIGH, BASE_TS + 1000), state)
+    assert a1 is not None and a2 is not None and x1 is not None and x2 is not None
+    assert (a1["kind"], x1["action"]) == ("coordinated_campaign", "throttle")
+    assert (a2["kind"], x2["action"]) == ("account_behaviour", "require_verification")
+    assert a1["alert_id"] != a2["alert_id"] and x1["action_id"] != x2["action_id"]
+
+
+def test_a_verdict_covers_both_ladders() -> None:
+    state = PolicyState()
+    state.verdict = "false_positive"
+    assert decide(campaign_finding(CRITICAL), state) == (None, None)
+    state.verdict = "true_positive"
+    assert action_name(campaign_finding(CRITICAL), state) == "ban"
+
+
+SEVERITY_STEPS = st.lists(st.tuples(st.sampled_from([LOW, MEDIUM, HIGH, CRITICAL]),
+                                    st.integers(0, 9 * DAY_MS)), max_size=8)
+
+
+@given(own=SEVERITY_STEPS, campaign=SEVERITY_STEPS, order=st.randoms(use_true_random=False))
+def test_outputs_do_not_depend_on_how_the_two_inputs_interleave(own: list[tuple[int, int]],
+                                                               campaign: list[tuple[int, int]],
+                                                               order: Any) -> None:
+    """The account stage reads its own events and the findings topic as two inputs, which a replay after a
+    crash interleaves as its fetches fall: each id must come back with the same content, whatever the
+    interleaving (each input keeps its own order)."""
+    def stream(steps: list[tuple[int, int]], make: Any) -> list[Finding]:
+        ts, out = BASE_TS, []
+        for sev, gap in steps:
+            ts += gap
+            out.append(make(sev, ts))
+        return out
+
+    own_f, camp_f = stream(own, finding), stream(campaign, campaign_finding)
+    merged, i, j = [], 0, 0
+    while i < len(own_f) or j < len(camp_f):
+        if j == len(camp_f) or (i < len(own_f) and order.random() < 0.5):
+            merged.append(own_f[i])
+            i += 1
+        else:
+            merged.append(camp_f[j])
+            j += 1
+
+    def outputs(findings: list[Finding]) -> dict[str, Any]:
+        policy, state = Policy(CFG, KEY), PolicyState()
+        sent: dict[str, Any] = {}
+        for f in findings:
+            for out in policy.decide(f, state):
+                if out is not None:
+                    key = out.get("action_id") or out["alert_id"]
+                    assert sent.setdefault(key, out) == out, f"{key} sent twice with different contents"
+        return sent
+
+    assert outputs(merged) == outputs(own_f + camp_f)
 
 
 # ---------------------------------------------------------------------------------------- allow-lists

@@ -7,8 +7,11 @@ the first N events of the cached simulated file (keyed by account, msgpack). The
 each from the start of the same topic with its own consumer group:
 
 1. a bare aiokafka consumer that decodes and counts (in this process);
-2. a Faust agent that decodes and counts (``bench/faust_count.py``, same batching as the worker);
-3. ``python -m pipeline worker``: full detection, state in RocksDB, outputs acknowledged before state.
+2. a Faust agent that decodes and counts (``bench/faust_count.py``, same batching as the worker), with
+   Faust's own consumer: the baseline of the goal;
+3. the same agent with the worker's consumer (``pipeline.consumer.WorkerConsumer``), to show how much
+   of the worker's figure is that consumer's doing;
+4. ``python -m pipeline worker``: full detection, state in RocksDB, outputs acknowledged before state.
 
 Rates run from the first progress seen to the N-th event (start-up and group joins are not counted);
 the worker's count is its ``dg_events_total{result="accepted"}`` metric, polled every 0.5 s. After the
@@ -82,15 +85,17 @@ def bare_consumer_rate(settings: Settings, n: int) -> float:
     return asyncio.run(_bare(settings.bootstrap, settings.topic("usage-events"), n))
 
 
-def faust_count_rate(settings: Settings, n: int, workdir: Path) -> float:
-    """Events per second of a Faust agent that only decodes and counts."""
-    count_file = workdir / f"count-{uuid.uuid4().hex[:6]}"
+def faust_count_rate(settings: Settings, n: int, workdir: Path, consumer: str = "faust") -> float:
+    """Events per second of a Faust agent that only decodes and counts, with Faust's consumer or
+    (``consumer="worker"``) the worker's."""
+    tag = uuid.uuid4().hex[:6]
+    count_file = workdir / f"count-{tag}"
     env = {"BENCH_BOOTSTRAP": settings.bootstrap, "BENCH_TOPIC": settings.topic("usage-events"),
-           "BENCH_GROUP": f"bench-count-{uuid.uuid4().hex[:6]}", "BENCH_COUNT_FILE": str(count_file),
-           "BENCH_DATADIR": str(workdir / "faust-count-data")}
+           "BENCH_GROUP": f"bench-count-{tag}", "BENCH_COUNT_FILE": str(count_file),
+           "BENCH_DATADIR": str(workdir / f"faust-count-data-{tag}"), "BENCH_CONSUMER": consumer}
     script = str(Path(__file__).resolve().parent / "faust_count.py")
     proc = ChildProcess([sys.executable, script, "worker", "-l", "warn", "--web-port", str(free_port())],
-                        workdir / "faust_count.log", env)
+                        workdir / f"faust_count-{consumer}.log", env)
 
     def count() -> int:
         try:
@@ -164,6 +169,9 @@ def main() -> int:
         figure("bare aiokafka consumer (decode + count)", bare, "events/s")
         count = faust_count_rate(settings, n, workdir)
         figure("Faust agent (decode + count)", count, "events/s", baseline=bare, baseline_name="bare aiokafka")
+        count_wc = faust_count_rate(settings, n, workdir, consumer="worker")
+        figure("Faust agent (decode + count) on the worker's consumer", count_wc, "events/s", baseline=count,
+               baseline_name="Faust's consumer")
         account_rate, drain, rss = worker_rate(settings, n, workdir)
         # the figure that counts: every stage done (the link stage drains after the account stage)
         rate = all_stages_rate(n, account_rate, drain)
@@ -172,6 +180,8 @@ def main() -> int:
               f"worker RSS at the end {rss[0]:.0f} MiB", flush=True)
         figure("worker, all stages (full detection)", rate, "events/s", baseline=count,
                baseline_name="Faust decode+count")
+        figure("worker, all stages (full detection)", rate, "events/s", baseline=count_wc,
+               baseline_name="Faust decode+count on the worker's consumer")
         figure("worker, all stages (full detection)", rate, "events/s", baseline=bare, baseline_name="bare aiokafka")
         figure("worker rate", rate, "events/s", goal=f">= {GOAL_RATE:,} events/s", met=rate >= GOAL_RATE)
         figure("worker / Faust decode+count", rate / count, "", goal=f">= {GOAL_RATIO}",

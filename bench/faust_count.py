@@ -5,7 +5,8 @@
 Same broker, same topic and partitions, same batching (``take_events`` of the worker's size) and the
 same process settings (``pipeline.runtime``) as the worker's account agent; no state, no outputs. It
 writes its running count to ``BENCH_COUNT_FILE`` after each batch, which the end-to-end benchmark polls
-exactly as it polls the worker's metrics.
+exactly as it polls the worker's metrics. With ``BENCH_CONSUMER=worker`` it uses the worker's consumer
+(``pipeline.consumer.WorkerConsumer``) instead of Faust's own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import codec  # noqa: E402
 from pipeline.app import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
+from pipeline.consumer import WorkerConsumer  # noqa: E402
 from pipeline.runtime import quiet_root_logger, tune_gc  # noqa: E402
 
 app = faust.App(
@@ -34,6 +36,8 @@ app = faust.App(
     key_serializer="raw",
     value_serializer="raw",
 )
+if os.environ.get("BENCH_CONSUMER") == "worker":
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]
 topic = app.topic(os.environ["BENCH_TOPIC"], key_type=bytes, value_type=bytes, key_serializer="raw",
                   value_serializer="raw")
 count_file = Path(os.environ["BENCH_COUNT_FILE"])

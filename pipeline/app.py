@@ -38,9 +38,9 @@ from typing import Any
 import faust
 from faust.streams import _current_event
 from faust.tables.recovery import Recovery
-from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from pipeline import codec, stall
+from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.detection.features import AccountState
@@ -74,6 +74,12 @@ BATCH_MAX = 2000
 # has a database per partition (12 with 4 partitions: at most 12 x 12 MiB); recently used state is kept
 # decoded in the StateCaches below, so the block cache serves only the rest.
 ROCKSDB_OPTIONS = {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 4 << 20}
+STREAM_BUFFER = 2048
+"""Messages each agent's stream buffers (Faust's default is 4,096): a batch of ``BATCH_MAX`` and a little.
+The worker's consumer fills a buffer to the brim instead of pausing its partitions at four-fifths
+(``pipeline/consumer.py``), and a buffered link-update message carries a whole batch of updates: at 4,096
+the worker ended ``bench/state.py --accounts 100000`` at 743-751 MiB, at 2,048 at 674 MiB (649 MiB with
+Faust's consumer), with the same end-to-end rate (8,364 events/s) and event-to-alert p99 (0.80 s)."""
 BATCH_WITHIN_S = 0.1
 """How long an agent gathers input before it works on it (at most ``BATCH_MAX`` messages). Every batch
 writes each state it touched once, so a longer window writes less: on the standard file, 500-event
@@ -228,33 +234,6 @@ class TableManager(faust.tables.TableManager):
         if self._recovery is None:
             self._recovery = SeekFirstRecovery(self.app, self, beacon=self.beacon, loop=self.loop)
         return self._recovery
-
-
-FETCH_MAX_WAIT_MS = 100
-"""How long the broker may hold the worker's fetch request for data to arrive (Faust sets 1,500 ms).
-
-aiokafka fetches only the partitions that have nothing buffered; when those are all quiet (say the
-findings and link-update partitions, while the input partitions' records are still being worked on),
-the broker holds the request for this long, and the input that arrives meanwhile is not fetched either.
-At 1,500 ms a worker fed 4,000 events/s settled, in 4 of 10 runs, into working in bursts about every
-2 s from the start, with event-to-alert p99 of 4.8-5.7 s (the other 6: 0.80-1.01 s); at 100 ms none of
-5 runs did (p99 0.83-2.4 s). ``bench/latency.py --rate 4000``; the figures are in the README."""
-
-
-class PromptFetchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Faust's consumer thread with ``FETCH_MAX_WAIT_MS`` for its aiokafka consumer (Faust offers no setting)."""
-
-    def _create_worker_consumer(self, transport: Any) -> Any:
-        consumer = super()._create_worker_consumer(transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read when the consumer starts its fetcher
-        return consumer
-
-
-class PromptFetchConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer, run by ``PromptFetchConsumerThread``."""
-
-    def _new_consumer_thread(self) -> PromptFetchConsumerThread:
-        return PromptFetchConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Sweeper:
@@ -496,8 +475,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         key_serializer="raw",
         value_serializer="raw",
         TableManager=TableManager,
+        stream_buffer_maxsize=STREAM_BUFFER,
     )
-    app.transport.Consumer = PromptFetchConsumer  # type: ignore[misc]  # see FETCH_MAX_WAIT_MS
+    app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # see pipeline/consumer.py
 
     def topic(*names: str) -> faust.TopicT:
         return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,

@@ -284,7 +284,7 @@ def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
 
 def test_worker_consumer_fetches_with_a_short_broker_wait(make_settings):
     """Faust asks the broker to hold a fetch up to 1.5 s; the worker's consumer asks for FETCH_MAX_WAIT_MS."""
-    from pipeline.app import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread
+    from pipeline.consumer import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread
 
     app = create_app(make_settings(store="memory://"))
     thread = app.consumer._thread

@@ -163,6 +163,12 @@ def worker(accounts: int, per_account: int) -> None:
            baseline_name="idle worker")
     growth = quarter[-1] - quarter[0]
     print(f"worker memory growth from 25% to 100% of the stream: {growth:+.0f} MiB", flush=True)
+    if per_account > 3:  # from the third pass on every account and its link groups exist: only revisits
+        settled = next(r for n, r in samples if n >= 3 * accounts)
+        later = total - 3 * accounts
+        print(f"worker memory growth after pass 3 (every account and link group known; {later:,} more events "
+              f"of known accounts): {quarter[-1] - settled:+.0f} MiB ({settled:.0f} -> {quarter[-1]:.0f} MiB)",
+              flush=True)
 
 
 def main() -> int:

@@ -80,6 +80,12 @@ The worker's consumer fills a buffer to the brim instead of pausing its partitio
 (``pipeline/consumer.py``), and a buffered link-update message carries a whole batch of updates: at 4,096
 the worker ended ``bench/state.py --accounts 100000`` at 743-751 MiB, at 2,048 at 674 MiB (649 MiB with
 Faust's consumer), with the same end-to-end rate (8,364 events/s) and event-to-alert p99 (0.80 s)."""
+LINK_BUFFER = 32
+"""Messages the link agent's stream buffers. Each carries a batch of link updates of up to 256 KiB
+(``MAX_BATCH_BYTES``), so ``STREAM_BUFFER`` of them could hold 512 MiB while the link stage lags; 32 hold
+at most 8 MiB, and a full buffer holds delivery back until the link agent takes a message (it never
+waits on the account stage). ``bench/end_to_end.py`` and ``bench/state.py`` gave the same figures with
+it as without (7,303 events/s; 698 MiB at 100,000 accounts): a bound for the worst case."""
 BATCH_WITHIN_S = 0.1
 """How long an agent gathers input before it works on it (at most ``BATCH_MAX`` messages). Every batch
 writes each state it touched once, so a longer window writes less: on the standard file, 500-event
@@ -479,14 +485,17 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     )
     app.transport.Consumer = WorkerConsumer  # type: ignore[misc]  # see pipeline/consumer.py
 
-    def topic(*names: str) -> faust.TopicT:
-        return app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw", partitions=partitions(names[0]))
+    def topic(*names: str, maxsize: int | None = None) -> faust.TopicT:
+        t = app.topic(*(settings.topic(n) for n in names), key_type=bytes, value_type=bytes,
+                      key_serializer="raw", value_serializer="raw", partitions=partitions(names[0]))
+        if maxsize is not None:  # App.topic takes ``maxsize`` but does not pass it on to the Topic
+            t.maxsize = maxsize  # read when an agent's stream clones the topic and makes its buffer
+        return t
 
     events_name, findings_name, verdicts_name = (settings.topic(n) for n in
                                                  ("usage-events", "findings", "analyst-verdicts"))
     account_in = topic("usage-events", "findings", "analyst-verdicts")
-    link_topic = topic("link-updates")
+    link_topic = topic("link-updates", maxsize=LINK_BUFFER)
     findings_topic = topic("findings")
     out_topics = {ALERTS: topic("anomaly-alerts"), ACTIONS: topic("enforcement-actions")}
     out_names = {name: t.get_topic_name() for name, t in out_topics.items()}

@@ -16,7 +16,7 @@ import msgpack
 import pytest
 from faust.types import Message
 
-from pipeline.app import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, create_app
+from pipeline.app import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LINK_BUFFER, STREAM_BUFFER, create_app
 from pipeline.detection.messages import (
     HIGH,
     Finding,
@@ -178,6 +178,15 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
         other_alerts, other_actions = run(seed)
         assert sorted(other_alerts) == sorted(alerts)
         assert sorted(other_actions) == sorted(actions)
+
+
+def test_link_agent_buffers_few_messages_since_each_is_a_batch(app_parts):
+    """Faust's ``App.topic`` drops its ``maxsize``: the link agent's stream must still get the small buffer."""
+    def buffer(agent: str) -> int:  # the queue of the channel the agent's stream iterates over
+        return int(app_parts[agent].channel_iterator.clone(is_iterator=True).queue.maxsize)
+
+    assert buffer("link_agent") == LINK_BUFFER < STREAM_BUFFER
+    assert buffer("account_agent") == STREAM_BUFFER
 
 
 def test_link_agent_names_campaign_members_in_findings(app_parts):

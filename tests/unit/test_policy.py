@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -289,3 +290,13 @@ def test_policy_state_round_trips() -> None:
     assert restored.to_bytes() == state.to_bytes()
     assert policy.decide(finding(CRITICAL, BASE_TS + 1), restored) == policy.decide(
         finding(CRITICAL, BASE_TS + 1), state)
+
+
+def test_policy_state_of_the_one_ladder_format_is_read_as_both_ladders() -> None:
+    """State written by dg-policy-1.0 (one ladder) still reads: what was said stands for each ladder, so
+    an upgraded worker does not alert again on an open episode."""
+    old = msgpack.packb([BASE_TS, BASE_TS + 5, HIGH, 2, None])
+    state = PolicyState.from_bytes(old)
+    assert state.own.fields() == state.campaign.fields() == [BASE_TS, BASE_TS + 5, HIGH, 2]
+    assert decide(finding(HIGH, BASE_TS + 10), state) == (None, None)
+    assert decide(campaign_finding(HIGH, BASE_TS + 10), state)[0] is None

@@ -55,9 +55,8 @@ class Wire:
         return fut
 
 
-@pytest.fixture
-def app_parts(make_settings) -> dict[str, Any]:
-    settings = make_settings(store="memory://")
+def make_parts(settings: Any) -> dict[str, Any]:
+    """An app's parts (``app.dg_parts``) with its ``Wire`` stubbed: what it sends is in ``parts["sent"]``."""
     app = create_app(settings)
     app.finalize()
     app.flow_control.resume()
@@ -69,6 +68,11 @@ def app_parts(make_settings) -> dict[str, Any]:
     parts["wire"].send = wire.send
     parts["sent"] = wire.sent
     return parts
+
+
+@pytest.fixture
+def app_parts(make_settings) -> dict[str, Any]:
+    return make_parts(make_settings(store="memory://"))
 
 
 def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
@@ -140,14 +144,7 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
 
     def run(seed: int) -> tuple[list[bytes], list[bytes]]:
         settings = make_settings(store="memory://")
-        app = create_app(settings)
-        app.finalize()
-        app.flow_control.resume()
-        parts = app.dg_parts
-        wire = Wire({settings.topic("anomaly-alerts"): "alerts", settings.topic("enforcement-actions"): "actions",
-                     settings.topic("link-updates"): "links", settings.topic("findings"): "findings",
-                     settings.topic("usage-events-dlq"): "dlq"})
-        parts["wire"].send = wire.send
+        parts = make_parts(settings)
 
         def message(topic: str, offset: int, value: bytes) -> Message:
             return Message(topic=settings.topic(topic), partition=0, offset=offset, timestamp=0.0,
@@ -168,8 +165,8 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
                 i += n
 
         asyncio.run(go())
-        return ([m["value"] for m in wire.sent["alerts"].messages],
-                [m["value"] for m in wire.sent["actions"].messages])
+        return ([m["value"] for m in parts["sent"]["alerts"].messages],
+                [m["value"] for m in parts["sent"]["actions"].messages])
 
     alerts, actions = run(1)
     kinds = {msgpack.unpackb(a)["kind"] for a in alerts}

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from faust.types import TP, Message
 
-from pipeline.app import create_app
+from pipeline.app import BATCH_MAX, STREAM_BUFFER, create_app
 from pipeline.consumer import YIELD_EVERY, WorkerConsumer
 
 
@@ -24,9 +24,10 @@ def _message(tp: TP, offset: int) -> Message:
                    headers=None, key=b"k", value=b"v", checksum=b"")
 
 
-async def _drain(consumer: Any, tp: TP, offsets: list[int],
-                 on_message: Callable[[Message], Awaitable[None]]) -> None:
-    """Run the consumer's drain loop over one fetched batch of ``offsets`` on ``tp``, then stop it."""
+async def _drain(consumer: Any, tp: TP, offsets: list[int], on_message: Callable[[Message], Awaitable[None]],
+                 while_fetching: Callable[[], None] = lambda: None) -> None:
+    """Run the consumer's drain loop over one fetched batch of ``offsets`` on ``tp``, then stop it;
+    ``while_fetching`` runs while the fetch is under way."""
     fetcher = SimpleNamespace(_stopped=asyncio.Event())
     fetched = [False]
 
@@ -35,6 +36,7 @@ async def _drain(consumer: Any, tp: TP, offsets: list[int],
             fetcher._stopped.set()
             return
         fetched[0] = True
+        while_fetching()
         for offset in offsets:
             yield tp, _message(tp, offset)
 
@@ -160,8 +162,6 @@ def test_a_full_stream_buffer_leaves_the_partition_in_the_fetch(run):
 
 def test_a_stream_buffer_holds_a_whole_batch_and_less_than_faust_default(make_settings):
     # the consumer fills buffers to the brim (no pausing at four-fifths): STREAM_BUFFER bounds that memory
-    from pipeline.app import BATCH_MAX, STREAM_BUFFER
-
     app = create_app(make_settings(store="memory://"))
     assert app.conf.stream_buffer_maxsize == STREAM_BUFFER
     assert BATCH_MAX <= STREAM_BUFFER < 4096
@@ -177,21 +177,10 @@ def test_a_batch_fetched_across_a_rebalance_is_delivered(run):
         delivered.append(message.offset)
 
     async def body(consumer: Any) -> None:
-        fetcher = SimpleNamespace(_stopped=asyncio.Event())
-        calls = [0]
+        def rebalance_ends() -> None:
+            consumer.app.consumer_generation_id += 1
 
-        async def getmany(timeout: float) -> AsyncIterator[tuple[TP, Message]]:
-            calls[0] += 1
-            if calls[0] > 1:
-                fetcher._stopped.set()
-                return
-            consumer.app.consumer_generation_id += 1  # the rebalance ends while the fetch waits
-            for offset in range(5):
-                yield tp, _message(tp, offset)
-
-        consumer.getmany = getmany
-        consumer.callback = on_message
-        await asyncio.wait_for(consumer._drain_messages(fetcher), timeout=30)
+        await _drain(consumer, tp, list(range(5)), on_message, while_fetching=rebalance_ends)
 
     run(body)
     assert delivered == list(range(5))

@@ -1,6 +1,6 @@
 """State: bytes per account, and memory, as the number of accounts grows.
 
-    python bench/state.py [--accounts 100000 1000000] [--per-account 3] [--realistic 300000] [--no-worker]
+    python bench/state.py [--accounts 100000 1000000] [--per-account 3] [--realistic 300000] [--no-worker | --no-in-process]
 
 1. Realistic sizes: the first ``--realistic`` events of the cached simulated file through the engine in
    process; serialised bytes of account, policy and link state (what the worker keeps in RocksDB and its
@@ -40,11 +40,13 @@ from common import (  # noqa: E402
     figure,
     header,
     local_kafka,
+    metric,
     produce,
     start_worker,
 )
 
 from pipeline import codec  # noqa: E402
+from pipeline.app import ROCKSDB_MEMORY, STATS_INTERVAL_S  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
 from pipeline.eventfile import read_events  # noqa: E402
 from pipeline.proc import rss_mib  # noqa: E402
@@ -139,7 +141,7 @@ def worker(accounts: int, per_account: int) -> None:
         del messages
         proc, port = start_worker(settings, workdir / "worker.log")
         try:
-            samples: list[tuple[float, float]] = []
+            samples: list[tuple[float, float, float]] = []
             idle_rss = None
             deadline = time.monotonic() + 3600
             while time.monotonic() < deadline:
@@ -148,23 +150,32 @@ def worker(accounts: int, per_account: int) -> None:
                 rss = proc.rss_mib()
                 if n == 0:
                     idle_rss = rss
-                samples.append((n, rss))
+                samples.append((n, rss, time.monotonic()))
                 if n >= total:
                     break
                 time.sleep(1.0)
+            time.sleep(STATS_INTERVAL_S + 1)  # the worker's next report of RocksDB's memory
+            native = {c: metric(port, "dg_rocksdb_memory_bytes", component=c) for c in ROCKSDB_MEMORY}
             store = sum(f.stat().st_size for f in Path(settings.store_dir).rglob("*") if f.is_file())
         finally:
             proc.stop()
-    quarter = [next(r for n, r in samples if n >= q * total / 4) for q in (1, 2, 3, 4)]
+    quarter = [next(r for n, r, _ in samples if n >= q * total / 4) for q in (1, 2, 3, 4)]
     print(f"worker, {accounts:,} accounts x {per_account} events: resident memory at 25/50/75/100% of the "
           f"stream {' / '.join(f'{r:.0f}' for r in quarter)} MiB (before the first event {idle_rss or 0:.0f} MiB); "
           f"RocksDB files {store / 2**20:.0f} MiB = {store / accounts:.0f} bytes per account")
     figure(f"worker memory at {accounts:,} accounts", quarter[-1], "MiB", baseline=idle_rss or float("nan"),
            baseline_name="idle worker")
+    start = [x for x in samples if x[0] == 0][-1:] or samples[:1]  # the last look before the first event
+    passes = [next((n, r, t) for n, r, t in samples if n >= k * accounts) for k in range(1, per_account + 1)]
+    print(f"worker resident memory after each pass over the accounts: {' / '.join(f'{r:.0f}' for _, r, _ in passes)} "
+          f"MiB; events/s in each pass: " + " / ".join(
+              f"{(n - n0) / (t - t0):,.0f}" for (n0, _, t0), (n, _, t) in zip(start + passes[:-1], passes, strict=True)))
+    print("RocksDB's memory estimates at the end (dg_rocksdb_memory_bytes): "
+          + ", ".join(f"{c} {v / 2**20:.0f} MiB" for c, v in native.items()), flush=True)
     growth = quarter[-1] - quarter[0]
     print(f"worker memory growth from 25% to 100% of the stream: {growth:+.0f} MiB", flush=True)
     if per_account > 3:  # from the third pass on every account and its link groups exist: only revisits
-        settled = next(r for n, r in samples if n >= 3 * accounts)
+        settled = next(r for n, r, _ in samples if n >= 3 * accounts)
         later = total - 3 * accounts
         print(f"worker memory growth after pass 3 (every account and link group known; {later:,} more events "
               f"of known accounts): {quarter[-1] - settled:+.0f} MiB ({settled:.0f} -> {quarter[-1]:.0f} MiB)",
@@ -176,13 +187,15 @@ def main() -> int:
     ap.add_argument("--accounts", type=int, nargs="+", default=[100_000])
     ap.add_argument("--per-account", type=int, default=3)
     ap.add_argument("--realistic", type=int, default=300_000, help="events of the file for part 1; 0 skips it")
-    ap.add_argument("--no-worker", action="store_true")
+    ap.add_argument("--no-worker", action="store_true", help="skip the worker run of part 2")
+    ap.add_argument("--no-in-process", action="store_true", help="skip the in-process run of part 2")
     args = ap.parse_args()
     header("state: bytes per account and memory")
     if args.realistic:
         realistic(args.realistic)
     for a in args.accounts:
-        in_process(a, args.per_account)
+        if not args.no_in_process:
+            in_process(a, args.per_account)
         if not args.no_worker:
             worker(a, args.per_account)
     return 0

@@ -435,6 +435,27 @@ def table_stats(table: Any) -> tuple[int, int | None]:
     return keys, size
 
 
+ROCKSDB_MEMORY = {"memtables": "rocksdb.size-all-mem-tables",
+                  "table_readers": "rocksdb.estimate-table-readers-mem",
+                  "block_cache": "rocksdb.block-cache-usage"}
+"""RocksDB's memory estimates, by the component name of ``dg_rocksdb_memory_bytes``."""
+
+
+def rocksdb_memory(tables: list[Any]) -> dict[str, int]:
+    """RocksDB's memory estimates (``ROCKSDB_MEMORY``) summed over the tables' open databases; empty for
+    other stores. Each table partition has a block cache of its own, so the block cache usages add up."""
+    total: dict[str, int] = {}
+    for table in tables:
+        for db in list((getattr(table.data, "_dbs", None) or {}).values()):
+            for component, prop in ROCKSDB_MEMORY.items():
+                try:
+                    value = int(db.property_int_value(prop) or 0)
+                except Exception:  # an estimate is optional
+                    continue
+                total[component] = total.get(component, 0) + value
+    return total
+
+
 def worker_ready(app: faust.App) -> bool:
     """Whether the worker processes input now: it has partitions, no rebalance or table recovery is under
     way, and Faust lets its input flow (read from the metrics thread at each scrape: plain attribute reads,
@@ -697,6 +718,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         n_accounts, size = table_stats(account_table)
         n_links, link_size = table_stats(link_table)
         metrics.set_state(n_accounts, (size or 0) + (link_size or 0), n_links)
+        metrics.set_rocksdb_memory(rocksdb_memory([account_table, policy_table, link_table]))
 
     idle_ms = int(settings.idle_expiry_hours * 3_600_000)
     sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms)]

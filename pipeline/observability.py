@@ -80,6 +80,10 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("dg_state_accounts", "gauge", "Accounts with detection state on this worker"),
     MetricSpec("dg_state_bytes", "gauge", "Serialised size of the detection state on this worker"),
     MetricSpec("dg_link_keys", "gauge", "Shared keys (payment, fingerprint, network) tracked for campaign linking"),
+    MetricSpec("dg_rocksdb_memory_bytes", "gauge",
+               "Native memory of the worker's RocksDB state stores, as RocksDB estimates it, by component: "
+               "memtables, table_readers (index and filter blocks outside the block cache), block_cache",
+               ("component",)),
     MetricSpec("dg_worker_ready", "gauge",
                "1 while the worker has partitions, its tables are recovered and its input flows; 0 while it starts, "
                "rebalances or recovers"),
@@ -213,6 +217,11 @@ class WorkerMetrics:
         self._m["dg_state_bytes"].set(size_bytes)
         if link_keys is not None:
             self._m["dg_link_keys"].set(link_keys)
+
+    def set_rocksdb_memory(self, components: dict[str, int]) -> None:
+        """RocksDB's own memory estimates, summed over this worker's databases (see ``ROCKSDB_MEMORY``)."""
+        for component, size in components.items():
+            self._m["dg_rocksdb_memory_bytes"].labels(component=component).set(size)
 
     def track_readiness(self, ready: Callable[[], bool]) -> None:
         """``dg_worker_ready`` is ``ready()`` at each scrape (a readiness probe, a benchmark's start signal)."""

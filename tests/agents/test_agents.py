@@ -16,7 +16,16 @@ import msgpack
 import pytest
 from faust.types import Message
 
-from pipeline.app import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC, LINK_BUFFER, STREAM_BUFFER, create_app
+from pipeline.app import (
+    DLQ_OFFSET,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    LINK_BUFFER,
+    ROCKSDB_MEMORY,
+    STREAM_BUFFER,
+    create_app,
+    rocksdb_memory,
+)
 from pipeline.detection.messages import (
     HIGH,
     Finding,
@@ -362,3 +371,23 @@ def test_worker_consumer_fetches_with_a_short_broker_wait(make_settings):
 
     consumer = asyncio.run(build())
     assert consumer._fetch_max_wait_ms == FETCH_MAX_WAIT_MS == 100
+
+
+def test_rocksdb_memory_sums_the_estimates_of_every_open_database(tmp_path):
+    from types import SimpleNamespace
+
+    import rocksdict
+
+    dbs = {p: rocksdict.Rdict(str(tmp_path / f"p{p}"), rocksdict.Options(raw_mode=True)) for p in (0, 1)}
+    try:
+        for p, db in dbs.items():
+            for i in range(1000 * (p + 1)):
+                db.put(f"account-{i}".encode(), b"x" * 200)
+        one = rocksdb_memory([SimpleNamespace(data=SimpleNamespace(_dbs={0: dbs[0]}))])
+        both = rocksdb_memory([SimpleNamespace(data=SimpleNamespace(_dbs=dbs))])
+        assert set(both) == set(ROCKSDB_MEMORY)
+        assert 200_000 <= one["memtables"] < both["memtables"]  # 1,000 and 3,000 values of 200 bytes
+        assert rocksdb_memory([SimpleNamespace(data={})]) == {}  # the memory store has no estimates
+    finally:
+        for db in dbs.values():
+            db.close()

@@ -116,6 +116,7 @@ def test_processing_histogram_and_gauges() -> None:
     m.set_lag("usage-events", 1, 7)
     m.set_lag("usage-events", 1, 3)
     m.set_state(accounts=42, size_bytes=12_345, link_keys=9)
+    m.set_rocksdb_memory({"memtables": 4096, "block_cache": 512})
     s = _samples(m)
     assert s[("dg_processing_seconds_count", ())] == 3.0
     assert s[("dg_processing_seconds_bucket", (("le", "0.005"),))] == 2.0
@@ -125,6 +126,8 @@ def test_processing_histogram_and_gauges() -> None:
     assert s[("dg_state_accounts", ())] == 42.0
     assert s[("dg_state_bytes", ())] == 12_345.0
     assert s[("dg_link_keys", ())] == 9.0
+    assert s[("dg_rocksdb_memory_bytes", (("component", "memtables"),))] == 4096.0
+    assert s[("dg_rocksdb_memory_bytes", (("component", "block_cache"),))] == 512.0
     m.forget_partition("usage-events", 0)
     m.forget_partition("usage-events", 5)  # never set: no error
     assert ("dg_consumer_lag", (("partition", "0"), ("topic", "usage-events"))) not in _samples(m)

@@ -115,10 +115,14 @@ class LinkGroup:
         g = cls(v[1])
         (version, _, members, g.n_seen, g.updates, g.now, g.detected_ts, g.alerted_n, g.alerted_sev, g.ref,
          g.applied_offset) = v
-        if version == 2:
-            members = {acc: (m[0], m[1], _unscaled(m[2], 1000), _unscaled(m[3], 10_000),
-                             _unscaled(m[4], 10_000), *m[5:11], _unscaled(m[11], 10_000))
-                       for acc, m in members.items()}
+        if version == 2:  # each member's written form is at hand: ``to_bytes`` need not make it again
+            packed = g._packed
+            records = {}
+            for acc, m in members.items():
+                rec = records[acc] = (m[0], m[1], _unscaled(m[2], 1000), _unscaled(m[3], 10_000),
+                                      _unscaled(m[4], 10_000), *m[5:11], _unscaled(m[11], 10_000))
+                packed[acc] = (rec, m)
+            members = records
         g.members = members
         return g
 

@@ -284,3 +284,10 @@ def test_written_form_follows_every_member_change() -> None:
     g._packed.clear()
     assert g.to_bytes() == cached
     assert LinkGroup.from_bytes(cached).members == g.members
+    restored = LinkGroup.from_bytes(cached)  # its written forms come from the bytes it was read from
+    assert restored._packed and restored.to_bytes() == cached
+    for group in (g, restored):
+        feed(group, [member(i, ts=NOW + 99, n=40) for i in range(10, 14)], cfg, template=0xAB)
+    assert restored.to_bytes() == g.to_bytes()
+    restored._packed.clear()
+    assert restored.to_bytes() == g.to_bytes()

@@ -8,4 +8,5 @@ PY="${1:-python}"
 "$PY" bench/end_to_end.py
 "$PY" bench/latency.py
 "$PY" bench/state.py
+"$PY" bench/state_cache.py
 "$PY" bench/scale_out.py

@@ -258,6 +258,33 @@ def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
     assert (len(cache), cache.total, cache.get("a")) == (0, 0, None)
 
 
+def test_state_cache_keeps_state_touched_again_through_a_flood_of_one_off_keys():
+    from pipeline.app import StateCache
+
+    cache = StateCache(100)  # 20 on probation, 80 protected
+    cache.keep("template-group", "hot")
+    cache.keep("template-group", "hot")  # a second batch touched it: protected
+    for i in range(10_000):  # a million one-off accounts, in small
+        cache.keep(f"one-off-{i}", "cold")  # each on probation, the oldest out first
+    assert cache.get("template-group") == "hot"
+    assert (len(cache), cache.total) == (100, 100)  # the one-off keys fill only what is free
+    assert cache.get("one-off-9900") is None and cache.get("one-off-9901") == "cold"
+    for i in range(80):  # 80 more keys touched twice: the least recently kept falls back to probation
+        cache.keep(f"hot-{i}", "hot")
+        cache.keep(f"hot-{i}", "hot")
+    assert (len(cache.protected), len(cache.probation), cache.total) == (80, 20, 100)
+    assert "template-group" in cache.probation
+    for i in range(20):  # and leaves with the next keys seen once, after the older ones on probation
+        cache.keep(f"late-{i}", "cold")
+        assert ("template-group" in cache.probation) == (i < 19)
+    assert cache.get("hot-0") == "hot"
+    big = StateCache(10, weight=len)
+    big.keep("small", "x")
+    big.keep("small", "x")
+    big.keep("huge", "y" * 11)  # heavier than the whole cache: not kept
+    assert (big.get("huge"), big.get("small"), big.total) == (None, "x", 1)
+
+
 def test_cached_state_is_what_was_written_and_is_dropped_on_rebalance(app_parts):
     events = [e for e in factories.harvester_and_noise(600) if e["account_id"] == "harvester"]
     _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])

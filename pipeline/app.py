@@ -281,14 +281,15 @@ class StateCache:
     (1 per account state, members + 8 per link group).
 
     Scan-resistant (a segmented LRU): an object kept for the first time goes on *probation* (by default
-    a fifth of the capacity, and whatever the rest leaves free), least recently used out first; kept again while still cached (a key touched by a second
-    batch), it moves to the *protected* rest, whose least recently used fall back to probation. A flood of
-    keys seen once (a million one-off accounts, each with a payment fingerprint of its own) so churns only
-    probation, and the state that most batches touch stays decoded: a prompt template's group of hundreds
-    of members costs milliseconds to decode, rebuild and re-encode from scratch. With a plain LRU, pass 3
-    of ``bench/state.py --accounts 1000000`` evicted those groups at every batch and ran at under 600
-    events/s, nearly all of it in the link stage's decoding and encoding. On the standard file it misses
-    fewer link groups than a plain LRU too, and the same account states (``bench/state_cache.py``).
+    a fifth of the capacity, and whatever the rest leaves free), least recently used out first; kept
+    again while still cached (a key touched by a second batch), it moves to the *protected* rest, whose
+    least recently used fall back to probation. A flood of keys seen once (a million one-off accounts,
+    each with a payment fingerprint of its own) so churns only probation, and the state that most batches
+    touch stays decoded: a group of hundreds of members costs milliseconds to decode, rebuild and
+    re-encode from scratch. With a plain LRU, pass 3 of ``bench/state.py --accounts 1000000`` evicted
+    those groups at every batch and ran at under 600 events/s, nearly all of it in the link stage's
+    decoding and encoding. On the standard file it misses fewer link groups than a plain LRU too, and
+    the same account states (``bench/state_cache.py``).
 
     Only this worker writes the partitions it owns, so a cached object equals its stored bytes until the
     partitions move: the table clears its caches on every rebalance and after recovery, drops deleted

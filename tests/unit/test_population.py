@@ -10,11 +10,11 @@ from river import anomaly, stats
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.population import (
     FEATURES,
+    FlatTrees,
     PopulationModels,
     PopulationScore,
     Segment,
     model_vector,
-    score_then_learn,
 )
 
 WARMUP = 60
@@ -49,8 +49,8 @@ def test_model_vector_maps_every_feature_into_the_unit_range() -> None:
     rng = random.Random(2)
     for p in [EXTREME, {k: 0.0 for k in EXTREME}, *(ordinary(rng) for _ in range(50))]:
         x = model_vector(p)
-        assert set(x) == set(FEATURES)
-        assert all(0.0 <= v <= 1.0 for v in x.values())
+        assert len(x) == len(FEATURES)
+        assert all(0.0 <= v <= 1.0 for v in x)
 
 
 def test_nothing_is_anomalous_before_warm_up() -> None:
@@ -111,7 +111,7 @@ def test_the_seed_is_explicit_per_partition() -> None:
     models = PopulationModels(CFG)
     models.score("pro", 0, EXTREME)
     models.score("pro", 3, EXTREME)
-    seeds = {k: seg.model.seed for k, seg in models.segments.items()}
+    seeds = {k: seg.seed for k, seg in models.segments.items()}
     assert seeds == {("pro", 0): CFG.population_seed * 1000, ("pro", 3): CFG.population_seed * 1000 + 3}
 
 
@@ -121,21 +121,37 @@ def test_segment_uses_the_configured_quantile(quantile: float) -> None:
     assert seg.quantile.q == quantile
 
 
-@pytest.mark.parametrize("drop", [None, "tools_per_req"])
-def test_one_walk_scores_and_learns_exactly_as_river(drop: str | None) -> None:
-    """The fused walk gives river's scores bit for bit, and leaves the trees with river's masses, over
-    several window pivots, with a mix of ordinary and extreme vectors (and with a feature missing, where
-    both pick the child by mass)."""
+def test_flat_trees_score_and_learn_exactly_as_river() -> None:
+    """The segment's model gives river's scores bit for bit, through river's first window and then the
+    flat walk, over several window pivots, with a mix of ordinary and extreme vectors; the flat trees
+    keep river's masses node for node."""
     rng = random.Random(3)
-    ours = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=11)
-    river = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=50, seed=11)
-    for i in range(400):
+    seg = Segment(CFG, seed=11)
+    river = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=WINDOW, seed=11)
+    for i in range(4 * WINDOW + 130):
         x = model_vector(EXTREME if i % 37 == 0 else ordinary(rng))
-        if drop is not None and i % 3 == 0:
-            del x[drop]
-        expected = river.score_one(x)
-        river.learn_one(x)
-        assert score_then_learn(ours, x) == expected
-    masses = [[(n.l_mass, n.r_mass) for n in nodes] for nodes in ours._tree_nodes]
-    assert masses == [[(n.l_mass, n.r_mass) for n in nodes] for nodes in river._tree_nodes]
-    assert (ours.counter, ours._first_window) == (river.counter, river._first_window)
+        xd = dict(zip(FEATURES, x, strict=True))
+        expected = river.score_one(xd)
+        river.learn_one(xd)
+        assert seg.score_and_learn(x).score == expected, i
+        assert (seg.flat is None) == (i < WINDOW - 1)  # laid out flat once the first window is over
+    assert seg.model is None and seg.flat is not None  # river's nodes are let go
+    for (feature, threshold, current, reference), root in zip(seg.flat.trees, river.trees, strict=True):
+        nodes = [root]
+        for i in range(len(current) // 2):
+            nodes += nodes[i].children
+        assert current == [n.l_mass for n in nodes]
+        assert reference == [n.r_mass for n in nodes]
+        assert [FEATURES[f] for f in feature] == [n.feature for n in nodes[: len(feature)]]
+        assert threshold == [n.threshold for n in nodes[: len(threshold)]]
+    assert seg.flat.counter == river.counter
+
+
+def test_flat_trees_need_the_first_window_over() -> None:
+    model = anomaly.HalfSpaceTrees(n_trees=2, height=3, window_size=10, seed=1)
+    with pytest.raises(ValueError, match="first window"):
+        FlatTrees.from_river(model)
+    x = dict.fromkeys(FEATURES, 0.5)
+    model.learn_one(x)
+    with pytest.raises(ValueError, match="first window"):
+        FlatTrees.from_river(model)

@@ -242,6 +242,60 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
     assert (group.updates, group.applied_offset) == first == (20, 19)
 
 
+def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_parts, monkeypatch):
+    """A link batch of many groups writes its outputs, then its state, each time the changed state reaches
+    ``BATCH_STATE_WEIGHT``, and ends with the state one write at the end would leave; redelivered whole
+    after that (a crash before the ack), it changes and sends nothing."""
+    import pipeline.app
+    from pipeline.detection.messages import MemberSummary
+
+    monkeypatch.setattr(pipeline.app, "BATCH_STATE_WEIGHT", 100)
+    ts = factories.BASE_TS + 12 * 3_600_000
+    msgs = []
+    for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)
+        s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
+                          None, "pro", 0.9)
+        updates = [LinkUpdate("pay:shared", s)] + [LinkUpdate(f"pay:one-off-{i}-{j}", s) for j in range(15)]
+        msgs += [(b"x", raw) for raw in encode_link_updates(updates)]
+    order: list[tuple[str, int]] = []  # the batch's outputs (a message each) and writes of state (groups)
+    send, table = app_parts["wire"].send, app_parts["tables"]["link-state"]
+    changelog, put_many = table.changelog_topic.get_topic_name(), table.put_many
+
+    async def recording_send(topic: str, *args: Any, **kwargs: Any) -> Any:
+        if topic != changelog:
+            order.append(("output", 1))
+        return await send(topic, *args, **kwargs)
+
+    async def recording_put_many(items: list[Any]) -> None:
+        order.append(("state", len(items)))
+        await put_many(items)
+
+    app_parts["wire"].send = recording_send
+    monkeypatch.setattr(table, "put_many", recording_put_many)
+    _put(app_parts, "link_agent", msgs)  # one batch of 20 messages
+    # one message's 16 groups reach the bound: the batch writes after each message, and the outputs of a
+    # message (from the fifth on, the campaign's: an alert or findings) leave before its groups' state
+    rounds, outputs = [], 0
+    for kind, n in order:
+        if kind == "output":
+            outputs += 1
+        else:
+            rounds.append((outputs, n))
+            outputs = 0
+    assert [n for _, n in rounds] == [16] * 20 + [0]  # and nothing is left for the end of the batch
+    assert [bool(outputs) for outputs, _ in rounds[:20]] == [False] * 4 + [True] * 16
+    named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
+    assert named == {f"m{i}" for i in range(20)}
+    group = app_parts["engine"].links.get("pay:shared")
+    assert (group.updates, len(group.members)) == (20, 20)
+    assert all(app_parts["engine"].links.get(f"pay:one-off-{i}-14") is not None for i in range(20))
+    sent_before = {name: len(sent.messages) for name, sent in app_parts["sent"].items()}
+    order.clear()
+    _put(app_parts, "link_agent", msgs)  # the same batch again, as after a crash before its ack
+    assert {name: len(sent.messages) for name, sent in app_parts["sent"].items()} == sent_before
+    assert app_parts["engine"].links.get("pay:shared").updates == 20
+
+
 def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
     from pipeline.app import StateCache
 

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
                                     "answered for this many seconds (the worker rides out shorter outages)")
     dlq_redact_text: bool = Field(False, description="remove prompt/completion/messages fields from DLQ copies")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
+    standby_replicas: int = Field(0, ge=0, description="warm copies of each table partition other workers keep "
+                                  "(Faust's table_standby_replicas): a failover then skips most of the changelog "
+                                  "replay, but every worker replays the others' state writes as they happen")
 
     # Detection and policy (pipeline/detection/config.py documents every knob; these are the ones to tune)
     enforce: bool = Field(False, description="enforce mode: actions are to be carried out (needs DG_SIGNING_KEY); "

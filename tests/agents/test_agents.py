@@ -439,6 +439,13 @@ def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
     assert not worker_ready(app(flow_control=stopped))
 
 
+def test_standby_replicas_are_off_unless_asked_for(make_settings):
+    """Faust keeps one standby copy of every table partition by default; the worker keeps none unless
+    ``DG_STANDBY_REPLICAS`` asks (each copy replays another worker's state writes all the time)."""
+    assert create_app(make_settings(store="memory://")).conf.table_standby_replicas == 0
+    assert create_app(make_settings(store="memory://", standby_replicas=2)).conf.table_standby_replicas == 2
+
+
 def test_worker_consumer_fetches_with_a_short_broker_wait(make_settings):
     """Faust asks the broker to hold a fetch up to 1.5 s; the worker's consumer asks for FETCH_MAX_WAIT_MS."""
     from pipeline.consumer import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread

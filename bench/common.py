@@ -16,7 +16,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ from pipeline.proc import ChildProcess, WorkerProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 CACHE = REPO / "bench" / ".cache"
+BROKER_PID: int | None = None
+"""The pid of the broker ``local_kafka`` started (None with ``DG_BENCH_BOOTSTRAP`` or before it starts)."""
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -110,9 +112,12 @@ def local_kafka() -> Iterator[str]:
         data = Path(tmp)
         settings = Settings(kafka_port=free_port(), kafka_controller_port=free_port(), kafka_data_dir=data)
         info = kafka_local.start(settings, data_dir=data, timeout=180)
+        global BROKER_PID
+        BROKER_PID = info.pid
         try:
             yield info.bootstrap
         finally:
+            BROKER_PID = None
             if info.started:
                 kafka_local.stop(settings, data_dir=data)
 
@@ -182,7 +187,7 @@ def metric(port: int, name: str, **labels: str) -> float:
     return 0.0
 
 
-def wait_ready(ports: list[int], procs: list[ChildProcess], timeout: float = 180) -> float:
+def wait_ready(ports: list[int], procs: Sequence[ChildProcess], timeout: float = 180) -> float:
     """Until every worker reports ``dg_worker_ready`` 1 (partitions assigned, tables recovered, input
     flowing): a consumer group can be Stable while its members still recover. Returns the seconds waited."""
     t0 = time.monotonic()
@@ -199,9 +204,10 @@ def accepted(ports: list[int]) -> float:
     return sum(metric(p, "dg_events_total", result="accepted") for p in ports)
 
 
-def rate_until(count: Any, target: int, procs: list[ChildProcess], timeout: float, poll: float = 0.1) -> float:
+def rate_until(count: Any, target: int, procs: Sequence[ChildProcess], timeout: float, poll: float = 0.1,
+               cpu: CpuMeter | None = None) -> float:
     """Items per second of ``count()`` from the first poll that sees progress until it reaches ``target``
-    (so start-up and group joining are not counted)."""
+    (so start-up and group joining are not counted); ``cpu``, when given, is started and stopped with it."""
     deadline = time.monotonic() + timeout
     first: tuple[float, float] | None = None
     while time.monotonic() < deadline:
@@ -211,7 +217,62 @@ def rate_until(count: Any, target: int, procs: list[ChildProcess], timeout: floa
         now = time.monotonic()
         if first is None and n > 0:
             first = (now, n)
+            if cpu is not None:
+                cpu.start()
         elif first is not None and n >= target:
+            if cpu is not None:
+                cpu.stop()
             return (n - first[1]) / (now - first[0])
         time.sleep(poll)
     raise TimeoutError(f"only {count()} of {target} after {timeout} s")
+
+
+# ------------------------------------------------------------------------------------------ CPU time
+
+
+def _machine_jiffies() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot, from ``/proc/stat``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle and iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])  # guest time is already counted in user
+
+
+def _process_jiffies(pid: int) -> int:
+    """User and system clock ticks of one process (all its threads) since it started."""
+    after_name = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(after_name[11]) + int(after_name[12])  # utime, stime: fields 14 and 15
+
+
+class CpuMeter:
+    """Where the cores went over an interval: how many the whole machine kept busy, and how many each named
+    process used (CPU seconds over wall seconds; Linux ``/proc``). A ratio of two runs on a machine whose
+    cores were all busy is a share of the machine, not a property of the code."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._t0 = 0.0
+        self._machine0 = (0, 0)
+        self._procs0: dict[str, int] = {}
+        self.wall = 0.0
+        self.machine_cores = 0.0
+        self.cores: dict[str, float] = {}
+
+    def start(self) -> None:
+        self._t0 = time.monotonic()
+        self._machine0 = _machine_jiffies()
+        self._procs0 = {name: _process_jiffies(pid) for name, pid in self.pids.items()}
+
+    def stop(self) -> None:
+        self.wall = time.monotonic() - self._t0
+        busy, total = _machine_jiffies()
+        n_cores = os.cpu_count() or 1
+        self.machine_cores = n_cores * (busy - self._machine0[0]) / max(total - self._machine0[1], 1)
+        tick = os.sysconf("SC_CLK_TCK")
+        self.cores = {name: (_process_jiffies(pid) - self._procs0[name]) / tick / self.wall
+                      for name, pid in self.pids.items()}
+
+    def report(self) -> str:
+        named = sum(self.cores.values())
+        parts = [f"{name} {cores:.2f}" for name, cores in self.cores.items()]
+        return (f"cores busy: machine {self.machine_cores:.2f} of {os.cpu_count()} over {self.wall:.1f} s; "
+                + ", ".join(parts) + f", everything else {max(self.machine_cores - named, 0.0):.2f}")

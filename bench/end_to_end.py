@@ -32,7 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import common  # noqa: E402
 from common import (  # noqa: E402
+    CpuMeter,
     accepted,
     bench_settings,
     cached_events,
@@ -46,6 +48,7 @@ from common import (  # noqa: E402
     rate_until,
     raw_messages,
     start_worker,
+    wait_ready,
 )
 
 from pipeline import codec  # noqa: E402
@@ -109,17 +112,32 @@ def faust_count_rate(settings: Settings, n: int, workdir: Path, consumer: str = 
         proc.stop()
 
 
-def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1) -> tuple[float, float, list[float]]:
+def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1,
+                steady: bool = False) -> tuple[float, float, list[float], CpuMeter]:
     """Events per second the account stage of ``workers`` workers takes in, the seconds from then until
-    the link stage has committed everything, and each worker's resident memory (MiB) at the end.
+    the link stage has committed everything, each worker's resident memory (MiB) at the end, and where
+    the machine's cores went while the account stage ran (workers, broker, the rest).
 
-    The workers' metrics are polled every 0.5 s (serving a scrape costs the worker CPU time; Prometheus
-    would scrape every 15 s), and the drain ends at the first of two consecutive polls with no lag."""
+    The rate runs from the first progress seen, or with ``steady`` from the first poll at which every
+    worker reports itself ready: workers started together still join the group one after the other (the
+    local broker has ``group.initial.rebalance.delay.ms=0``), so the first takes every partition and
+    starts alone, and the group rebalances, and the moved partitions' state is recovered, when the next
+    joins. The workers' metrics are polled every 0.5 s (serving a scrape costs the worker CPU time;
+    Prometheus would scrape every 15 s), and the drain ends at the first of two consecutive polls with no
+    lag."""
     workdir.mkdir(parents=True, exist_ok=True)
     started = [start_worker(settings, workdir / f"worker-{i}.log") for i in range(workers)]
     procs, ports = [p for p, _ in started], [port for _, port in started]
+    pids = {f"worker {i + 1}" if workers > 1 else "worker": p.pid for i, p in enumerate(procs)}
+    if common.BROKER_PID is not None:
+        pids["broker"] = common.BROKER_PID
+    cpu = CpuMeter(pids)
     try:
-        rate = rate_until(lambda: accepted(ports), n, procs, timeout=1800, poll=0.5)
+        if steady:
+            waited = wait_ready(ports, procs)
+            print(f"{workers} worker(s) ready after {waited:.1f} s, having taken {accepted(ports):,.0f} of the "
+                  f"{n:,} events by then: the rate counts the rest", flush=True)
+        rate = rate_until(lambda: accepted(ports), n, procs, timeout=1800, poll=0.5, cpu=cpu)
         t0 = time.monotonic()
         calm, calm_since = 0, t0
         while calm < 2 and time.monotonic() - t0 < 600:
@@ -134,7 +152,7 @@ def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1) -> 
             time.sleep(0.5)
         drain = calm_since - t0
         rss = [p.rss_mib() for p in procs]
-        return rate, drain, rss
+        return rate, drain, rss, cpu
     finally:
         for p in procs:
             p.stop()
@@ -172,12 +190,13 @@ def main() -> int:
         count_wc = faust_count_rate(settings, n, workdir, consumer="worker")
         figure("Faust agent (decode + count) on the worker's consumer", count_wc, "events/s", baseline=count,
                baseline_name="Faust's consumer")
-        account_rate, drain, rss = worker_rate(settings, n, workdir)
+        account_rate, drain, rss, cpu = worker_rate(settings, n, workdir)
         # the figure that counts: every stage done (the link stage drains after the account stage)
         rate = all_stages_rate(n, account_rate, drain)
         figure("worker, account stage", account_rate, "events/s", baseline=count, baseline_name="Faust decode+count")
         print(f"link stage committed everything {drain:.1f} s after the account stage took the last event; "
               f"worker RSS at the end {rss[0]:.0f} MiB", flush=True)
+        print(f"account stage, {cpu.report()}", flush=True)
         figure("worker, all stages (full detection)", rate, "events/s", baseline=count,
                baseline_name="Faust decode+count")
         figure("worker, all stages (full detection)", rate, "events/s", baseline=count_wc,

@@ -109,9 +109,9 @@ BATCH_STATE_WEIGHT = LINK_CACHE
 """The most changed state a batch holds before it writes it (weighed as in the caches: 1 per account
 state, members + 8 per link group): about what the caches keep, overshot by one input message at most.
 A batch that reaches it delivers its outputs so far and writes its state, then goes on; its input is
-acknowledged at the end, as always. This is safe for the reason a crash between batches is: each state records the
-input offsets it has applied, so a redelivery skips them, and the outputs of what it applied were
-acknowledged first.
+acknowledged at the end, as always. This is safe for the reason a crash between batches is: each state
+records the input offsets it has applied, so a redelivery skips them, and the outputs of what it
+applied were acknowledged first.
 
 The link agent needs it: its batch takes up to ``BATCH_MAX`` messages of up to 256 KiB of updates each.
 In pass 3 of ``bench/state.py --accounts 300000`` (every account first reports to its link keys), one

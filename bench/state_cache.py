@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cached_events, figure, header  # noqa: E402
 
-from pipeline.app import ACCOUNT_CACHE, LINK_CACHE, StateCache  # noqa: E402
+from pipeline.app import ACCOUNT_CACHE, LINK_CACHE, StateCache, link_group_weight  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
 from pipeline.eventfile import read_events  # noqa: E402
 
@@ -35,7 +35,7 @@ class Recording(dict[str, Any]):
     def __init__(self, weight: Any) -> None:
         super().__init__()
         self.weight = weight
-        self.written: dict[str, int] = {}
+        self.written: dict[str, Any] = {}
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
@@ -67,7 +67,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=500, help="events per batch (the worker takes up to 2,000)")
     args = ap.parse_args()
     header("state cache: misses, scan-resistant against plain LRU")
-    accounts, links = Recording(lambda st: 1), Recording(lambda g: len(g.members) + 8)
+    accounts, links = Recording(lambda st: 1), Recording(link_group_weight)
     engine = Engine(DetectionConfig(), accounts=accounts, links=links)
     account_batches: list[list[tuple[str, int]]] = []
     link_batches: list[list[tuple[str, int]]] = []
@@ -78,7 +78,7 @@ def main() -> int:
             account_batches.append(accounts.take())
             link_batches.append(links.take())
     print(f"{args.events:,} events in batches of {args.batch}: {len(accounts):,} accounts, {len(links):,} link groups "
-          f"(total weight {sum(len(g.members) + 8 for g in links.values()):,}); capacities {ACCOUNT_CACHE:,} and "
+          f"(total weight {sum(link_group_weight(g) for g in links.values()):,}); capacities {ACCOUNT_CACHE:,} and "
           f"{LINK_CACHE:,}", flush=True)
     for name, batches, capacity in (("account states", account_batches, ACCOUNT_CACHE),
                                     ("link groups", link_batches, LINK_CACHE)):

@@ -105,6 +105,13 @@ ACCOUNT_CACHE = 10_000
 LINK_CACHE = 50_000
 """Decoded link groups kept between batches, weighed by members + 8 (a group costs a few KiB of Python
 objects before its first member, a few hundred bytes per member after): at most ~6,000 small groups."""
+
+
+def link_group_weight(group: LinkGroup) -> int:
+    """A link group's weight in ``LINK_CACHE`` and ``BATCH_STATE_WEIGHT``: its members + 8."""
+    return len(group.members) + 8
+
+
 BATCH_STATE_WEIGHT = LINK_CACHE
 """The most changed state a batch holds before it writes it (weighed as in the caches: 1 per account
 state, members + 8 per link group): about what the caches keep, overshot by one input message at most.
@@ -593,7 +600,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     account_table, policy_table, link_table = table("account-state"), table("policy-state"), table("link-state")
     accounts = BatchStore(account_table, AccountState.from_bytes, StateCache(ACCOUNT_CACHE))
     policy = BatchStore(policy_table, PolicyState.from_bytes, StateCache(ACCOUNT_CACHE))
-    links = BatchStore(link_table, LinkGroup.from_bytes, StateCache(LINK_CACHE, lambda g: len(g.members) + 8))
+    links = BatchStore(link_table, LinkGroup.from_bytes, StateCache(LINK_CACHE, link_group_weight))
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
 
     key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]

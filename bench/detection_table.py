@@ -15,12 +15,13 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
 from pipeline.metrics import Evaluation  # noqa: E402
+from pipeline.models import UsageEvent  # noqa: E402
 from pipeline.simulate import generate  # noqa: E402
 
 
@@ -32,7 +33,7 @@ def run(scenario: str, seed: int, links: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     for e in sim.events:
         ev.observe_event(e)
-        for out in engine.process(e):
+        for out in engine.process(cast(UsageEvent, e)):  # the simulator writes contract events
             ev.observe_output(out.topic, out.value)
     secs = time.perf_counter() - t0
     m = ev.compute()

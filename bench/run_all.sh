@@ -10,3 +10,4 @@ PY="${1:-python}"
 "$PY" bench/state.py
 "$PY" bench/state_cache.py
 "$PY" bench/scale_out.py
+"$PY" bench/failover.py

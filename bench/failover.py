@@ -32,7 +32,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import accepted, figure, header, local_kafka, metric, start_worker, wait_ready  # noqa: E402
+from common import (  # noqa: E402
+    accepted,
+    figure,
+    header,
+    local_kafka,
+    metric,
+    rate_until,
+    start_worker,
+    wait_ready,
+)
 from end_to_end import prepare  # noqa: E402
 
 from pipeline.settings import Settings  # noqa: E402
@@ -64,14 +73,7 @@ def run(bootstrap: str, workdir: Path, events: int, kill_at: float, partitions: 
     procs, ports = [p for p, _ in started], [port for _, port in started]
     try:
         waited = wait_ready(ports, procs, timeout=300)
-        target = kill_at * events
-        deadline = time.monotonic() + 1800
-        while accepted(ports) < target:
-            for p in procs:
-                p.check()
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the workers took only {accepted(ports):,.0f} of {target:,.0f} events")
-            time.sleep(POLL_S)
+        rate_until(lambda: accepted(ports), int(kill_at * events), procs, timeout=1800, poll=POLL_S)
         victim, survivor = procs[1], procs[0]
         port = ports[0]
         before = metric(port, "dg_events_total", result="accepted")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import campaigns, hard_negatives, populations
+from . import campaigns, evasions, hard_negatives, lookalikes, populations
 from .world import World
 
 Generator = Callable[[World, dict], dict[str, np.ndarray]]
@@ -31,6 +31,18 @@ GENERATORS: dict[str, Generator] = {
     "camp_hydra": campaigns.hydra,
     "camp_slowlow": campaigns.slow_and_low,
     "camp_naive": campaigns.naive,
+    "oss_agents": lookalikes.oss_agents,
+    "course": lookalikes.course,
+    "eval_company": lookalikes.eval_company,
+    "research_lab": lookalikes.research_lab,
+    "ci_bots": lookalikes.ci_bots,
+    "reseller_frontends": lookalikes.reseller_frontends,
+    "shared_clients": lookalikes.shared_clients,
+    "cloud_devs": lookalikes.cloud_devs,
+    "camp_diverse": evasions.diverse,
+    "camp_human": evasions.human,
+    "camp_lowvol": evasions.lowvol,
+    "camp_org": evasions.org,
 }
 
 
@@ -117,6 +129,70 @@ _HARD_POPS: dict[str, dict] = {
     "camp_naive": {"interval_s": (15.0, 30.0), "flips": _FLIPS, "mix": 0.1},
 }
 
+# Benign look-alikes (``lookalikes``): crowds that share what campaigns share, each labelled benign.
+LOOKALIKE_POPS: dict[str, dict] = {
+    "oss_agents": {
+        "tools": (2, 3),
+        "users": (100, 300),
+        "sessions_per_day": (0.3, 8.0),
+        "system_share": (0.5, 0.9),
+        "loop_share": 0.1,
+        "cloud_share": 0.15,
+    },
+    "course": {"courses": (1, 2), "students": (80, 200), "peak_per_day": (5.0, 60.0)},
+    "eval_company": {
+        "companies": (1, 2),
+        "accounts": (2, 5),
+        "pace_s": (1.0, 6.0),
+        "run_size": 800,
+        "span_days": (1.5, 3.0),
+    },
+    "research_lab": {
+        "labs": (1, 2),
+        "accounts": (3, 8),
+        "pace_s": (1.0, 5.0),
+        "run_size": 500,
+        "span_days": (1.0, 3.0),
+    },
+    "ci_bots": {"companies": (1, 2), "accounts": (4, 10), "jobs_per_day": (20.0, 120.0)},
+    "reseller_frontends": {"accounts": (1, 3), "per_day": (2_000.0, 20_000.0)},
+    "shared_clients": {"n": (300, 600), "per_day": (1.5, 25.0), "sessions_per_day": (0.4, 1.5)},
+    "cloud_devs": {"n": (50, 150), "sessions_per_day": (0.4, 1.5)},
+}
+
+# Campaigns that drop a tell of today's five kinds (``evasions``), each labelled distillation.
+EVASION_POPS: dict[str, dict] = {
+    "camp_diverse": {
+        "n": (60, 150),
+        "per_day": (150.0, 600.0),
+        "proxies": (10, 40),
+        "templates": (3, 8),
+        "flips": (8, 20),
+    },
+    "camp_human": {"n": (40, 120), "per_day": (30.0, 80.0), "flips": (2, 8), "mix": (0.3, 0.4)},
+    "camp_lowvol": {"n": (300, 800), "per_day": (3.0, 12.0), "flips": (4, 12)},
+    "camp_org": {
+        "n": (20, 60),
+        "interval_s": (5.0, 9.0),
+        "jitter": 0.1,
+        "templates": (3, 8),
+        "flips": _FLIPS,
+    },
+}
+
+
+def _plus(name: str, params: dict) -> Scenario:
+    """``standard`` with one more population appended (its draws come after standard's)."""
+    kind = "benign look-alike" if name in LOOKALIKE_POPS else "evasive campaign"
+    return Scenario(
+        f"standard plus the {kind} {name}",
+        days=(3.0, 4.0),
+        release_frac=(0.5, 0.6),
+        hard=False,
+        populations={**_STANDARD_POPS, name: params},
+    )
+
+
 SCENARIO_SPECS: dict[str, Scenario] = {
     "tiny": Scenario(
         "smoke test: ~150 accounts, ~30k events over ~6 h; reasoning, agentic and naive campaigns",
@@ -161,6 +237,17 @@ SCENARIO_SPECS: dict[str, Scenario] = {
         release_frac=(0.5, 0.6),
         hard=True,
         populations=_HARD_POPS,
+    ),
+    **{
+        f"standard+{name}": _plus(name, params) for name, params in {**LOOKALIKE_POPS, **EVASION_POPS}.items()
+    },
+    "realistic": Scenario(
+        "standard plus every benign look-alike (coding-agent users, a course, eval companies, labs, CI bots, "
+        "resellers, popular clients, cloud developers) and every evasive campaign",
+        days=(3.0, 4.0),
+        release_frac=(0.5, 0.6),
+        hard=False,
+        populations={**_STANDARD_POPS, **LOOKALIKE_POPS, **EVASION_POPS},
     ),
 }
 

@@ -148,6 +148,7 @@ class World:
     reseller_asn: int = 0
     mobile_ips: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     mobile_asns: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    _popular_clients: np.ndarray | None = None
 
     @classmethod
     def create(
@@ -238,6 +239,15 @@ class World:
                 self._used.add(s)
                 out.append(s)
         return np.array(out, dtype=object)
+
+    def popular_clients(self) -> np.ndarray:
+        """Five client fingerprints shared by many unrelated users (popular SDKs and browsers).
+
+        Drawn on first use only, so scenarios that never ask for them keep their random stream.
+        """
+        if self._popular_clients is None:
+            self._popular_clients = self.hex_ids(5, 16)
+        return self._popular_clients
 
     def countries(self, n: int, pool: tuple[str, ...] | None = None) -> np.ndarray:
         """``n`` country codes drawn by user weight (or uniformly from ``pool``)."""

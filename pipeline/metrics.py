@@ -10,6 +10,11 @@ Definitions (pinned by tests):
   missing from the labels counts against precision).
 - Detection delay of a campaign: the share of the campaign's events that arrived before its first flagged
   member was flagged (1.0 if never), and the event-time minutes from its first event to that flag.
+- An account is *reviewed* when any alert names it (any severity) or any enforcement action names it
+  (``flag_for_review`` included): it costs an analyst a look. Benign review load: reviewed benign
+  accounts / benign accounts. Every flagged account is also reviewed.
+- Per population (given a mapping account -> population name): accounts seen, flagged, reviewed, and
+  the population's label (``distillation`` if any member is, else ``benign``).
 - Per tier: an account's tier is the first non-null ``account_tier`` of its events.
 - Score per account: the highest alert score that named it (0 when none); the threshold curve flags an
   account when that score reaches the threshold.
@@ -40,6 +45,13 @@ def flagged_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
     return []
 
 
+def reviewed_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
+    """Every account an alert (any severity) or an enforcement action (any kind) names."""
+    if topic == "enforcement-actions":
+        return [value["account_id"]]
+    return scored_accounts(topic, value)
+
+
 def scored_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
     """Every account an alert names, flagging or not (for score distributions)."""
     if topic != "anomaly-alerts":
@@ -53,6 +65,7 @@ class Evaluation:
     """Accumulates what a run saw (events, outputs) so it can be scored against labels afterwards."""
 
     labels: Mapping[str, tuple[str, str | None]]
+    population: Mapping[str, str] | None = None
     n_events: int = 0
     account_events: Counter[str] = field(default_factory=Counter)
     account_tier: dict[str, str] = field(default_factory=dict)
@@ -63,6 +76,7 @@ class Evaluation:
     max_score: dict[str, float] = field(default_factory=dict)
     campaign_first_flag: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     flag_timeline: list[tuple[int, str, str | None]] = field(default_factory=list)
+    reviewed: set[str] = field(default_factory=set)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         acc = event["account_id"]
@@ -77,6 +91,7 @@ class Evaluation:
 
     def observe_output(self, topic: str, value: Mapping[str, Any]) -> None:
         ts = int(value["ts"])
+        self.reviewed.update(reviewed_accounts(topic, value))
         for acc in scored_accounts(topic, value):
             score = float(value.get("score", 0.0))
             if score > self.max_score.get(acc, -1.0):
@@ -128,6 +143,8 @@ class Evaluation:
                 "account_recall": _ratio(len(t_d & flagged), len(t_d)),
                 "benign_fpr": _ratio(len(t_b & flagged), len(t_b)),
             }
+        reviewed = self.reviewed | flagged
+        extra = {"per_population": self.per_population(labelled, flagged, reviewed)} if self.population else {}
         return {
             "events": self.n_events,
             "accounts": len(seen),
@@ -140,6 +157,8 @@ class Evaluation:
             "account_recall": _ratio(tp, len(distill)),
             "benign_false_positives": len(flagged & benign),
             "benign_fpr": _ratio(len(flagged & benign), len(benign)),
+            "benign_reviewed": len(reviewed & benign),
+            "benign_review_load": _ratio(len(reviewed & benign), len(benign)),
             "flagged_accounts": len(flagged),
             "precision": _ratio(tp, len(flagged)),
             "median_delay_event_share": median(float(c["delay_event_share"]) for c in found) if found else None,
@@ -147,7 +166,25 @@ class Evaluation:
             "per_campaign": per_campaign,
             "per_tier": per_tier,
             "threshold_curve": self.threshold_curve(distill, benign),
+            **extra,
         }
+
+    def per_population(
+        self, labelled: Mapping[str, tuple[str, str | None]], flagged: set[str], reviewed: set[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Accounts seen, flagged and reviewed per population, with the population's label."""
+        pop_of = self.population or {}
+        out: dict[str, dict[str, Any]] = {}
+        for a, (lab, _) in labelled.items():
+            row = out.setdefault(
+                pop_of.get(a, "unknown"), {"accounts": 0, "flagged": 0, "reviewed": 0, "label": "benign"}
+            )
+            row["accounts"] += 1
+            row["flagged"] += a in flagged
+            row["reviewed"] += a in reviewed
+            if lab == "distillation":
+                row["label"] = "distillation"
+        return dict(sorted(out.items()))
 
     def threshold_curve(self, distill: set[str], benign: set[str]) -> list[dict[str, float | None]]:
         """Precision and recall when an account counts as flagged at max alert score ≥ threshold."""

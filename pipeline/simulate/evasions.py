@@ -34,10 +34,10 @@ def _proxy_pool(world: World, n: int, reseller: bool) -> tuple[np.ndarray, np.nd
     return ips, asn.astype(np.int64)
 
 
-def _exits(world: World, pool: tuple[np.ndarray, np.ndarray], m: int) -> dict[str, np.ndarray]:
+def _exits(world: World, pool: tuple[np.ndarray, np.ndarray], m: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-request exit prefix and ASN drawn at random from a proxy pool."""
     j = world.rng.integers(0, len(pool[0]), m)
-    return {"ip": pool[0][j], "asn": pool[1][j]}
+    return pool[0][j], pool[1][j]
 
 
 def diverse(world: World, p: dict) -> Block:
@@ -64,6 +64,7 @@ def diverse(world: World, p: dict) -> Block:
     simhash, cap, _ = _templated(world, world.i(p["templates"]), DIVERSE_CAPS, m, p["flips"])
     fresh = rng.random(m) < 0.5
     simhash[fresh] = random_hashes(rng, int(fresh.sum()))
+    ip, asn = _exits(world, pool, m)
     block = events(
         world,
         acc,
@@ -76,7 +77,8 @@ def diverse(world: World, p: dict) -> Block:
         capability=cap,
         reasoning=rng.random(m) < 0.9,
         status_p=(0.005, 0.03, 0.01),
-        **_exits(world, pool, m),
+        ip=ip,
+        asn=asn,
     )
     world.register("camp_diverse", acc, m, (cid, "diverse"))
     return block
@@ -145,6 +147,7 @@ def lowvol(world: World, p: dict) -> Block:
     family = flip_bits(rng, np.repeat(random_hashes(rng, 1), nt), 4, 8)
     t = rng.integers(0, nt, m)
     cap = np.array(HARVEST_CAPS, dtype=object)[rng.integers(0, 3, nt)][t]
+    ip, asn = _exits(world, pool, m)
     block = events(
         world,
         acc,
@@ -157,7 +160,8 @@ def lowvol(world: World, p: dict) -> Block:
         capability=cap,
         reasoning=rng.random(m) < 0.92,
         status_p=(0.004, 0.01, 0.01),
-        **_exits(world, pool, m),
+        ip=ip,
+        asn=asn,
     )
     world.register("camp_lowvol", acc, m, (cid, "lowvol"))
     return block

@@ -13,6 +13,7 @@ import pytest
 from pipeline import models
 from pipeline.simhash import hamming, lsh_bands
 from pipeline.simulate import FIELDS, MAX_LATENESS_MS, SCENARIOS, Simulation, UnknownScenario, generate
+from pipeline.simulate.scenarios import SCENARIO_SPECS
 
 SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "usage_event.v1.json"
 TIERS, CAPABILITIES, STATUSES = models.TIERS, models.CAPABILITIES, models.STATUSES
@@ -44,6 +45,26 @@ STR_FIELDS = (
     "language",
 )
 CAMPAIGN_KINDS = {"reasoning", "agentic", "hydra", "slowlow", "naive"}
+EVASIVE_KINDS = {"diverse", "human", "lowvol", "org"}
+STANDARD_POPULATIONS = {
+    "casual",
+    "developers",
+    "enterprise",
+    "university",
+    "coworking",
+    "startup",
+    "reseller_customers",
+}
+LOOKALIKES = {
+    "oss_agents",
+    "course",
+    "eval_company",
+    "research_lab",
+    "ci_bots",
+    "reseller_frontends",
+    "shared_clients",
+    "cloud_devs",
+}
 
 
 @pytest.fixture(scope="module")
@@ -160,15 +181,7 @@ def test_unknown_scenario_names_the_known_ones() -> None:
 def test_standard_has_every_campaign_kind_and_population(standard: Simulation) -> None:
     info = standard.info
     assert {c["kind"] for c in info["campaigns"].values()} == CAMPAIGN_KINDS
-    assert set(info["populations"]) >= {
-        "casual",
-        "developers",
-        "enterprise",
-        "university",
-        "coworking",
-        "startup",
-        "reseller_customers",
-    }
+    assert set(info["populations"]) >= STANDARD_POPULATIONS
     assert 3_000 <= info["n_accounts"] <= 6_000
     assert 200_000 <= info["n_events"] <= 500_000
     assert 3.0 * 86_400_000 <= info["end_ts"] - info["start_ts"] <= 4.0 * 86_400_000
@@ -245,3 +258,26 @@ def test_scale_multiplies_population_quickly() -> None:
     assert time.perf_counter() - start < 10
     assert big.info["n_accounts"] > 1.5 * small.info["n_accounts"]
     assert big.info["n_events"] > 1.3 * small.info["n_events"]
+
+
+def test_every_new_population_has_a_standard_plus_variant_and_realistic_has_them_all() -> None:
+    standard = SCENARIO_SPECS["standard"].populations
+    new = LOOKALIKES | {f"camp_{k}" for k in EVASIVE_KINDS}
+    for name in new:
+        spec = SCENARIO_SPECS[f"standard+{name}"]
+        assert list(spec.populations) == [*standard, name]
+        assert spec.days == SCENARIO_SPECS["standard"].days and f"standard+{name}" in SCENARIOS
+    assert set(SCENARIO_SPECS["realistic"].populations) == set(standard) | new
+
+
+def test_realistic_generates_every_population_and_campaign_kind() -> None:
+    sim = generate("realistic", 1, scale=0.1)
+    info = sim.info
+    assert set(info["populations"]) == STANDARD_POPULATIONS | LOOKALIKES | {
+        f"camp_{k}" for k in CAMPAIGN_KINDS | EVASIVE_KINDS
+    }
+    assert {c["kind"] for c in info["campaigns"].values()} == CAMPAIGN_KINDS | EVASIVE_KINDS
+    assert set(info["account_population"]) == {lab["account_id"] for lab in sim.labels}
+    for lab in sim.labels:
+        benign = not info["account_population"][lab["account_id"]].startswith("camp_")
+        assert (lab["label"] == "benign") == benign

@@ -6,7 +6,9 @@
 
 The same ``(scenario, seed, scale)`` always gives the same events, labels and info; nothing reads the
 clock or the global random state. Populations live in ``populations`` (ordinary users),
-``hard_negatives`` (benign traffic that looks suspicious) and ``campaigns`` (distillation).
+``hard_negatives`` (benign traffic that looks suspicious), ``lookalikes`` (benign crowds that share what
+campaigns share: a coding agent's system prompt and SDK, a course's assignment, a company card without an
+org), ``campaigns`` (distillation) and ``evasions`` (campaigns that drop one of those tells).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ def course(world: World, p: dict) -> Block:
     """
     rng = world.rng
     blocks = []
-    for _ in range(world.i(p["courses"])):
+    for _ in range(world.count(p["courses"])):
         n = world.count(p["students"])
         acc = world.accounts(n, tiers=("free", "pro", "education"), tier_p=(0.45, 0.2, 0.35))
         browser = rng.random(n) < 0.5
@@ -221,7 +221,7 @@ def eval_company(world: World, p: dict) -> Block:
     """
     rng = world.rng
     blocks = []
-    for c in range(world.i(p["companies"])):
+    for c in range(world.count(p["companies"])):
         n = world.i(p["accounts"])
         org = world.hex_ids(1, 10, "org_")[0] if c % 2 == 0 else None
         acc = world.accounts(n, tiers=("team", "enterprise"), org=org, max_keys=3, residential=False)
@@ -246,7 +246,7 @@ def research_lab(world: World, p: dict) -> Block:
     """
     rng = world.rng
     blocks = []
-    for c in range(world.i(p["labs"])):
+    for c in range(world.count(p["labs"])):
         n = world.i(p["accounts"])
         org = world.hex_ids(1, 10, "org_")[0] if c % 2 == 0 else None
         acc = world.accounts(n, tiers=("research", "education"), tier_p=(0.7, 0.3), org=org, max_keys=2)
@@ -274,7 +274,7 @@ def ci_bots(world: World, p: dict) -> Block:
     """
     rng = world.rng
     blocks = []
-    for _ in range(world.i(p["companies"])):
+    for _ in range(world.count(p["companies"])):
         n = world.i(p["accounts"])
         acc = world.accounts(n, tiers=("team", "enterprise", "pro"), max_keys=2, residential=False)
         acc.country[:] = acc.country[0]
@@ -319,7 +319,7 @@ def reseller_frontends(world: World, p: dict) -> Block:
     an org on about half of them; egress on datacenter prefixes (the first on the reseller's own).
     """
     rng = world.rng
-    n = world.i(p["accounts"])
+    n = world.count(p["accounts"])
     acc = world.accounts(n, tiers=("team", "enterprise", "startup"), max_keys=8, residential=False)
     has_org = rng.random(n) < 0.5
     acc.org[has_org] = world.hex_ids(int(has_org.sum()), 10, "org_")

@@ -1,8 +1,9 @@
 """Named scenarios: the window, the release time, and each population's parameter ranges.
 
 Every ``(lo, hi)`` range is drawn once per run from the seed, so different seeds give different
-population sizes, rates, template counts and timings. Account counts (``n``, ``orgs``, ``labs``,
-``spaces``, ``slots``) are multiplied by the run's ``scale``.
+population sizes, rates, template counts and timings. Account and group counts (``n``, ``orgs``, ``labs``,
+``spaces``, ``slots``, ``users``, ``students``, ``courses``, ``companies``, and the startup's and the
+resellers' ``accounts``) are multiplied by the run's ``scale``; per-account rates are not.
 """
 
 from __future__ import annotations

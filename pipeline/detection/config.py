@@ -50,6 +50,9 @@ class DetectionConfig:
     account_medium: float = 0.35
     account_high: float = 0.6
     account_critical: float = 0.8
+    shift_min_harvest: float = 0.2
+    """A change against the account's own past (volume jump, new model) is told only when its harvest
+    score is at least this: developers' sessions and migrations to a new model are bursty by nature."""
     account_min_events: int = 30
     """Fewer events than this in an account's day window give it no account-level high/critical."""
 
@@ -65,6 +68,15 @@ class DetectionConfig:
     campaign_critical: float = 0.5
     member_similarity: float = 0.6
     """How closely (0..1) a member must match the campaign core's profile to be named."""
+    network_links: bool = True
+    """Accounts are also linked by their client network (``ip_prefix``); off: the ablation."""
+    coordination_evidence: bool = True
+    """A group is judged on coordination (cards shared across its eliciting core, members alike and
+    machine-paced), not on the shared key itself; off: the old judgement (templating × timing)."""
+    customer_fleet_members: int = 15
+    """A group whose eliciting core is one customer (one card, or one organisation or vetted tier for
+    80 % of it) is that customer's own fleet below this many accounts, and no campaign: why would one
+    customer spread its own work over more accounts than that, if not to dodge per-account limits?"""
     template_bands: int = 4
     template_link_min_hits: float = 2.0
     """A template seen this often in one account is announced to its LSH buckets."""

@@ -132,8 +132,8 @@ class Engine:
             sev = HIGH
         elif hs >= cfg.account_medium or (pop.anomalous and hs >= 0.2):
             sev = MEDIUM
-        elif shift >= 0.5:
-            sev = LOW
+        elif shift >= 0.5 and hs >= cfg.shift_min_harvest:
+            sev = LOW  # a change against its own past, in an account that harvests a little: worth a look
         else:
             return None
         reasons = harvest_reasons(p) if sev >= MEDIUM else []
@@ -166,12 +166,16 @@ class Engine:
         s = MemberSummary(ev["account_id"], ev["ts"], st.n, round(p["events_day"], 3),
                           round(max(p["reasoning_share"], p["agentic_tools_share"]), 4),
                           round(p["template_share"], 4), st.mask, st.mask_hour, st.first_ts, st.org, st.tier,
-                          round(regularity(p["interarrival_log_std"]), 4))
+                          round(regularity(p["interarrival_log_std"]), 4), st.payment,
+                          round(p["long_output_share"], 4),
+                          round(min(p["active_hours"] / max(6.0, min(24.0, p["age_hours"])), 1.0), 4))
         updates: list[LinkUpdate] = []
         if established and st.payment:
             updates.append(LinkUpdate(f"pay:{st.payment}", s))
         if established and st.client:
             updates.append(LinkUpdate(f"cli:{st.client}", s))
+        if established and st.network and cfg.network_links:
+            updates.append(LinkUpdate(f"net:{st.network}", s))
         if not templates:
             return updates
         bands: dict[int, tuple[str, int]] = {}

@@ -45,12 +45,13 @@ H_N, H_REASON, H_TPL_HIT = range(3)
 N_HOUR = 3
 
 LN2 = math.log(2.0)
-STATE_VERSION = 4
+STATE_VERSION = 5
 """3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``; the last
 hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter.
 4: counters at zero (most of a typical account's) are written as the msgpack integer 0, 1 byte instead of
-9, and read back as 0.0. Version 3 is still read."""
-_READABLE_VERSIONS = (3, STATE_VERSION)
+9, and read back as 0.0. 5: the account's latest client network (``network``, its ``ip_prefix``) at the
+end. Versions 3 and 4 are still read (with no network)."""
+_READABLE_VERSIONS = (3, 4, STATE_VERSION)
 
 
 def _compact(counters: list[float]) -> list[float | int]:
@@ -95,7 +96,7 @@ class AccountState:
     __slots__ = (
         "n", "first_ts", "last_ts", "day", "hour", "mask", "ref_hour", "ia_mean", "ia_var",
         "tpl", "models", "tier", "org", "payment", "client", "last_summary_ts", "last_summary_n",
-        "recent_ids", "applied_offset", "late",
+        "recent_ids", "applied_offset", "late", "network",
     )
 
     def __init__(self) -> None:
@@ -119,6 +120,7 @@ class AccountState:
         self.recent_ids: list[int] = []
         self.applied_offset = -1
         self.late = 0  # events that arrived later than the allowed lateness: counted, not applied
+        self.network: str | None = None  # the latest ``ip_prefix``: a network link key of the account
 
     # ------------------------------------------------------------------------------------ update
 
@@ -250,6 +252,9 @@ class AccountState:
         v = ev["client_fingerprint"]
         if v is not None:
             self.client = v
+        v = ev["ip_prefix"]
+        if v is not None:
+            self.network = v
         ids = self.recent_ids
         ids.append(id_hash)
         if len(ids) > RECENT_IDS:
@@ -337,6 +342,9 @@ class AccountState:
             "template_share_hour": hour_shares[H_TPL_HIT],
             "new_model_share_hour": min(self._new_model_use(g, gh) / nh, 1.0),
             "templates": float(sum([1 for s in self.tpl if s[1] - s[2] >= 3.0 * g])),
+            # share of the day's requests that went to the account's most used model: an evaluation sweeps
+            # several models, a distiller harvests one teacher
+            "model_top_share": min(max([m[1] for m in self.models], default=0.0) / n, 1.0),
         }
 
     def templates(self, min_hits: float, below: float = math.inf) -> list[int]:
@@ -361,7 +369,7 @@ class AccountState:
              self.mask, self.ref_hour, self.ia_mean, self.ia_var,
              [[h, a or 0, b or 0] for h, a, b in self.tpl], [[m, a or 0, b or 0] for m, a, b in self.models],
              self.tier, self.org, self.payment, self.client, self.last_summary_ts, self.last_summary_n,
-             self.recent_ids, self.applied_offset, self.late],
+             self.recent_ids, self.applied_offset, self.late, self.network],
         )
 
     @staticmethod
@@ -377,7 +385,9 @@ class AccountState:
         s = cls()
         (_, s.n, s.first_ts, s.last_ts, day, hour, s.mask, s.ref_hour, s.ia_mean, s.ia_var, tpl,
          models, s.tier, s.org, s.payment, s.client, s.last_summary_ts, s.last_summary_n, s.recent_ids,
-         s.applied_offset, s.late) = v
+         s.applied_offset, s.late) = v[:21]
+        if v[0] >= 5:
+            s.network = v[21]
         s.day = [float(x) for x in day]
         s.hour = [float(x) for x in hour]
         s.tpl = [[h, float(a), float(b)] for h, a, b in tpl]

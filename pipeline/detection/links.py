@@ -36,7 +36,8 @@ Member = Sequence[Any]
 """A member's record (see ``LinkGroup``): a tuple, replaced whole on change, so the garbage collector
 stops tracking it (a list after ``from_bytes`` until the member reports again; both encode alike)."""
 
-KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template"}
+KINDS = {"pay": "payment fingerprint", "cli": "client fingerprint", "tpl": "prompt template",
+         "net": "client network"}
 
 
 _EXACT = 1 << 53
@@ -62,7 +63,7 @@ def _clip(x: float) -> float:
 
 class LinkGroup:
     """State of one link key. ``members``: account → (ts, n, events_day, elicitation, templating, mask,
-    mask_hour, first_ts, org, flagged, tier, regularity) (see ``Member``)."""
+    mask_hour, first_ts, org, flagged, tier, regularity, payment, long_share, clock) (see ``Member``)."""
 
     __slots__ = ("key", "members", "n_seen", "updates", "now", "detected_ts", "alerted_n", "alerted_sev", "ref",
                  "applied_offset", "_running", "_packed")
@@ -97,32 +98,37 @@ class LinkGroup:
             hit = packed.get(acc)
             if hit is None or hit[0] is not m:
                 hit = packed[acc] = (m, (m[0], m[1], _scaled(m[2], 1000), _scaled(m[3], 10_000),
-                                         _scaled(m[4], 10_000), *m[5:11], _scaled(m[11], 10_000)))
+                                         _scaled(m[4], 10_000), *m[5:11], _scaled(m[11], 10_000), m[12],
+                                         _scaled(m[13], 10_000), _scaled(m[14], 10_000)))
             members[acc] = hit[1]
-        return msgpack.packb([2, self.key, members, self.n_seen, self.updates, self.now,
+        return msgpack.packb([3, self.key, members, self.n_seen, self.updates, self.now,
                               self.detected_ts, self.alerted_n, self.alerted_sev, self.ref, self.applied_offset])
 
     @staticmethod
     def now_of(raw: bytes) -> int:
         """``from_bytes(raw).now`` without decoding the members (the state sweeper reads only this)."""
-        return int(field_of(raw, 5, (1, 2), "link group"))
+        return int(field_of(raw, 5, (1, 2, 3), "link group"))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> LinkGroup:
         v = msgpack.unpackb(raw, strict_map_key=True)
-        if v[0] not in (1, 2):
-            raise ValueError(f"link group version {v[0]} is not 1 or 2")
+        if v[0] not in (1, 2, 3):
+            raise ValueError(f"link group version {v[0]} is not 1, 2 or 3")
         g = cls(v[1])
         (version, _, members, g.n_seen, g.updates, g.now, g.detected_ts, g.alerted_n, g.alerted_sev, g.ref,
          g.applied_offset) = v
-        if version == 2:  # each member's written form is at hand: ``to_bytes`` need not make it again
+        if version == 3:  # each member's written form is at hand: ``to_bytes`` need not make it again
             packed = g._packed
             records = {}
             for acc, m in members.items():
                 rec = records[acc] = (m[0], m[1], _unscaled(m[2], 1000), _unscaled(m[3], 10_000),
-                                      _unscaled(m[4], 10_000), *m[5:11], _unscaled(m[11], 10_000))
+                                      _unscaled(m[4], 10_000), *m[5:11], _unscaled(m[11], 10_000), m[12],
+                                      _unscaled(m[13], 10_000), _unscaled(m[14], 10_000))
                 packed[acc] = (rec, m)
             members = records
+        else:  # versions 1 and 2 knew no payment, long-output share or clock: none, and zero
+            members = {acc: (m[0], m[1], _unscaled(m[2], 1000), _unscaled(m[3], 10_000), _unscaled(m[4], 10_000),
+                             *m[5:11], _unscaled(m[11], 10_000), None, 0.0, 0.0) for acc, m in members.items()}
         g.members = members
         return g
 
@@ -142,7 +148,7 @@ class LinkGroup:
         acc = s.account
         old = members.get(acc)
         new = (s.ts, s.n, s.events_day, s.elicitation, s.templating, s.mask, s.mask_hour, s.first_ts, s.org,
-               old is not None and old[9], s.tier, s.regularity)
+               old is not None and old[9], s.tier, s.regularity, s.payment, s.long_share, s.clock)
         if old is None:
             self.n_seen += 1
             if len(members) >= cfg.link_member_cap:  # the oldest report (then the least id) gives way
@@ -174,6 +180,8 @@ class LinkGroup:
         (clock, evenness and churn taken at their best), so most groups are dismissed without a pass over
         their members."""
         r = self.running(cfg)
+        if cfg.coordination_evidence:  # the score is a handful of sums away
+            return evaluate(self, cfg)[0] + _MARGIN >= threshold
         if r.k < cfg.link_min_members or r.wsum == 0:
             return False
         elicit, templ, regular = r.means(self.ref is not None)
@@ -187,6 +195,10 @@ class LinkGroup:
         r = self.running(cfg)
         if not r.candidates:
             return False
+        if cfg.coordination_evidence:
+            means = r.core.means_and_spreads()[0] if r.core.k else None
+            return means is not None and any(member_similarity(self.members[acc], means) + _MARGIN
+                                             >= cfg.member_similarity for acc in r.candidates)
         elicit, templ, _ = r.means(self.ref is not None)
         need = 2.0 * (1.0 - cfg.member_similarity) + _MARGIN
         members = self.members
@@ -216,7 +228,7 @@ class Running:
     so the member that gives way in a full group is found without a pass over all of them."""
 
     __slots__ = ("k", "wsum", "w_elicit", "w_templ", "w_regular", "n_sum", "n_sq", "hours", "top_hour", "last_ts",
-                 "first_ts", "orgs", "institutional", "candidates", "flagged", "by_age")
+                 "first_ts", "orgs", "institutional", "candidates", "flagged", "by_age", "core")
 
     def __init__(self, members: dict[str, Member]) -> None:
         self.k = self.wsum = self.w_elicit = self.w_templ = self.w_regular = self.flagged = 0
@@ -229,6 +241,7 @@ class Running:
         self.candidates: set[str] = set()
         # built when the group first fills up (most never do), then kept up to date by ``touch``
         self.by_age: list[tuple[int, str]] | None = None
+        self.core = Core()
 
     def _reindex(self, members: dict[str, Member]) -> list[tuple[int, str]]:
         heap = self.by_age = [(m[0], acc) for acc, m in members.items()]
@@ -266,6 +279,7 @@ class Running:
                 self.candidates.add(acc)
             else:
                 self.candidates.discard(acc)
+        self.core.count(m, sign)
         self._active(m, sign)
         self._hours(_absolute_hours(m[5], m[6]), m[6] - 23, sign)
 
@@ -324,6 +338,9 @@ class Running:
                 self.candidates.add(acc)
             else:
                 self.candidates.discard(acc)
+        core = self.core
+        core.count(old, -1)
+        core.count(new, 1)
         # what ``_active(old, -1)`` then ``_active(new, 1)`` would do, for the fields that changed
         c_old, c_new = old[1], new[1]
         w_old = c_old if c_old < 200 else 200
@@ -383,6 +400,97 @@ class Running:
         return (self.w_elicit / unit, 1.0 if template_bucket else self.w_templ / unit, self.w_regular / unit)
 
 
+CORE_ELICITATION = 0.5
+"""A member is in a group's eliciting core when at least this share of its traffic elicits reasoning or
+agentic transcripts: the core is what a campaign would be, the rest are bystanders on the same key."""
+_SHARE, _LOG = 10_000, 10_000
+CORE_FEATURES = ("elicitation", "long_outputs", "round_the_clock", "regularity", "log_volume")
+SPREAD_SCALES = (0.25, 0.25, 0.25, 0.25, 0.5)
+"""Spread (standard deviation) at which members no longer count as alike, per feature: a quarter for a
+share (independent users spread over the whole range have about 0.29), half a decade of daily volume."""
+
+
+def _core_vector(m: Member) -> tuple[int, int, int, int, int]:
+    """An eliciting member's features as integers (shares in 1e-4, log10 of daily volume in 1e-4)."""
+    ed = m[2]
+    return (round(m[3] * _SHARE), round(m[13] * _SHARE), round(m[14] * _SHARE), round(m[11] * _SHARE),
+            round(math.log10(ed if ed > 1.0 else 1.0) * _LOG))
+
+
+class Core:
+    """Running aggregates of a group's eliciting core (active members with elicitation ≥ 0.5): their
+    number, the sums and sums of squares of ``CORE_FEATURES`` as exact integers (so the means and spreads
+    are the same whatever the order of updates), cards (payment fingerprint → members), how many
+    members share a card with another and how many cards are so shared, organisations and vetted tiers."""
+
+    __slots__ = ("k", "sums", "squares", "cards", "shared", "shared_cards", "orgs", "institutional")
+
+    def __init__(self) -> None:
+        self.k = self.shared = self.shared_cards = self.institutional = 0
+        self.sums = [0] * len(CORE_FEATURES)
+        self.squares = [0] * len(CORE_FEATURES)
+        self.cards: dict[str, int] = {}
+        self.orgs: dict[str, int] = {}
+
+    def count(self, m: Member, sign: int) -> None:
+        """Add (``sign`` 1) or take away (-1) an active member, if it is in the core."""
+        if m[3] < CORE_ELICITATION:
+            return
+        self.k += sign
+        sums, squares = self.sums, self.squares
+        for i, x in enumerate(_core_vector(m)):
+            sums[i] += sign * x
+            squares[i] += sign * x * x
+        card = m[12]
+        if card is not None:
+            cards = self.cards
+            before = cards.get(card, 0)
+            after = before + sign
+            # members that share their card with another: a card held by one counts none, by c ≥ 2 all c
+            self.shared += (after if after >= 2 else 0) - (before if before >= 2 else 0)
+            self.shared_cards += (after >= 2) - (before >= 2)
+            if after:
+                cards[card] = after
+            else:
+                del cards[card]
+        org = m[8]
+        if org is not None:
+            left = self.orgs.get(org, 0) + sign
+            if left:
+                self.orgs[org] = left
+            else:
+                del self.orgs[org]
+        if m[10] in INSTITUTIONAL_TIERS:
+            self.institutional += sign
+
+    def means_and_spreads(self) -> tuple[list[float], list[float]]:
+        k = self.k
+        means = [x / k / _SHARE for x in self.sums]
+        spreads = [math.sqrt(max(q * k - x * x, 0)) / k / _SHARE for x, q in zip(self.sums, self.squares, strict=True)]
+        return means, spreads
+
+    def one_customer(self) -> bool:
+        """Whether the core is one customer: one card for all of it, or 80 % in one organisation or in
+        vetted tiers (a company's or a university's accounts)."""
+        k = self.k
+        if len(self.cards) == 1 and next(iter(self.cards.values())) == k:
+            return True
+        return (bool(self.orgs) and max(self.orgs.values()) >= 0.8 * k) or self.institutional >= 0.8 * k
+
+
+def member_similarity(m: Member, means: list[float]) -> float:
+    """How alike (0..1) a member is to the core's mean profile, over every core feature: 1 less the mean
+    distance, each in units of twice its spread scale. A framed account, one that shares a key with a
+    campaign but not its way of working (human hours, human pace, human volume), is far on several."""
+    x = _core_vector(m)
+    total = 0.0
+    for xi, mu, scale in zip(x, means, SPREAD_SCALES, strict=True):
+        d = abs(xi / _SHARE - mu) / (2.0 * scale)
+        total += d if d < 1.0 else 1.0
+    return 1.0 - total / len(x)
+
+
+
 def _absolute_hours(mask: int, mask_hour: int) -> int:
     """A 24-hour bitmap (bit = hour of day, current to absolute hour ``mask_hour``) as bits ``i`` for the
     absolute hours ``mask_hour - 23 + i``: rotated so that the oldest hour of the window is bit 0."""
@@ -400,7 +508,56 @@ def _remove(values: list[int], v: int) -> None:
 
 
 def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
-    """The group's campaign score (0..1) and its components (from the running aggregates)."""
+    """The group's campaign score (0..1) and its components (from the running aggregates).
+
+    A shared key (card, client, template, network) only makes the group; what makes it a campaign is
+    what independent people do not show, judged on its eliciting core:
+
+    - *coordination*: cards shared among the core across two or more cards (one operator's pool of
+      payment instruments; independent users pay each with their own), or members alike in what they
+      ask, how long the answers, how many hours, what pace and what volume (one script), while working
+      like machines (round the clock each); a public template or SDK is used by people who differ in
+      all of these;
+    - a *harvest*: the core elicits reasoning or agentic transcripts, with long outputs or templated;
+    - *breadth*: how many accounts.
+
+    A core that is one customer (one card, one organisation, vetted tiers) is that customer's own fleet
+    and no campaign, unless it spreads over ``customer_fleet_members`` accounts or more.
+    """
+    if not cfg.coordination_evidence:
+        return _evaluate_shared_key(g, cfg)
+    core = g.running(cfg).core
+    k = core.k
+    if k < cfg.link_min_members:
+        return 0.0, {"members": float(k)}
+    means, spreads = core.means_and_spreads()
+    elicit, long_share, clock, regular, _ = means
+    alike = 1.0 - _clip(sum(sd / scale for sd, scale in zip(spreads, SPREAD_SCALES, strict=True))
+                        / len(spreads))
+    machine = clock  # a steady pace is no evidence: every coding agent's loop keeps one
+    fleet = core.one_customer()
+    if fleet:
+        shared_cards = 1.0 if k >= cfg.customer_fleet_members else 0.0
+        if not shared_cards:
+            alike = 0.0
+    else:
+        # one shared card is one customer's sub-fleet (a company's developers in a coworking space); a
+        # pool of shared cards is an operator's
+        shared_cards = core.shared / k if core.shared_cards >= 2 else 0.0
+    coordination = max(shared_cards, alike * machine)
+    templ = g.running(cfg).w_templ / (1e4 * g.running(cfg).wsum) if g.running(cfg).wsum else 0.0
+    harvest = elicit * (0.5 + 0.5 * max(long_share, templ))
+    breadth = _clip((k - 2.0) / 13.0)
+    score = harvest * coordination * (0.5 + 0.5 * breadth)
+    return score, {"members": float(k), "elicitation": elicit, "templating": templ, "long_outputs": long_share,
+                   "round_the_clock": clock, "regularity": regular, "shared_cards": shared_cards,
+                   "alike": alike, "machine": machine, "breadth": breadth, "one_customer": float(fleet),
+                   "cards": float(len(core.cards))}
+
+
+def _evaluate_shared_key(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
+    """The judgement before ``coordination_evidence``: templating × timing of the whole group (kept for
+    the ablation)."""
     if len(g.members) < cfg.link_min_members:
         return 0.0, {"members": float(len(g.members))}
     r = g.running(cfg)
@@ -449,11 +606,11 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     kind_word = KINDS.get(g.key.split(":", 1)[0], "link")
     reasons = _campaign_reasons(comp, kind_word)
     findings: list[Finding] = []
-    members, elicit, templ = g.members, comp["elicitation"], comp["templating"]
+    members = g.members
     named = []
     for acc in running.candidates:  # unflagged active members eliciting at least half the time
         m = members[acc]
-        similarity = 1.0 - (abs(m[3] - elicit) + abs(m[4] - templ)) / 2.0
+        similarity = _similarity(g, m, comp, cfg)
         if similarity >= cfg.member_similarity:
             named.append((acc, m, similarity))
     cid = g.campaign_id if named else ""
@@ -479,6 +636,19 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     return findings, campaign
 
 
+def _similarity(g: LinkGroup, m: Member, comp: dict[str, float], cfg: DetectionConfig) -> float:
+    """How alike a member is to the group's core (``member_similarity``), or, in the ablation, to its
+    elicitation and templating only. When what condemns the group is its shared cards, a member whose
+    own card is shared with no other member of the core is not one of them, however alike (0): an honest
+    developer behind a proxy that a campaign also uses behaves much like the campaign's agents."""
+    if not cfg.coordination_evidence:
+        return 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
+    core = g.running(cfg).core
+    if comp["shared_cards"] > comp["alike"] * comp["machine"] and core.cards.get(m[12], 0) < 2:
+        return 0.0
+    return member_similarity(m, core.means_and_spreads()[0])
+
+
 def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
     def r(code: str, detail: str, value: float, baseline: float | None = None) -> Reason:
         return {"code": code, "detail": detail, "value": round(value, 4),
@@ -493,10 +663,16 @@ def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
         out.append(r("group_round_the_clock", "the group's accounts together cover the clock", c["round_the_clock"]))
     if c["regularity"] >= 0.5:
         out.append(r("scripted_timing", "members send at a machine's steady pace", c["regularity"]))
-    if c["churn"] >= 0.3:
+    if c.get("churn", 0.0) >= 0.3:
         out.append(r("member_churn", f"{100 * c['churn']:.0f}% of members went quiet while others carry on",
                      c["churn"]))
-    if c["org_explained"]:
+    if c.get("org_explained"):
         out.append(r("one_organisation", "the members belong to one organisation or institution (counts half)",
                      1.0))
+    if c.get("shared_cards", 0.0) >= 0.25:
+        out.append(r("shared_payment", f"the accounts pay with {c['cards']:.0f} cards that several of them share",
+                     c["shared_cards"]))
+    if c.get("alike", 0.0) * c.get("machine", 0.0) >= 0.25:
+        out.append(r("members_alike", "the accounts work alike (what they ask, output length, hours, pace and "
+                     "volume) and like machines", c["alike"] * c["machine"]))
     return out

@@ -33,17 +33,25 @@ class MemberSummary(NamedTuple):
     org: str | None
     tier: str | None
     regularity: float
+    payment: str | None = None
+    """The account's payment fingerprint: who pays is the operator's scarcest resource, so cards shared
+    across the members of a group are evidence of one operator (see ``links.evaluate``)."""
+    long_share: float = 0.0
+    """Share of the account's outputs that are long (a harvest of reasoning traces is mostly long)."""
+    clock: float = 0.0
+    """Active hours of the account's last 24, over 24 (or over its age when younger, at least six)."""
 
     def to_list(self) -> list[Any]:
         return list(self)
 
     @classmethod
     def from_list(cls, v: list[Any]) -> MemberSummary:
-        return cls._make(v)
+        """A summary from its list form; a list of an older, shorter form takes the defaults."""
+        return cls(*v)
 
 
 class LinkUpdate(NamedTuple):
-    """A member summary addressed to one link key (``pay:…``, ``cli:…``, ``tpl:…``)."""
+    """A member summary addressed to one link key (``pay:…``, ``cli:…``, ``net:…``, ``tpl:…``)."""
 
     key: str
     summary: MemberSummary
@@ -142,7 +150,7 @@ def encode_link_updates(updates: list[LinkUpdate], max_bytes: int = MAX_BATCH_BY
 
 
 def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
-    make = MemberSummary._make
+    make = MemberSummary.from_list
     out: list[LinkUpdate] = []
     for item in _items(raw, "link-updates"):
         s, keys = msgpack.unpackb(item)

@@ -20,8 +20,9 @@ def regularity(interarrival_log_std: float) -> float:
 def harvest_components(p: dict[str, float]) -> dict[str, float]:
     """The evidence terms, each in [0, 1]."""
     return {
-        # what a distiller wants: reasoning traces, or agentic/tool-use transcripts
-        "elicitation": max(p["reasoning_share"], p["agentic_tools_share"]),
+        # what a distiller wants: reasoning traces, or agentic/tool-use transcripts. Tool use alone counts
+        # half: every user of a coding agent sends tool definitions with nearly every request
+        "elicitation": max(p["reasoning_share"], 0.5 * p["agentic_tools_share"]),
         # the same prompt skeleton over and over (near-duplicate SimHashes)
         "templating": p["template_share"],
         # a machine works round the clock: hours active out of the last 24 (or of the account's life,
@@ -32,18 +33,29 @@ def harvest_components(p: dict[str, float]) -> dict[str, float]:
         # volume: 50 requests a day counts as nothing, 5,000 as all
         "volume": _clip(math.log10(max(p["events_day"], 1.0) / 50.0) / 2.0),
         "long_outputs": p["long_output_share"],
+        # one teacher model: 1 when 80 % or more of the day went to one model, 0 at an even spread over
+        # two or more (a model evaluation sweeps several models; a distiller harvests the best one)
+        "model_focus": _clip((p.get("model_top_share", 1.0) - 0.4) / 0.4),
     }
 
 
-def harvest_score(p: dict[str, float]) -> float:
-    """0..1: elicitation × templating × (round the clock, volume, long outputs).
+HARVEST_WEIGHTS = {"round_the_clock": 0.3, "volume": 0.3, "long_outputs": 0.25, "regularity": 0.15}
+"""How the intensity terms add up: a harvest runs round the clock at volume for long outputs."""
 
-    A single component cannot make the score: a heavy enterprise batch job has no elicitation, a
-    reasoning-heavy student has no round-the-clock volume.
+
+def harvest_score(p: dict[str, float]) -> float:
+    """0..1: elicitation × intensity (round the clock, volume, long outputs, pacing), amplified by
+    templating and by focus on one model.
+
+    No single component makes the score, and none is required but elicitation: a harvest with prompts
+    that never repeat still scores on what it asks for and how (templating lifts the score by up to
+    a third, it does not gate it). A heavy enterprise batch job has no elicitation; a reasoning-heavy
+    student has no round-the-clock volume; an evaluation sweep spread evenly over several models counts
+    three tenths.
     """
     c = harvest_components(p)
-    return c["elicitation"] * c["templating"] * (0.3 * c["round_the_clock"] + 0.3 * c["volume"]
-                                                 + 0.2 * c["long_outputs"] + 0.2 * c["regularity"])
+    intensity = sum(w * c[k] for k, w in HARVEST_WEIGHTS.items())
+    return c["elicitation"] * intensity * (0.75 + 0.25 * c["templating"]) * (0.3 + 0.7 * c["model_focus"])
 
 
 def shift_score(p: dict[str, float]) -> tuple[float, list[Reason]]:
@@ -76,7 +88,7 @@ def harvest_reasons(p: dict[str, float]) -> list[Reason]:
     """Reasons a reviewer can act on, strongest first."""
     c = harvest_components(p)
     out: list[Reason] = []
-    if c["elicitation"] >= 0.5:
+    if max(p["reasoning_share"], p["agentic_tools_share"]) >= 0.5:
         if p["reasoning_share"] >= p["agentic_tools_share"]:
             out.append(_reason("reasoning_elicitation", f"{100 * p['reasoning_share']:.0f}% of requests ask for "
                                "reasoning traces", p["reasoning_share"], None))
@@ -94,6 +106,9 @@ def harvest_reasons(p: dict[str, float]) -> list[Reason]:
     if c["long_outputs"] >= 0.5:
         out.append(_reason("long_outputs", f"{100 * p['long_output_share']:.0f}% of outputs are long",
                            p["long_output_share"], None))
+    if c["model_focus"] < 0.5:
+        out.append(_reason("several_models", f"only {100 * p['model_top_share']:.0f}% of requests went to one "
+                           "model, as in a model evaluation (counts less)", p["model_top_share"], 0.8))
     return out
 
 

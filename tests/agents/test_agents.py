@@ -202,7 +202,7 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
     msgs = []
     for i in range(20):
         s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
-                          None, "pro", 0.9)
+                          None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         msgs += [(b"pay:shared", raw) for raw in encode_link_updates([LinkUpdate("pay:shared", s)])]
     _put(app_parts, "link_agent", msgs)
     named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
@@ -231,7 +231,8 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
 
     ts = factories.BASE_TS + 12 * 3_600_000
     updates = [LinkUpdate("pay:shared", MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF,
-                                                      ts // 3_600_000, factories.BASE_TS, None, "pro", 0.9))
+                                                      ts // 3_600_000, factories.BASE_TS, None, "pro", 0.9, f"card-{i % 4}",
+                                                      0.8, 1.0))
                for i in range(20)]
     [raw] = encode_link_updates(updates)
     _put(app_parts, "link_agent", [(b"x", raw)])
@@ -254,7 +255,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     msgs = []
     for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)
         s = MemberSummary(f"m{i}", ts + i, 200, 400.0, 1.0, 0.95, 0xFFFFFF, ts // 3_600_000, factories.BASE_TS,
-                          None, "pro", 0.9)
+                          None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         updates = [LinkUpdate("pay:shared", s)] + [LinkUpdate(f"pay:one-off-{i}-{j}", s) for j in range(15)]
         msgs += [(b"x", raw) for raw in encode_link_updates(updates)]
     order: list[tuple[str, int]] = []  # the batch's outputs (a message each) and writes of state (groups)

@@ -114,7 +114,7 @@ def test_summaries_start_at_three_events_and_re_announce_established_links_spari
     keys = [[u.key for u in engine.on_event(ev, 0).links] for ev in evs]  # type: ignore[arg-type]
     assert keys[0] == keys[1] == []
     kinds = [k.split(":", 1)[0] for k in keys[2]]  # the first summary: every key
-    assert kinds == ["pay", "cli", "tpl", "tpl", "tpl", "tpl"]
+    assert kinds == ["pay", "cli", "net", "tpl", "tpl", "tpl", "tpl"]
     # 78 events at 77 min: a 30-minute summary inside the first two hours; only the new template B
     new = keys[77]
     assert len(new) == 4 and all(k.startswith("tpl:") for k in new) and not set(new) & set(keys[2])

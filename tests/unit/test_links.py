@@ -19,11 +19,12 @@ ALL_HOURS = (1 << 24) - 1
 
 
 def member(i: int, **overrides: Any) -> MemberSummary:
-    """A harvest-like member: reasoning-heavy, templated, round the clock, scripted."""
+    """A harvest-like member: reasoning-heavy, templated, long outputs, round the clock, scripted, paying
+    with one of an operator's three cards."""
     v: dict[str, Any] = {
         "account": f"acct-{i:04d}", "ts": NOW, "n": 100, "events_day": 500.0, "elicitation": 0.9,
         "templating": 0.9, "mask": ALL_HOURS, "mask_hour": NOW // HOUR_MS, "first_ts": BASE_TS, "org": None,
-        "tier": "pro", "regularity": 0.9,
+        "tier": "pro", "regularity": 0.9, "payment": f"card-{i % 3}", "long_share": 0.8, "clock": 1.0,
     }
     v.update(overrides)
     return MemberSummary(**v)
@@ -65,9 +66,12 @@ def test_members_are_named_once() -> None:
 
 
 def test_a_member_whose_profile_differs_is_not_named() -> None:
-    """An honest account sharing the card: low elicitation, or elicitation without templating."""
+    """Honest accounts on the same key: one with low elicitation; one that elicits reasoning as a person
+    does (human hours, pace and volume, short answers), on one of the shared cards."""
     g = LinkGroup("pay:pf-1")
-    honest = [member(100, elicitation=0.1, templating=0.0), member(101, elicitation=0.6, templating=0.0)]
+    honest = [member(100, elicitation=0.1, templating=0.0),
+              member(101, elicitation=0.7, templating=0.0, clock=0.25, regularity=0.1, events_day=20.0,
+                     long_share=0.1, payment="card-0")]
     findings, campaigns = feed(g, [member(i) for i in range(6)] + honest)
     named = {f.account for f in findings}
     assert named == {f"acct-{i:04d}" for i in range(6)}
@@ -97,24 +101,23 @@ def test_a_group_of_benign_members_is_not_a_campaign() -> None:
     assert findings == [] and campaigns == []
 
 
-def test_a_group_of_one_organisation_scores_half() -> None:
-    plain, one_org = LinkGroup("pay:pf-1"), LinkGroup("pay:pf-1")
-    for i in range(8):
-        plain.add(member(i), CFG)
-        one_org.add(member(i, org="org-acme"), CFG)
-    s_plain, _ = evaluate(plain, CFG)
-    s_org, comp = evaluate(one_org, CFG)
-    assert s_plain > 0
-    assert s_org == s_plain * 0.5
-    assert comp["org_explained"] == 1.0
-
-
-def test_a_group_of_institutional_tiers_scores_half() -> None:
-    plain, institutions = LinkGroup("cli:cf-1"), LinkGroup("cli:cf-1")
-    for i in range(8):
-        plain.add(member(i), CFG)
-        institutions.add(member(i, tier=("enterprise", "education", "research")[i % 3]), CFG)
-    assert evaluate(institutions, CFG)[0] == evaluate(plain, CFG)[0] * 0.5
+def test_one_customers_small_fleet_is_no_campaign() -> None:
+    """One card, one organisation or vetted tiers for the core: a customer's own accounts (CI bots, an
+    evaluation team), however alike and busy, unless there are ``customer_fleet_members`` of them."""
+    fleets = {
+        "one card": lambda i: member(i, payment="card-co"),
+        "one organisation": lambda i: member(i, org="org-acme"),
+        "vetted tiers": lambda i: member(i, tier=("enterprise", "education", "research")[i % 3]),
+    }
+    for name, make in fleets.items():
+        small, large = LinkGroup("cli:cf-1"), LinkGroup("cli:cf-1")
+        for i in range(CFG.customer_fleet_members - 1):
+            small.add(make(i), CFG)
+        for i in range(CFG.customer_fleet_members):
+            large.add(make(i), CFG)
+        assert evaluate(small, CFG)[0] == 0.0, name
+        assert evaluate(small, CFG)[1]["one_customer"] == 1.0, name
+        assert evaluate(large, CFG)[0] >= CFG.campaign_critical, name
 
 
 def test_a_minority_of_one_organisation_explains_nothing() -> None:
@@ -122,17 +125,61 @@ def test_a_minority_of_one_organisation_explains_nothing() -> None:
     for i in range(10):
         plain.add(member(i), CFG)
         mixed.add(member(i, org="org-acme" if i < 7 else None), CFG)  # 70 % < 80 %
-    assert evaluate(mixed, CFG)[0] == evaluate(plain, CFG)[0]
+    assert evaluate(mixed, CFG)[0] == evaluate(plain, CFG)[0] > 0
+
+
+def test_a_public_key_is_no_campaign_when_its_users_differ() -> None:
+    """A popular tool's users: one client fingerprint and system prompt, every user with their own card,
+    their own volume, hours and reasoning habits: no coordination, however much they elicit."""
+    import random
+
+    rng = random.Random(5)
+    g = LinkGroup("cli:popular-sdk")
+    for i in range(200):
+        g.add(member(i, payment=f"own-card-{i}", events_day=round(10 ** rng.uniform(0.5, 3), 3),
+                     elicitation=round(rng.uniform(0.5, 1.0), 4), long_share=round(rng.random() * 0.3, 4),
+                     clock=round(rng.uniform(0.1, 0.6), 4), regularity=round(rng.random(), 4)), CFG)
+    score, comp = evaluate(g, CFG)
+    assert comp["shared_cards"] == 0.0 and comp["alike"] * comp["machine"] < 0.3
+    assert score < CFG.campaign_high
+
+
+def test_accounts_with_their_own_cards_that_work_alike_round_the_clock_are_a_campaign() -> None:
+    """No shared card, no shared template: one script's accounts behind one proxy network still ask the
+    same, get the same long answers, at the same volume, round the clock."""
+    g = LinkGroup("net:203.0.113.0/24")
+    for i in range(30):
+        g.add(member(i, payment=f"own-card-{i}", templating=0.0, events_day=300.0 + i), CFG)
+    score, comp = evaluate(g, CFG)
+    assert comp["shared_cards"] == 0.0 and comp["alike"] > 0.9
+    assert score >= CFG.campaign_critical
+
+
+def test_one_shared_card_is_a_sub_fleet_two_are_a_pool() -> None:
+    """Members of a busy network that include a company's accounts on one card are no campaign; two or
+    more cards each shared by several members are an operator's pool."""
+    def group(cards: list[str]) -> LinkGroup:
+        g = LinkGroup("net:198.51.100.0/24")
+        for i, card in enumerate(cards):
+            g.add(member(i, payment=card, clock=0.3, events_day=round(10.0 * (i + 1), 3)), CFG)
+        return g
+
+    one = group(["company"] * 5 + [f"own-{i}" for i in range(10)])
+    two = group(["pool-a"] * 5 + ["pool-b"] * 5 + [f"own-{i}" for i in range(5)])
+    assert evaluate(one, CFG)[1]["shared_cards"] == 0.0
+    assert evaluate(two, CFG)[1]["shared_cards"] == 10 / 15
 
 
 def test_evaluate_components_for_a_known_group() -> None:
+    """Fifteen identical members on three cards: shared cards 1, alike 1, round the clock 1."""
     g = LinkGroup("pay:pf-1")
     for i in range(15):
         g.add(member(i, ts=NOW - 7 * HOUR_MS if i < 3 else NOW), CFG)
     score, c = evaluate(g, CFG)
-    assert c["members"] == 15 and c["breadth"] == 1.0 and c["evenness"] == 1.0
-    assert c["round_the_clock"] == 1.0 and c["churn"] == 3 / 15
-    expected = 0.9 * 0.9 * (0.35 * 1.0 + 0.25 * 1.0 + 0.15 * 0.9 + 0.1 * 1.0 + 0.15 * 3 / 15)
+    assert c["members"] == 15 and c["breadth"] == 1.0 and c["cards"] == 3.0
+    assert c["shared_cards"] == 1.0 and c["alike"] == 1.0 and c["machine"] == 1.0
+    assert c["elicitation"] == 0.9 and c["long_outputs"] == 0.8 and c["templating"] == 0.9
+    expected = 0.9 * (0.5 + 0.5 * 0.9) * 1.0 * (0.5 + 0.5 * 1.0)
     assert abs(score - expected) < 1e-12
 
 
@@ -148,12 +195,13 @@ def test_template_bucket_rejects_a_candidate_beyond_the_match_distance() -> None
     assert set(g.members) == {"acct-0000", "acct-0001"} and g.updates == 2
 
 
-def test_template_bucket_counts_as_fully_templated() -> None:
-    """Cross-account repetition is the bucket itself: members' own templating does not matter."""
+def test_template_bucket_takes_its_members_own_templating() -> None:
+    """Sharing a template is what puts accounts in the bucket, not evidence of a harvest in itself: the
+    group's templating is its members' own."""
     g = LinkGroup("tpl:1:ff")
     for i in range(8):
-        g.add(member(i, templating=0.0), CFG, 0xABC)
-    assert evaluate(g, CFG)[1]["templating"] == 1.0
+        g.add(member(i, templating=0.25), CFG, 0xABC)
+    assert evaluate(g, CFG)[1]["templating"] == 0.25
 
 
 def test_member_cap_bounds_memory_and_counts_every_member() -> None:
@@ -262,8 +310,9 @@ def test_a_group_written_before_scaled_figures_still_reads() -> None:
     v1 = msgpack.packb([1, a.key, a.members, a.n_seen, a.updates, a.now, a.detected_ts, a.alerted_n, a.alerted_sev,
                         a.ref, a.applied_offset])
     b = LinkGroup.from_bytes(v1)
-    assert {k: tuple(m) for k, m in b.members.items()} == a.members
-    assert b.to_bytes() == a.to_bytes()
+    # version 1 knew no card, long-output share or clock
+    assert {k: tuple(m) for k, m in b.members.items()} == {k: (*m[:12], None, 0.0, 0.0) for k, m in a.members.items()}
+    assert LinkGroup.from_bytes(b.to_bytes()).members == b.members  # and it is written in today's form
     assert LinkGroup.now_of(v1) == LinkGroup.now_of(a.to_bytes()) == a.now > 0
     with pytest.raises(ValueError, match="version 7"):
         LinkGroup.now_of(msgpack.packb([7, a.key]))

@@ -28,7 +28,7 @@ def profile(**overrides: float) -> dict[str, float]:
         "capability_entropy": 0.5, "capability_top_share": 0.5, "error_share": 0.0, "rate_limited_share": 0.0,
         "refused_share": 0.0, "tools_per_req": 0.0, "turns_per_req": 1.0, "active_hours": 4.0,
         "age_hours": 500.0, "interarrival_log_std": 1.0, "reasoning_share_hour": 0.0,
-        "template_share_hour": 0.0, "new_model_share_hour": 0.0, "templates": 0.0,
+        "template_share_hour": 0.0, "new_model_share_hour": 0.0, "templates": 0.0, "model_top_share": 1.0,
     }
     assert set(overrides) <= set(p), set(overrides) - set(p)
     p.update(overrides)
@@ -63,7 +63,7 @@ def test_naive_harvester_scores_critical() -> None:
                                     ("developer, agentic but not templated", DEVELOPER),
                                     ("casual user", CASUAL)])
 def test_benign_profiles_score_below_medium(name: str, p: dict[str, float]) -> None:
-    assert harvest_score(p) < 0.1 < CFG.account_medium, name
+    assert harvest_score(p) < 0.5 * CFG.account_medium, name
 
 
 def test_enterprise_batch_scores_zero_without_elicitation() -> None:
@@ -73,17 +73,38 @@ def test_enterprise_batch_scores_zero_without_elicitation() -> None:
     assert harvest_score(ENTERPRISE_BATCH) == 0.0
 
 
-def test_agentic_harvester_scores_like_a_reasoning_one() -> None:
+def test_tool_use_alone_counts_half_as_elicitation() -> None:
+    """Every coding agent sends tool definitions: an account that only does that is half as suspicious
+    as one that asks for reasoning traces (agentic harvests are caught by their coordination)."""
     agentic = dict(NAIVE_HARVESTER, reasoning_share=0.0, agentic_tools_share=0.95)
-    assert harvest_score(agentic) == pytest.approx(harvest_score(NAIVE_HARVESTER))
+    assert harvest_score(agentic) == pytest.approx(0.5 * harvest_score(NAIVE_HARVESTER))
+    assert harvest_score(agentic) < CFG.account_high
     assert harvest_reasons(agentic)[0]["code"] == "agentic_harvest"
 
 
 def test_harvest_score_is_the_documented_product() -> None:
     p = profile(events_day=500, reasoning_share=0.8, template_share=0.5, long_output_share=0.25,
-                active_hours=12, age_hours=100, interarrival_log_std=0.3)
-    # elicitation 0.8 x templating 0.5 x (0.3 clock 0.5 + 0.3 volume 0.5 + 0.2 long 0.25 + 0.2 regularity 0.5)
-    assert harvest_score(p) == pytest.approx(0.8 * 0.5 * (0.15 + 0.15 + 0.05 + 0.1))
+                active_hours=12, age_hours=100, interarrival_log_std=0.3, model_top_share=0.6)
+    # elicitation 0.8 x (0.3 clock 0.5 + 0.3 volume 0.5 + 0.25 long 0.25 + 0.15 regularity 0.5)
+    #   x (0.75 + 0.25 templating 0.5) x (0.3 + 0.7 model focus 0.5)
+    expected = 0.8 * (0.15 + 0.15 + 0.0625 + 0.075) * (0.75 + 0.125) * (0.3 + 0.35)
+    assert harvest_score(p) == pytest.approx(expected)
+
+
+def test_prompts_that_never_repeat_do_not_hide_a_harvest() -> None:
+    """Templating lifts the score; it does not gate it: a harvester that varies every prompt still
+    reaches high on its own."""
+    fresh = dict(NAIVE_HARVESTER, template_share=0.0, templates=0)
+    assert harvest_score(fresh) >= CFG.account_high
+    assert harvest_score(fresh) == pytest.approx(0.75 * harvest_score(dict(fresh, template_share=1.0)))
+
+
+def test_an_evaluation_spread_over_models_earns_a_review_at_most() -> None:
+    """The naive harvester's profile, but its requests spread evenly over three models, as a model
+    evaluation's are: medium at most; a distiller harvests one teacher."""
+    sweep = dict(NAIVE_HARVESTER, model_top_share=0.34)
+    assert harvest_score(sweep) < CFG.account_high
+    assert harvest_score(dict(NAIVE_HARVESTER, model_top_share=0.85)) >= CFG.account_critical
 
 
 def test_round_the_clock_is_relative_to_a_young_account_but_at_least_six_hours() -> None:

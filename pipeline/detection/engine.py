@@ -25,7 +25,7 @@ from pipeline.detection.links import LinkGroup, judge
 from pipeline.detection.messages import CRITICAL, HIGH, LOW, MEDIUM, Finding, LinkUpdate, MemberSummary
 from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import Policy, PolicyState
-from pipeline.detection.population import PopulationModels
+from pipeline.detection.population import PopulationModels, PopulationScore
 from pipeline.detection.scoring import (
     harvest_reasons,
     harvest_score,
@@ -38,6 +38,9 @@ from pipeline.simhash import lsh_bands
 ALERTS = "anomaly-alerts"
 ACTIONS = "enforcement-actions"
 DEV_SIGNING_KEY = b"distillation-guard-development-key:not-for-enforcement"
+
+
+_NO_POPULATION = PopulationScore(0.0, None, False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,10 +125,11 @@ class Engine:
     def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int,
                          p: dict[str, float]) -> Finding | None:
         hs = harvest_score(p)
-        pop = self.models.score(st.tier or "unknown", partition, p)
-        shift, shift_reasons = shift_score(p)
-        enough = st.day_count() >= self.cfg.account_min_events
         cfg = self.cfg
+        # the population model decides nothing unless ``population_review`` asks it to (see the config)
+        pop = self.models.score(st.tier or "unknown", partition, p) if cfg.population_review else _NO_POPULATION
+        shift, shift_reasons = shift_score(p)
+        enough = st.day_count() >= cfg.account_min_events
         if enough and hs >= cfg.account_critical:
             sev = CRITICAL
         elif enough and hs >= cfg.account_high:

@@ -172,6 +172,7 @@ def test_engine_from_config_signs_with_the_settings_key() -> None:
     assert engine.cfg.shadow is False
     outs = []
     for ev in account_events(400):
+        ev["output_tokens"] = 6000  # a harvester's long reasoning traces: enough for an action
         outs += engine.process(ev)  # type: ignore[arg-type]
     actions = [o.value for o in outs if o.topic == ACTIONS]
     assert actions and all(a["mode"] == "enforce" and verify(a, b"k") for a in actions)

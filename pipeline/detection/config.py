@@ -55,6 +55,9 @@ class DetectionConfig:
     account_medium: float = 0.45
     account_high: float = 0.6
     account_critical: float = 0.8
+    model_focus: bool = True
+    """An account's harvest score counts in full only when most of its day went to one model (a distiller
+    harvests one teacher; an evaluation sweeps several); off: every account counts as focused."""
     shift_min_harvest: float = 0.2
     """A change against the account's own past (volume jump, new model) is told only when its harvest
     score is at least this: developers' sessions and migrations to a new model are bursty by nature."""

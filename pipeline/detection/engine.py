@@ -114,6 +114,8 @@ class Engine:
             established = grown or ts // cfg.link_interval_ms != st.last_summary_ts // cfg.link_interval_ms
             st.last_summary_ts, st.last_summary_n = ts, n
             p = st.profile()
+            if not cfg.model_focus:
+                p["model_top_share"] = 1.0
             finding = self._account_finding(st, ev, partition, p)
             if finding is not None:
                 outputs += self.on_finding(finding)

@@ -46,11 +46,13 @@ def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str]) -> str:
         f"| account recall | {_fmt(m['account_recall'])} |",
         f"| precision | {_fmt(m['precision'])} |",
         f"| benign false-positive rate | {_fmt(m['benign_fpr'], pct=True)} ({m['benign_false_positives']} accounts) |",
+        f"| benign review load | {_fmt(m['benign_review_load'], pct=True)} ({m['benign_reviewed']} accounts) |",
         f"| median detection delay (share of campaign events) | {_fmt(m['median_delay_event_share'], pct=True)} |",
         f"| median detection delay (event-time minutes) | {_fmt(m['median_delay_minutes'])} |",
         "",
         "An account counts as flagged when a high or critical alert, or an action stronger than "
-        "`flag_for_review`, names it (definitions in `pipeline/metrics.py`).",
+        "`flag_for_review`, names it; a benign account counts as reviewed when any alert or action names it "
+        "(definitions in `pipeline/metrics.py`).",
         "",
         "## Campaigns",
         "",

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     account_critical: float = Field(0.8, gt=0, le=1, description="harvest-profile score for a critical account alert")
     campaign_high: float = Field(0.3, gt=0, le=1, description="campaign score for a high campaign alert")
     campaign_critical: float = Field(0.5, gt=0, le=1, description="campaign score for a critical campaign alert")
+    population_review: bool = Field(False, description="a river population model's outliers with some harvest "
+                                    "profile earn a review (its trees live in each worker's memory: off by default)")
 
     # Local Kafka
     kafka_version: str = Field("3.9.1", description="Apache Kafka version for the local broker")

@@ -1,12 +1,15 @@
 """Linked accounts: per link key, a bounded group of member summaries judged for campaign traits.
 
-Strong links (a payment fingerprint, a client fingerprint, a prompt template's LSH bucket) put accounts
-in one group. A group is a campaign when its members *together* look like harvesting: the traffic asks
-for reasoning or agentic transcripts, it is templated, it runs round the clock across members, it is
-spread over many accounts, evenly, and members go quiet as others take over. A group whose members
-all belong to one organisation has its coordination explained (a company shares a card) and counts
-half. Only members whose own profile matches the group's core are named, so an honest account that
-shares a fingerprint with a campaign is not swept up. Groups keep at most ``link_member_cap`` members.
+Shared keys (a payment fingerprint, a client fingerprint, a client network, a prompt template's LSH
+bucket) put accounts in one group; a key only makes the group. What makes a group a campaign is what
+independent people do not show, judged on its eliciting core (``evaluate``): a pool of cards shared
+among its accounts, or accounts that work alike and each round the clock, together harvesting reasoning
+or agentic transcripts, over enough accounts. One customer's own small fleet (one card, one
+organisation, vetted tiers) is no campaign. Only members that behave like the core (and, when shared
+cards are the evidence, pay with one of them) are named, so an honest account that shares a fingerprint,
+a template or a proxy with a campaign is not swept up. Groups keep at most ``link_member_cap`` members.
+The judgement before this one (templating × timing of the whole group) is kept for the ablation
+(``coordination_evidence`` off).
 """
 
 from __future__ import annotations
@@ -176,11 +179,11 @@ class LinkGroup:
         return self._running
 
     def could_reach(self, threshold: float, cfg: DetectionConfig) -> bool:
-        """Whether the campaign score can reach ``threshold``: an upper bound from the running sums alone
-        (clock, evenness and churn taken at their best), so most groups are dismissed without a pass over
-        their members."""
+        """Whether the campaign score can reach ``threshold``, from the running sums alone, so most groups
+        are dismissed without a pass over their members: the score itself (a handful of sums), or in the
+        ablation an upper bound (clock, evenness and churn taken at their best)."""
         r = self.running(cfg)
-        if cfg.coordination_evidence:  # the score is a handful of sums away
+        if cfg.coordination_evidence:
             return evaluate(self, cfg)[0] + _MARGIN >= threshold
         if r.k < cfg.link_min_members or r.wsum == 0:
             return False
@@ -490,7 +493,6 @@ def member_similarity(m: Member, means: list[float]) -> float:
     return 1.0 - total / len(x)
 
 
-
 def _absolute_hours(mask: int, mask_hour: int) -> int:
     """A 24-hour bitmap (bit = hour of day, current to absolute hour ``mask_hour``) as bits ``i`` for the
     absolute hours ``mask_hour - 23 + i``: rotated so that the oldest hour of the window is bit 0."""
@@ -545,7 +547,8 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
         # pool of shared cards is an operator's
         shared_cards = core.shared / k if core.shared_cards >= 2 else 0.0
     coordination = max(shared_cards, alike * machine)
-    templ = g.running(cfg).w_templ / (1e4 * g.running(cfg).wsum) if g.running(cfg).wsum else 0.0
+    r = g.running(cfg)
+    templ = r.w_templ / (1e4 * r.wsum) if r.wsum else 0.0
     harvest = elicit * (0.5 + 0.5 * max(long_share, templ))
     breadth = _clip((k - 2.0) / 13.0)
     score = harvest * coordination * (0.5 + 0.5 * breadth)
@@ -607,10 +610,11 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     reasons = _campaign_reasons(comp, kind_word)
     findings: list[Finding] = []
     members = g.members
+    means = running.core.means_and_spreads()[0] if cfg.coordination_evidence else []
     named = []
     for acc in running.candidates:  # unflagged active members eliciting at least half the time
         m = members[acc]
-        similarity = _similarity(g, m, comp, cfg)
+        similarity = _similarity(g, m, comp, means, cfg)
         if similarity >= cfg.member_similarity:
             named.append((acc, m, similarity))
     cid = g.campaign_id if named else ""
@@ -636,17 +640,17 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
     return findings, campaign
 
 
-def _similarity(g: LinkGroup, m: Member, comp: dict[str, float], cfg: DetectionConfig) -> float:
-    """How alike a member is to the group's core (``member_similarity``), or, in the ablation, to its
-    elicitation and templating only. When what condemns the group is its shared cards, a member whose
-    own card is shared with no other member of the core is not one of them, however alike (0): an honest
-    developer behind a proxy that a campaign also uses behaves much like the campaign's agents."""
+def _similarity(g: LinkGroup, m: Member, comp: dict[str, float], means: list[float],
+                cfg: DetectionConfig) -> float:
+    """How alike a member is to the core's mean profile ``means`` (``member_similarity``), or, in the
+    ablation, to the group's elicitation and templating only. When what condemns the group is its shared
+    cards, a member whose own card is shared with no other member of the core is not one of them, however
+    alike (0): an honest developer behind a proxy that a campaign also uses behaves much like its agents."""
     if not cfg.coordination_evidence:
         return 1.0 - (abs(m[3] - comp["elicitation"]) + abs(m[4] - comp["templating"])) / 2.0
-    core = g.running(cfg).core
-    if comp["shared_cards"] > comp["alike"] * comp["machine"] and core.cards.get(m[12], 0) < 2:
+    if comp["shared_cards"] > comp["alike"] * comp["machine"] and g.running(cfg).core.cards.get(m[12], 0) < 2:
         return 0.0
-    return member_similarity(m, core.means_and_spreads()[0])
+    return member_similarity(m, means)
 
 
 def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
@@ -660,7 +664,8 @@ def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
     out.append(r("group_templating", f"{100 * c['templating']:.0f}% of the group's prompts are templated",
                  c["templating"]))
     if c["round_the_clock"] >= 0.5:
-        out.append(r("group_round_the_clock", "the group's accounts together cover the clock", c["round_the_clock"]))
+        detail = "the accounts each work round the clock" if "alike" in c else "the group's accounts together cover the clock"
+        out.append(r("group_round_the_clock", detail, c["round_the_clock"]))
     if c["regularity"] >= 0.5:
         out.append(r("scripted_timing", "members send at a machine's steady pace", c["regularity"]))
     if c.get("churn", 0.0) >= 0.3:

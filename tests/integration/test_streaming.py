@@ -67,6 +67,27 @@ def test_tiny_scenario_streamed_flags_the_same_accounts_as_the_backtest(kafka_bo
     assert streamed_flags(alerts, actions) == expected
 
 
+def test_tiny_scenario_trickled_in_flags_the_same_accounts_as_the_backtest(kafka_bootstrap, make_settings,
+                                                                          tmp_path, tiny):
+    """The other way events reach a worker: a little at a time while it runs (the test above produces
+    them all first, a backlog as after a restart or a deploy). The worker reads its partitions as their
+    fetches come, so the link stage sees member summaries in another order than a backtest does; what
+    it flags must not depend on that."""
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    worker = Worker(settings, tmp_path / "worker.log")
+    try:
+        chunk = 2_000
+        for i in range(0, len(tiny.events), chunk):
+            produce_events(settings, tiny.events[i : i + chunk])
+            time.sleep(0.5)
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+    alerts, actions = outputs(settings)
+    assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
+
+
 def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
         kafka_bootstrap, make_settings, tmp_path, tiny):
     settings = make_settings(bootstrap=kafka_bootstrap)

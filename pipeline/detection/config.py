@@ -97,7 +97,9 @@ class DetectionConfig:
     episode_ms: int = 7 * DAY_MS
     """Quiet time after which an account's next finding opens a new alert episode."""
     shadow: bool = True
-    detector_version: str = "dg-detect-1.0"
+    detector_version: str = "dg-detect-2.0"
+    """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared
+    key; templating no longer gates the account score; network links; the population model out of decisions."""
     policy_version: str = "dg-policy-1.1"
     action_ttl_ms: int = 7 * DAY_MS
     allowlist_accounts: frozenset[str] = field(default_factory=frozenset)

@@ -83,8 +83,10 @@ class DetectionConfig:
     machine-paced), not on the shared key itself; off: the old judgement (templating × timing)."""
     customer_fleet_members: int = 15
     """A group whose eliciting core is one customer (one card, or one organisation or vetted tier for
-    80 % of it) is that customer's own fleet below this many accounts, and no campaign: why would one
-    customer spread its own work over more accounts than that, if not to dodge per-account limits?"""
+    80 % of it) is that customer's own fleet below this many accounts, and no campaign; at this many or
+    more it is judged as accounts with a card each are (alike and round the clock): why would one customer
+    spread the same round-the-clock work over more accounts than that, if not to dodge per-account
+    limits? An agency whose accounts are its clients' projects works in office hours, each differently."""
     template_bands: int = 4
     template_link_min_hits: float = 2.0
     """A template seen this often in one account is announced to its LSH buckets."""

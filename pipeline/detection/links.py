@@ -523,8 +523,9 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
     - a *harvest*: the core elicits reasoning or agentic transcripts, with long outputs or templated;
     - *breadth*: how many accounts.
 
-    A core that is one customer (one card, one organisation, vetted tiers) is that customer's own fleet
-    and no campaign, unless it spreads over ``customer_fleet_members`` accounts or more.
+    A core that is one customer (one card, one organisation, vetted tiers) is that customer's own fleet:
+    its shared card counts for nothing, and under ``customer_fleet_members`` accounts it is no campaign at
+    all; a larger fleet is a campaign only when it works alike and round the clock.
     """
     if not cfg.coordination_evidence:
         return _evaluate_shared_key(g, cfg)
@@ -539,8 +540,11 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
     machine = clock  # a steady pace is no evidence: every coding agent's loop keeps one
     fleet = core.one_customer()
     if fleet:
-        shared_cards = 1.0 if k >= cfg.customer_fleet_members else 0.0
-        if not shared_cards:
+        # one customer's card, organisation or vetted tier is no evidence between its own accounts: a small
+        # fleet is its own business; a large one must work alike and round the clock, as accounts with a
+        # card each must
+        shared_cards = 0.0
+        if k < cfg.customer_fleet_members:
             alike = 0.0
     else:
         # one shared card is one customer's sub-fleet (a company's developers in a coworking space); a

@@ -380,3 +380,29 @@ def cloud_devs(world: World, p: dict) -> Block:
     block = developer_traffic(world, acc, p["sessions_per_day"])
     world.register("cloud_devs", acc, len(block["ts"]))
     return block
+
+
+def agency(world: World, p: dict) -> Block:
+    """A development agency: one company card for many accounts, one per client project, no org.
+
+    Per agency (``agencies``, 1-2): ``accounts`` (15-40), team/pro tier, the agency's card and SDK client
+    fingerprint for all of them, its office prefix (or two) and ASN, no org recorded. Its developers run
+    coding agents for each project in the agency's working hours (``sessions_per_day`` per account), the
+    project's own system prompt for most requests: one customer with more accounts than a small fleet,
+    whose accounts are as different as its projects and rest at night.
+    """
+    rng = world.rng
+    blocks = []
+    for _ in range(world.count(p["agencies"])):
+        n = world.i(p["accounts"])
+        cc = world.countries(1)
+        acc = world.accounts(n, tiers=("team", "pro"), tier_p=(0.7, 0.3), countries=np.repeat(cc, n), max_keys=2)
+        acc.tz[:] = acc.tz[0]
+        acc.payment[:] = acc.payment[0]
+        acc.client[:] = acc.client[0]
+        acc.share("ip", world.prefixes(world.i((1, 2))), rng)
+        acc.asn[:] = int(rng.integers(1_000, 60_000))
+        block = developer_traffic(world, acc, p["sessions_per_day"])
+        world.register("agency", acc, len(block["ts"]))
+        blocks.append(block)
+    return concat(blocks)

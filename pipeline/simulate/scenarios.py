@@ -40,6 +40,7 @@ GENERATORS: dict[str, Generator] = {
     "reseller_frontends": lookalikes.reseller_frontends,
     "shared_clients": lookalikes.shared_clients,
     "cloud_devs": lookalikes.cloud_devs,
+    "agency": lookalikes.agency,
     "camp_diverse": evasions.diverse,
     "camp_human": evasions.human,
     "camp_lowvol": evasions.lowvol,
@@ -159,6 +160,7 @@ LOOKALIKE_POPS: dict[str, dict] = {
     "reseller_frontends": {"accounts": (1, 3), "per_day": (2_000.0, 20_000.0)},
     "shared_clients": {"n": (300, 600), "per_day": (1.5, 25.0), "sessions_per_day": (0.4, 1.5)},
     "cloud_devs": {"n": (50, 150), "sessions_per_day": (0.4, 1.5)},
+    "agency": {"agencies": (1, 2), "accounts": (15, 40), "sessions_per_day": (0.5, 2.0)},
 }
 
 # Campaigns that drop a tell of today's five kinds (``evasions``), each labelled distillation.
@@ -244,7 +246,7 @@ SCENARIO_SPECS: dict[str, Scenario] = {
     },
     "realistic": Scenario(
         "standard plus every benign look-alike (coding-agent users, a course, eval companies, labs, CI bots, "
-        "resellers, popular clients, cloud developers) and every evasive campaign",
+        "resellers, popular clients, cloud developers, an agency on one card) and every evasive campaign",
         days=(3.0, 4.0),
         release_frac=(0.5, 0.6),
         hard=False,

@@ -56,6 +56,7 @@ STANDARD_POPULATIONS = {
     "reseller_customers",
 }
 LOOKALIKES = {
+    "agency",
     "oss_agents",
     "course",
     "eval_company",

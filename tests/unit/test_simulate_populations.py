@@ -125,6 +125,18 @@ def test_ci_bots_use_one_card_one_client_and_no_org_per_company() -> None:
     assert len(np.unique(cols["ts"] // HOUR_MS % 24)) == 24
 
 
+def test_an_agency_runs_many_accounts_on_one_card_in_office_hours() -> None:
+    """More accounts on one card than a small fleet, no org, and nights off (the agency's own timezone)."""
+    _, cols = population("agency")
+    assert set(cols["org_id"].tolist()) == {None}
+    for card, accounts in groups(cols, "payment_fingerprint", "account_id").items():
+        assert 15 <= len(accounts) <= 40
+        sel = cols["payment_fingerprint"] == card
+        assert distinct({"c": cols["client_fingerprint"][sel]}, "c") == 1
+        busy = np.bincount(cols["ts"][sel] // HOUR_MS % 24, minlength=24)
+        assert np.sort(busy)[:6].sum() < 0.05 * busy.sum()  # six hours of the day nearly silent
+
+
 def test_reseller_frontends_send_thousands_of_diverse_requests_a_day() -> None:
     world, cols = population("reseller_frontends")
     assert per_account_day(world, cols).min() >= 1_500

@@ -546,9 +546,14 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
         shared_cards = 0.0
         if k < cfg.customer_fleet_members:
             alike = 0.0
+    elif g.key.startswith("net:"):
+        # a network is where unrelated customers meet (an office building, a coworking space, a campus, a
+        # cloud's egress): several companies' teams, each on its company card, behind one prefix are no
+        # card pool; a network group condemns only accounts that work alike round the clock
+        shared_cards = 0.0
     else:
-        # one shared card is one customer's sub-fleet (a company's developers in a coworking space); a
-        # pool of shared cards is an operator's
+        # one shared card is one customer's sub-fleet (a company's developers among a tool's users); a pool
+        # of shared cards across accounts that share the operator's client or template is an operator's
         shared_cards = core.shared / k if core.shared_cards >= 2 else 0.0
     coordination = max(shared_cards, alike * machine)
     r = g.running(cfg)

@@ -406,3 +406,32 @@ def agency(world: World, p: dict) -> Block:
         world.register("agency", acc, len(block["ts"]))
         blocks.append(block)
     return concat(blocks)
+
+
+def cowork_teams(world: World, p: dict) -> Block:
+    """A coworking space with small companies in it: two or three teams on their company's card, among
+    independent members, all behind the space's one prefix.
+
+    Per space (``spaces``, 1-2): ``members`` (20-40) accounts of one country on one prefix and ASN; 2-3
+    companies of ``team`` (3-6) developers each pay with their company's card (no org recorded), the
+    others with their own. Everyone runs developer traffic (coding agents in working hours): several
+    cards each shared by several accounts behind one network, as a campaign's card pool would be, but
+    each team on its own card and the rest on their own.
+    """
+    rng = world.rng
+    blocks = []
+    for _ in range(world.count(p["spaces"])):
+        n = world.i(p["members"])
+        cc = world.countries(1)
+        acc = world.accounts(n, tiers=("pro", "team"), tier_p=(0.5, 0.5), countries=np.repeat(cc, n), max_keys=2)
+        acc.ip[:] = world.prefixes(1)[0]
+        acc.asn[:] = int(rng.integers(1_000, 60_000))
+        start = 0
+        for _ in range(world.i((2, 3))):
+            size = world.i(p["team"])
+            acc.payment[start : start + size] = acc.payment[start]
+            start += size
+        block = developer_traffic(world, acc, p["sessions_per_day"])
+        world.register("cowork_teams", acc, len(block["ts"]))
+        blocks.append(block)
+    return concat(blocks)

@@ -41,6 +41,7 @@ GENERATORS: dict[str, Generator] = {
     "shared_clients": lookalikes.shared_clients,
     "cloud_devs": lookalikes.cloud_devs,
     "agency": lookalikes.agency,
+    "cowork_teams": lookalikes.cowork_teams,
     "camp_diverse": evasions.diverse,
     "camp_human": evasions.human,
     "camp_lowvol": evasions.lowvol,
@@ -161,6 +162,7 @@ LOOKALIKE_POPS: dict[str, dict] = {
     "shared_clients": {"n": (300, 600), "per_day": (1.5, 25.0), "sessions_per_day": (0.4, 1.5)},
     "cloud_devs": {"n": (50, 150), "sessions_per_day": (0.4, 1.5)},
     "agency": {"agencies": (1, 2), "accounts": (15, 40), "sessions_per_day": (0.5, 2.0)},
+    "cowork_teams": {"spaces": (2, 4), "members": (20, 40), "team": (3, 6), "sessions_per_day": (0.5, 2.0)},
 }
 
 # Campaigns that drop a tell of today's five kinds (``evasions``), each labelled distillation.
@@ -246,7 +248,7 @@ SCENARIO_SPECS: dict[str, Scenario] = {
     },
     "realistic": Scenario(
         "standard plus every benign look-alike (coding-agent users, a course, eval companies, labs, CI bots, "
-        "resellers, popular clients, cloud developers, an agency on one card) and every evasive campaign",
+        "resellers, popular clients, cloud developers, an agency on one card, company teams in coworking spaces) and every evasive campaign",
         days=(3.0, 4.0),
         release_frac=(0.5, 0.6),
         hard=False,

@@ -156,18 +156,20 @@ def test_accounts_with_their_own_cards_that_work_alike_round_the_clock_are_a_cam
 
 
 def test_one_shared_card_is_a_sub_fleet_two_are_a_pool() -> None:
-    """Members of a busy network that include a company's accounts on one card are no campaign; two or
-    more cards each shared by several members are an operator's pool."""
-    def group(cards: list[str]) -> LinkGroup:
-        g = LinkGroup("net:198.51.100.0/24")
+    """Accounts on one client fingerprint that include a company's accounts on one card are no campaign;
+    two or more cards each shared by several of them are an operator's pool. Behind one network the same
+    cards are several companies' teams in one building: no evidence there."""
+    def group(key: str, cards: list[str]) -> LinkGroup:
+        g = LinkGroup(key)
         for i, card in enumerate(cards):
             g.add(member(i, payment=card, clock=0.3, events_day=round(10.0 * (i + 1), 3)), CFG)
         return g
 
-    one = group(["company"] * 5 + [f"own-{i}" for i in range(10)])
-    two = group(["pool-a"] * 5 + ["pool-b"] * 5 + [f"own-{i}" for i in range(5)])
-    assert evaluate(one, CFG)[1]["shared_cards"] == 0.0
-    assert evaluate(two, CFG)[1]["shared_cards"] == 10 / 15
+    one = ["company"] * 5 + [f"own-{i}" for i in range(10)]
+    two = ["pool-a"] * 5 + ["pool-b"] * 5 + [f"own-{i}" for i in range(5)]
+    assert evaluate(group("cli:tool", one), CFG)[1]["shared_cards"] == 0.0
+    assert evaluate(group("cli:tool", two), CFG)[1]["shared_cards"] == 10 / 15
+    assert evaluate(group("net:198.51.100.0/24", two), CFG)[1]["shared_cards"] == 0.0
 
 
 def test_evaluate_components_for_a_known_group() -> None:

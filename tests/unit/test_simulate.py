@@ -57,6 +57,7 @@ STANDARD_POPULATIONS = {
 }
 LOOKALIKES = {
     "agency",
+    "cowork_teams",
     "oss_agents",
     "course",
     "eval_company",

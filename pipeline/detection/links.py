@@ -297,19 +297,13 @@ class Running:
         self.w_regular += w * round(m[11] * 1e4)
         self.n_sum += sign * c
         self.n_sq += sign * c * c
-        org = m[8]
         if sign > 0:
             insort(self.last_ts, m[0])
             insort(self.first_ts, m[7])
-            self.orgs[org] = self.orgs.get(org, 0) + 1
         else:
             _remove(self.last_ts, m[0])
             _remove(self.first_ts, m[7])
-            left = self.orgs[org] - 1
-            if left:
-                self.orgs[org] = left
-            else:
-                del self.orgs[org]
+        _bump(self.orgs, m[8], sign)
         if m[10] in INSTITUTIONAL_TIERS:
             self.institutional += sign
 
@@ -446,23 +440,13 @@ class Core:
             squares[i] += sign * x * x
         card = m[12]
         if card is not None:
-            cards = self.cards
-            before = cards.get(card, 0)
-            after = before + sign
+            after = _bump(self.cards, card, sign)
+            before = after - sign
             # members that share their card with another: a card held by one counts none, by c ≥ 2 all c
             self.shared += (after if after >= 2 else 0) - (before if before >= 2 else 0)
             self.shared_cards += (after >= 2) - (before >= 2)
-            if after:
-                cards[card] = after
-            else:
-                del cards[card]
-        org = m[8]
-        if org is not None:
-            left = self.orgs.get(org, 0) + sign
-            if left:
-                self.orgs[org] = left
-            else:
-                del self.orgs[org]
+        if m[8] is not None:
+            _bump(self.orgs, m[8], sign)
         if m[10] in INSTITUTIONAL_TIERS:
             self.institutional += sign
 
@@ -503,6 +487,16 @@ def _absolute_hours(mask: int, mask_hour: int) -> int:
 @lru_cache(maxsize=1 << 14)
 def _campaign_id(key: str) -> str:
     return stable_id("camp", key)
+
+
+def _bump(counts: dict[Any, int], key: Any, sign: int) -> int:
+    """Add ``sign`` to ``counts[key]``, dropping the key at zero; the new count."""
+    left = counts.get(key, 0) + sign
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+    return left
 
 
 def _remove(values: list[int], v: int) -> None:

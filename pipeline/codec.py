@@ -31,6 +31,7 @@ from pipeline.models import (
     UsageEvent,
     Verdict,
 )
+from pipeline.privacy import is_token
 
 #: What the decoders take: a Kafka value as bytes, or any bytes-like buffer.
 Buffer = bytes | bytearray | memoryview
@@ -101,12 +102,13 @@ def _type_name(v: Any) -> str:
 
 
 def _show(v: Any) -> str:
-    """The offending value, short: scalars by repr (strings cut at 40 chars), containers by type only."""
+    """The offending value, short: numbers by repr, a string only when it is a short token (an enum value
+    with a typo), any other string by its length (a reason never quotes free text), containers by type."""
     t = type(v)
     if v is None:
         return "null"
     if t is str:
-        return repr(v) if len(v) <= 40 else repr(v[:40]) + f"... ({len(v)} chars)"
+        return repr(v) if is_token(v) else f"a string of {len(v)} chars"
     if t is int:
         text = str(v) if -(10**30) < v < 10**30 else f"an int of {len(str(abs(v)))} digits"
         return text
@@ -119,7 +121,8 @@ def _show(v: Any) -> str:
 
 def _got(v: Any, *, expected_type: type) -> str:
     """'-3' when the type was right, 'float 3.0' when it was not."""
-    if type(v) is expected_type or v is None or type(v) in (bool, list, dict, bytes):
+    if type(v) is expected_type or v is None or type(v) in (bool, list, dict, bytes) or (
+            type(v) is str and not is_token(v)):
         return _show(v)
     return f"{_type_name(v)} {_show(v)}"
 

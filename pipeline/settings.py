@@ -57,7 +57,9 @@ class Settings(BaseSettings):
                                      "this many hours of event time without activity (bounded state)")
     broker_timeout_s: float = Field(300, gt=0, description="exit with a clear error when no Kafka broker has "
                                     "answered for this many seconds (the worker rides out shorter outages)")
-    dlq_redact_text: bool = Field(False, description="remove prompt/completion/messages fields from DLQ copies")
+    dlq_redact_text: bool = Field(True, description="DLQ copies without raw text: fields named like prompt/"
+                                  "content/messages at any depth and free-text strings are replaced by their "
+                                  "type and size (pipeline/privacy.py); false keeps the original bytes")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
     standby_replicas: int = Field(0, ge=0, description="warm copies of each table partition other workers keep "
                                   "(Faust's table_standby_replicas): a failover then skips most of the changelog "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgpack
 import pytest
@@ -54,3 +55,64 @@ def test_redact_removes_text_fields_from_msgpack_and_json_and_leaves_the_rest() 
     plain = msgpack.packb(factories.event(2))
     assert redact(plain) == (plain, False)
     assert redact(b"\xc1garbage") == (b"\xc1garbage", False)
+
+
+# ------------------------------------------------------------------ DLQ redaction: recursive, by name and shape
+
+
+def test_redaction_is_on_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.settings import Settings
+
+    monkeypatch.delenv("DG_DLQ_REDACT_TEXT", raising=False)
+    assert Settings().dlq_redact_text is True
+
+
+@pytest.mark.parametrize("bad", [
+    {"request": {"messages": [{"role": "user", "content": SECRET}]}},  # nested: request.messages[].content
+    {"prompt_text": SECRET},
+    {"user_prompt": SECRET},
+    {"PromptText": SECRET},
+    {"payload": {"userMessage": SECRET}},
+    {"meta": [{"note": SECRET}]},  # an innocent name, but the value has the shape of free text
+    [{"completion": SECRET}, 3],  # an array, not a map
+    {"turns": [[SECRET]]},
+], ids=["nested", "prompt_text", "user_prompt", "camel", "userMessage", "shape", "array", "deep-list"])
+def test_redaction_catches_nested_and_renamed_text_fields(bad: Any) -> None:
+    for raw in (msgpack.packb(bad), json.dumps(bad).encode()):
+        out, changed = redact(raw)
+        assert changed, raw
+        assert SECRET.encode() not in out
+        assert b"[redacted: " in out
+
+
+def test_redaction_keeps_contract_fields_and_short_tokens() -> None:
+    bad = {**factories.event(1, input_tokens=-3), "note": "ok", "request": {"messages": ["hi"]}}
+    out, changed = redact(json.dumps(bad).encode())
+    kept = json.loads(out)
+    assert changed and kept["request"] == {"messages": "[redacted: list of 1 items]"}
+    assert kept["input_tokens"] == -3 and kept["prompt_chars"] == bad["prompt_chars"] and kept["note"] == "ok"
+
+
+def test_redaction_covers_invalid_json_and_broken_msgpack() -> None:
+    for raw in (b'{"prompt": "' + SECRET.encode() + b'", "ts": ',  # cut off: not JSON
+                b"\xc1\xa5" + SECRET.encode("utf-8") + b"\x00",  # not msgpack
+                b"just some text: " + SECRET.encode()):
+        out, changed = redact(raw)
+        assert changed and SECRET.encode() not in out and b"[redacted: " in out, out
+    assert redact(b'{"ts": 1,') == (b'{"ts": 1,', False)  # nothing text-shaped: the bytes stay as they are
+
+
+@pytest.mark.parametrize("raw", [
+    json.dumps({**factories.event(1), "status": SECRET}).encode(),
+    json.dumps({**factories.event(1), "model": SECRET * 4}).encode(),
+    json.dumps({**factories.event(1), "account_tier": SECRET}).encode(),
+    msgpack.packb({**factories.event(1), "capability": SECRET}),
+    json.dumps({"schema_version": 1, "alert_id": "a", "account_id": "b", "verdict": SECRET, "ts": 1}).encode(),
+], ids=["enum", "too-long", "tier", "msgpack", "verdict"])
+def test_no_dlq_reason_quotes_the_bad_value(raw: bytes) -> None:
+    decode = codec.decode_verdict if b"verdict" in raw else codec.decode_event
+    with pytest.raises(codec.CodecError) as err:
+        decode(raw)
+    reason = err.value.reason
+    assert "Please" not in reason and "reveal" not in reason, reason
+    assert "string of" in reason or "chars" in reason, reason

@@ -368,10 +368,11 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    import json
     import os
+    import time
 
-    from pipeline import schemas, signing
+    from pipeline import verify
+    from pipeline.replay import ReplayError, parse_time
 
     current = os.environ.get(args.key_env, "")
     if not current:
@@ -381,42 +382,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if k:
             keys[f"previous-{i}"] = k.encode("utf-8")
     try:
-        text = sys.stdin.read() if str(args.input) == "-" else args.input.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        now_ms = parse_time(args.now) if args.now else int(time.time() * 1000)
+        max_age_ms = verify.parse_duration(args.max_age) if args.max_age else None
+    except (ReplayError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    try:
+        if str(args.input) == "-":
+            stdin: Any = getattr(sys.stdin, "buffer", None)
+            data = stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8")
+        else:
+            data = args.input.read_bytes()
+    except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc}") from exc
-    records: list[tuple[int, Any]] = []
-    try:  # a single JSON object (possibly spread over lines) ...
-        whole = json.loads(text)
-        records = [(1, whole)] if isinstance(whole, dict) else []
-    except ValueError:
-        pass
-    if not records:  # ... or JSONL, one action per line
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append((lineno, json.loads(line)))
-                except ValueError as exc:
-                    records.append((lineno, exc))
+    records = list(verify.parse_records(data))
     if not records:
         raise CommandError(f"no actions in {args.input}")
     failed = 0
-    for lineno, obj in records:
-        where, key_name = f"line {lineno}", ""
-        if isinstance(obj, ValueError):
-            problems = [f"not JSON: {obj}"]
-        else:
-            problems = [f"schema: {e}" for e in schemas.errors("enforcement_action", obj)[:3]]
-            if isinstance(obj, dict):
-                where += f" action_id={obj.get('action_id')!r} account_id={obj.get('account_id')!r}"
-                try:
-                    key_name = signing.check(obj, keys)
-                except signing.SignatureError as exc:
-                    problems.append(str(exc))
-        if problems:
+    for where, obj in records:
+        res = verify.check(obj, keys, now_ms, max_age_ms, where=where)
+        tag = " REPLAY (shadow)" if res.replay else ""
+        if res.problems:
             failed += 1
-            print(f"FAIL {where}: {'; '.join(problems)}")
+            print(f"FAIL {res.where}{tag}: {'; '.join(res.problems)}")
         else:
-            print(f"OK   {where} (key {key_name})")
+            print(f"OK   {res.where}{tag} (key {res.key_name})")
     print(f"{len(records) - failed} ok, {failed} failed", file=sys.stderr)
     return EXIT_PROBLEM if failed else EXIT_OK
 
@@ -530,13 +519,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify", help="check the schema and HMAC signature of enforcement actions",
-        description="Check EnforcementActions (JSONL, or one JSON object) against their schema and their "
-                    "signature: prints OK or FAIL with the reason per action. The key is read from the "
+        description="Check EnforcementActions (JSONL, one JSON object, or msgpack) as a consumer must: "
+                    "schema, signature, freshness (expired actions fail; --max-age), no key named twice, and "
+                    "in enforce mode a key of at least 32 bytes that is not a development key and no "
+                    "replay. Prints OK or FAIL with the reasons per action (REPLAY marks a backtest's "
+                    "shadow action). The key is read from the "
                     "environment: the current key from --key-env, and, during a key rotation, earlier keys "
                     "(comma separated) from --previous-keys-env. Exit 0: all ok; 1: any failed; 2: no key "
                     "or unreadable input.")
     p.add_argument("--input", "-i", required=True, type=Path, metavar="FILE",
-                   help="actions file (JSONL), or - for standard input")
+                   help="actions file: JSONL, one JSON object, or concatenated msgpack maps (as on the "
+                        "topic); - for standard input")
+    p.add_argument("--max-age", metavar="DURATION",
+                   help="fail actions issued longer ago than this (e.g. 15m, 24h, 7d); default: no limit")
+    p.add_argument("--now", metavar="TIME",
+                   help="check freshness against this time (epoch ms or ISO 8601) instead of the clock, e.g. "
+                        "for an archive")
     p.add_argument("--key-env", default="DG_SIGNING_KEY", metavar="VAR",
                    help="environment variable holding the current signing key (default DG_SIGNING_KEY)")
     p.add_argument("--previous-keys-env", default="DG_SIGNING_KEYS_PREVIOUS", metavar="VAR",

@@ -108,6 +108,13 @@ class Settings(BaseSettings):
         if self.enforce and (self.signing_key is None or not self.signing_key.get_secret_value()):
             raise ValueError("enforce mode needs a signing key: set DG_SIGNING_KEY, or leave DG_ENFORCE off "
                              "(shadow mode)")
+        if self.enforce and self.signing_key is not None:
+            from pipeline.signing import enforce_key_problem
+
+            problem = enforce_key_problem(self.signing_key.get_secret_value().encode("utf-8"))
+            if problem:
+                raise ValueError(f"DG_SIGNING_KEY cannot sign enforce-mode actions: {problem} (generate one with "
+                                 "`python -c 'import secrets; print(secrets.token_hex(32))'`)")
         return self
 
     @property

@@ -26,16 +26,36 @@ from typing import Any
 
 from pipeline.codec import CodecError, encode_canonical
 
-__all__ = ["SIGNATURE_FIELD", "SignatureError", "check", "sign", "signing_payload", "verify"]
+__all__ = ["DEVELOPMENT_KEYS", "MIN_ENFORCE_KEY_BYTES", "REPLAY_MARK", "SIGNATURE_FIELD", "SignatureError",
+           "check", "enforce_key_problem", "sign", "signing_payload", "verify"]
 
 SIGNATURE_FIELD = "signature"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+MIN_ENFORCE_KEY_BYTES = 32
+"""An enforce-mode key is at least this long (HMAC-SHA256 keys shorter than its 32-byte output are weak)."""
+DEVELOPMENT_KEYS = frozenset({
+    b"distillation-guard-development-key:not-for-enforcement",  # the engine's shadow-mode default
+    b"change-me-dev-only-signing-key",  # the fallback docker/compose.yaml once had
+})
+"""Keys that are public in this repository: they sign shadow actions at most, never enforce ones."""
+REPLAY_MARK = "+replay"
+"""Suffix of ``policy_version`` on every action a replay (``backtest``) writes; such actions are shadow."""
 
 Keys = Mapping[str, bytes] | bytes
 
 
 class SignatureError(ValueError):
     """An action whose signature is missing, malformed or made with none of the given keys."""
+
+
+def enforce_key_problem(key: bytes) -> str | None:
+    """Why ``key`` may not sign enforce-mode actions, or None if it may."""
+    if key in DEVELOPMENT_KEYS:
+        return "it is a development key, public in the source"
+    if len(key) < MIN_ENFORCE_KEY_BYTES:
+        return f"it is {len(key)} bytes long, under the minimum of {MIN_ENFORCE_KEY_BYTES}"
+    return None
 
 
 def signing_payload(action: Mapping[str, Any]) -> bytes:

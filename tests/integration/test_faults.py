@@ -563,7 +563,7 @@ def test_enforce_mode_signs_every_action_with_a_key_id_and_spares_allow_listed_a
     ``flag_for_review`` although its campaign's other members get more."""
     fig = Figures("enforcement", tmp_path)
     sim = generate("tiny", 1)
-    key = "test-signing-key-0123456789"
+    key = "test-signing-key-0123456789abcdefghij"  # enforce mode needs 32 bytes or more
     probe = make_settings(bootstrap=kafka_bootstrap)
     _, _, ref_actions = backtest(probe, sim.events)
     beyond = Counter(a["account_id"] for a in ref_actions if a["action"] != "flag_for_review")

@@ -37,3 +37,12 @@ def test_worker_refuses_to_start_in_enforce_mode_without_a_key(tmp_path: Path) -
                           text=True, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "DG_SIGNING_KEY" in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("key", ["k", "x" * 31, "distillation-guard-development-key:not-for-enforcement",
+                                 "change-me-dev-only-signing-key"])
+def test_enforce_with_a_short_or_public_key_is_refused(key: str) -> None:
+    with pytest.raises(ValidationError, match="DG_SIGNING_KEY cannot sign enforce-mode actions"):
+        Settings(enforce=True, signing_key=key)
+    assert Settings(enforce=False, signing_key=key).signing_key is not None  # shadow may use any key
+    assert Settings(enforce=True, signing_key="x" * 32).enforce

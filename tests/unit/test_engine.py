@@ -100,7 +100,7 @@ def test_a_redelivered_link_update_is_skipped() -> None:
     assert upd.key == "pay:pf0123456789abcd"
     engine.on_link_update(upd, offset=10)
     before = engine.links.get(upd.key).to_bytes()
-    assert engine.on_link_update(upd, offset=10) == ([], [])
+    assert engine.on_link_update(upd, offset=10) is None
     assert engine.links.get(upd.key).to_bytes() == before
 
 
@@ -146,9 +146,11 @@ def test_murmur2_is_a_signed_java_int() -> None:
 
 # ---------------------------------------------------------------------------------------- settings
 
+KEY32 = "engine-test-signing-key-0123456789abcdef"  # enforce mode needs 32 bytes or more
+
 
 def test_detection_config_from_settings() -> None:
-    cfg = DetectionConfig.from_settings(Settings(enforce=True, signing_key="k", allowlist_accounts="a, b",
+    cfg = DetectionConfig.from_settings(Settings(enforce=True, signing_key=KEY32, allowlist_accounts="a, b",
                                                  partitions=6, account_high=0.55))
     assert cfg.shadow is False
     assert cfg.allowlist_accounts == frozenset({"a", "b"})
@@ -166,16 +168,16 @@ def test_detection_config_from_default_settings_is_shadow() -> None:
 def test_engine_from_config_signs_with_the_settings_key() -> None:
     from pipeline.signing import verify
 
-    settings = Settings(enforce=True, signing_key="k", partitions=4)
+    settings = Settings(enforce=True, signing_key=KEY32, partitions=4)
     engine = Engine.from_config(settings)
-    assert engine.policy.key == b"k"
+    assert engine.policy.key == KEY32.encode()
     assert engine.cfg.shadow is False
     outs = []
     for ev in account_events(400):
         ev["output_tokens"] = 6000  # a harvester's long reasoning traces: enough for an action
         outs += engine.process(ev)  # type: ignore[arg-type]
     actions = [o.value for o in outs if o.topic == ACTIONS]
-    assert actions and all(a["mode"] == "enforce" and verify(a, b"k") for a in actions)
+    assert actions and all(a["mode"] == "enforce" and verify(a, KEY32.encode()) for a in actions)
 
 
 # ---------------------------------------------------------------------------------------- metrics

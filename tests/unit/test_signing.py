@@ -169,3 +169,99 @@ def test_cli_without_a_key_or_with_unreadable_input_exits_2(
     assert cli.main(["verify", "--input", str(tmp_path / "missing.jsonl")]) == 2
     (tmp_path / "empty.jsonl").write_text("\n")
     assert cli.main(["verify", "--input", str(tmp_path / "empty.jsonl")]) == 2
+
+
+# ---------------------------------------------------------------------------------- verify: what a consumer needs
+
+LONG_KEY = b"enforcement-key-0123456789abcdef-xyz"  # 36 bytes
+NOW = "2026-03-02T12:00:00Z"  # 1_772_452_800_000: half a day after action()'s ts
+
+
+def _verify(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            data: bytes, key: bytes = KEY, *extra: str) -> tuple[int, str]:
+    monkeypatch.setenv("DG_SIGNING_KEY", key.decode())
+    monkeypatch.delenv("DG_SIGNING_KEYS_PREVIOUS", raising=False)
+    path = tmp_path / "actions.bin"
+    path.write_bytes(data)
+    code = cli.main(["verify", "-i", str(path), "--now", NOW, *extra])
+    return code, capsys.readouterr().out
+
+
+def test_verify_fails_an_expired_action(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    expired = action(action="suspend", expires_ts=1_772_409_600_000 + 3_600_000)  # an hour after it was issued
+    live = action(action_id="act-0002", action="suspend", expires_ts=1_772_409_600_000 + 7 * 86_400_000)
+    code, out = _verify(tmp_path, monkeypatch, capsys, (json.dumps(expired) + "\n" + json.dumps(live)).encode())
+    assert code == 1
+    first, second = out.splitlines()
+    assert first.startswith("FAIL") and "expired at 2026-03-02T01:00:00Z" in first
+    assert second.startswith("OK")
+
+
+def test_verify_max_age_fails_old_actions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    data = json.dumps(action()).encode()
+    assert _verify(tmp_path, monkeypatch, capsys, data, KEY, "--max-age", "24h")[0] == 0
+    code, out = _verify(tmp_path, monkeypatch, capsys, data, KEY, "--max-age", "1h")
+    assert code == 1 and "too old" in out
+
+
+def test_verify_rejects_a_key_named_twice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``{"action": "ban", …, "action": "suspend"}``: a consumer keeping the first value bans, although the
+    signature (over the last value, as ``json.loads`` keeps it) covers ``suspend``."""
+    signed = action(action="suspend")
+    text = json.dumps(signed).replace('"action": "suspend"', '"action": "ban", "action": "suspend"')
+    code, out = _verify(tmp_path, monkeypatch, capsys, text.encode())
+    assert code == 1 and out.startswith("FAIL") and "duplicate key 'action'" in out
+    packed = b"\x8b" + msgpack.packb("action") + msgpack.packb("ban") + msgpack.packb(signed)[1:]
+    code, out = _verify(tmp_path, monkeypatch, capsys, packed)
+    assert code == 1 and "duplicate key 'action'" in out
+
+
+def test_verify_reads_msgpack_as_on_the_topic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    data = msgpack.packb(action()) + msgpack.packb(action(action_id="act-0002", account_id="acct-8"))
+    code, out = _verify(tmp_path, monkeypatch, capsys, data)
+    assert code == 0 and [line.split()[0] for line in out.splitlines()] == ["OK", "OK"]
+    assert "record 2" in out and "acct-8" in out
+    tampered = msgpack.packb({**action(), "action": "ban"})
+    code, out = _verify(tmp_path, monkeypatch, capsys, tampered)
+    assert code == 1 and "does not match" in out
+
+
+def _signed(key: bytes, **fields: Any) -> dict[str, Any]:
+    a = action(**fields)
+    a["signature"] = sign(a, key)
+    return a
+
+
+def test_verify_fails_enforce_actions_signed_with_a_short_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    short = b"k"
+    code, out = _verify(tmp_path, monkeypatch, capsys, json.dumps(_signed(short, mode="enforce")).encode(), short)
+    assert code == 1 and "1 bytes long, under the minimum of 32" in out
+    assert _verify(tmp_path, monkeypatch, capsys, json.dumps(_signed(short)).encode(), short)[0] == 0  # shadow
+    ok = json.dumps(_signed(LONG_KEY, mode="enforce")).encode()
+    assert _verify(tmp_path, monkeypatch, capsys, ok, LONG_KEY)[0] == 0
+
+
+def test_verify_fails_enforce_actions_signed_with_a_development_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from pipeline.detection.engine import DEV_SIGNING_KEY
+    from pipeline.signing import DEVELOPMENT_KEYS
+
+    assert DEV_SIGNING_KEY in DEVELOPMENT_KEYS
+    for dev in DEVELOPMENT_KEYS:
+        code, out = _verify(tmp_path, monkeypatch, capsys, json.dumps(_signed(dev, mode="enforce")).encode(), dev)
+        assert code == 1 and "development key" in out
+
+
+def test_verify_marks_replays_and_fails_a_replay_in_enforce_mode(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    shadow = _signed(LONG_KEY, policy_version="dg-policy-1.1+replay")
+    code, out = _verify(tmp_path, monkeypatch, capsys, json.dumps(shadow).encode(), LONG_KEY)
+    assert code == 0 and "REPLAY (shadow)" in out
+    forged = _signed(LONG_KEY, policy_version="dg-policy-1.1+replay", mode="enforce")
+    code, out = _verify(tmp_path, monkeypatch, capsys, json.dumps(forged).encode(), LONG_KEY)
+    assert code == 1 and "replays are shadow only" in out

@@ -1,0 +1,146 @@
+"""What ``python -m pipeline verify`` checks of enforcement actions: everything a consumer must, per action.
+
+- the JSON Schema of EnforcementAction v1;
+- the signature, under the current key or one of the previous ones (:func:`pipeline.signing.check`);
+- enforce mode: the key that signed it is not a development key and is at least 32 bytes
+  (:func:`pipeline.signing.enforce_key_problem`), and it is no replay (``policy_version`` ending in
+  ``+replay``: a backtest's actions are shadow only);
+- freshness against ``now``: an action whose ``expires_ts`` has passed fails, and so does one older than
+  ``max_age_ms`` or more than ``FUTURE_SKEW_MS`` ahead of ``now``;
+- the encoding: a map with a key twice fails (a consumer keeping the first ``action`` and one keeping the
+  last would act differently), in JSON and in msgpack alike.
+
+Input is JSONL, one JSON object, or concatenated msgpack maps (the topic's own format), told apart by the
+first byte.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+
+from pipeline import schemas, signing
+
+FUTURE_SKEW_MS = 5 * 60_000
+"""How far ahead of ``now`` an action's ``ts`` may be (clock differences between hosts)."""
+
+
+class DuplicateKey(ValueError):
+    """A map that names a key twice."""
+
+
+def _unique(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out: dict[Any, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKey(f"duplicate key {k!r}" if isinstance(k, str) and len(k) <= 64 else "duplicate key")
+        out[k] = v
+    return out
+
+
+def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
+    """(where, object or the exception that stopped it) per record: JSONL, one JSON object, or msgpack."""
+    stripped = data.lstrip()
+    if not stripped:
+        return
+    if stripped[:1] != b"{":
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, object_pairs_hook=_unique,
+                                    max_buffer_size=max(len(data), 1))
+        unpacker.feed(data)
+        n = 0
+        try:
+            for obj in unpacker:
+                n += 1
+                yield f"record {n}", obj
+        except DuplicateKey as exc:
+            yield f"record {n + 1}", exc
+        except Exception as exc:  # the rest of the stream cannot be framed
+            yield f"record {n + 1}", ValueError(f"not msgpack: {type(exc).__name__}")
+        return
+    text = data.decode("utf-8", errors="replace")
+    try:  # a single JSON object (possibly spread over lines) ...
+        whole = json.loads(text, object_pairs_hook=_unique)
+        if isinstance(whole, dict):
+            yield "line 1", whole
+            return
+    except DuplicateKey as exc:
+        if "\n" not in text.strip():
+            yield "line 1", exc
+            return
+    except ValueError:
+        pass
+    for lineno, line in enumerate(text.splitlines(), 1):  # ... or JSONL, one action per line
+        if line.strip():
+            try:
+                yield f"line {lineno}", json.loads(line, object_pairs_hook=_unique)
+            except DuplicateKey as exc:
+                yield f"line {lineno}", exc
+            except ValueError as exc:
+                yield f"line {lineno}", ValueError(f"not JSON: {exc}")
+
+
+def _when(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Result:
+    where: str
+    problems: list[str] = field(default_factory=list)
+    key_name: str = ""
+    replay: bool = False
+
+
+def check(obj: Any, keys: Mapping[str, bytes], now_ms: int, max_age_ms: int | None = None,
+          where: str = "") -> Result:
+    """The :class:`Result` of one record: ``obj`` is a decoded action, or the error that stopped decoding."""
+    res = Result(where)
+    if isinstance(obj, DuplicateKey):
+        res.problems.append(f"{obj}: a consumer could read either value")
+        return res
+    if isinstance(obj, Exception):
+        res.problems.append(str(obj))
+        return res
+    res.problems += [f"schema: {e}" for e in schemas.errors("enforcement_action", obj)[:3]]
+    if not isinstance(obj, dict):
+        return res
+    res.where += f" action_id={obj.get('action_id')!r} account_id={obj.get('account_id')!r}"
+    try:
+        res.key_name = signing.check(obj, keys)
+    except signing.SignatureError as exc:
+        res.problems.append(str(exc))
+    version = obj.get("policy_version")
+    res.replay = isinstance(version, str) and version.endswith(signing.REPLAY_MARK)
+    if obj.get("mode") == "enforce":
+        if res.replay:
+            res.problems.append("a replay's action in enforce mode: replays are shadow only")
+        if res.key_name:
+            problem = signing.enforce_key_problem(keys[res.key_name])
+            if problem:
+                res.problems.append(f"enforce mode, but the key that signed it cannot sign enforcement: {problem}")
+    ts, expires = obj.get("ts"), obj.get("expires_ts")
+    if type(expires) is int and expires <= now_ms:
+        res.problems.append(f"expired at {_when(expires)} (now {_when(now_ms)})")
+    if type(ts) is int:
+        if max_age_ms is not None and ts < now_ms - max_age_ms:
+            res.problems.append(f"too old: issued {_when(ts)}, more than --max-age before now ({_when(now_ms)})")
+        if ts > now_ms + FUTURE_SKEW_MS:
+            res.problems.append(f"issued in the future: {_when(ts)} (now {_when(now_ms)})")
+    return res
+
+
+def parse_duration(text: str) -> int:
+    """Milliseconds from ``90s``, ``15m``, ``24h``, ``7d`` or a plain number of seconds."""
+    t = text.strip().lower()
+    units = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for suffix in ("ms", "s", "m", "h", "d"):
+        if t.endswith(suffix) and t[: -len(suffix)].replace(".", "", 1).isdigit():
+            return int(float(t[: -len(suffix)]) * units[suffix])
+    if t.replace(".", "", 1).isdigit():
+        return int(float(t) * 1000)
+    raise ValueError(f"not a duration: {text!r} (e.g. 90s, 15m, 24h, 7d)")

@@ -5,6 +5,7 @@ Nothing here reads the clock or touches a live topic: the same input gives byte-
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,11 +13,12 @@ from typing import IO, Any
 
 import orjson
 
-from pipeline.detection import Engine
+from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.engine import ACTIONS, ALERTS
 from pipeline.eventfile import BadRecord, read_events
 from pipeline.metrics import Evaluation
 from pipeline.models import UsageEvent
+from pipeline.signing import REPLAY_MARK
 
 
 @dataclass
@@ -26,6 +28,18 @@ class BacktestCounts:
     alerts: int = 0
     actions: int = 0
     bad: list[BadRecord] = field(default_factory=list)
+
+
+def replay_engine(settings: Any) -> Engine:
+    """The engine a replay runs: the settings' detection config, but always in shadow mode and with
+    ``policy_version`` marked ``+replay``, whatever ``DG_ENFORCE`` says. A replay (candidate thresholds, an
+    old range) must never produce an action that could be carried out: ``verify`` shows these as
+    ``REPLAY (shadow)`` and fails one in enforce mode. Signed over another ``policy_version``, its actions
+    also have ids of their own, which never de-duplicate against live ones."""
+    cfg = DetectionConfig.from_settings(settings)
+    cfg = dataclasses.replace(cfg, shadow=True, policy_version=cfg.policy_version + REPLAY_MARK)
+    key = getattr(settings, "signing_key", None)
+    return Engine(cfg, signing_key=key.get_secret_value().encode("utf-8") if key is not None else None)
 
 
 def replay(
@@ -89,7 +103,7 @@ def backtest_file(
         if on_bad is not None:
             on_bad(rec)
 
-    engine = Engine.from_config(config)
+    engine = replay_engine(config)
     alerts_fh = _open_out(alerts_out)
     actions_fh = _open_out(actions_out)
     source = events(bad) if events is not None else read_events(path, bad)

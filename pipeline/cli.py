@@ -227,6 +227,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     if args.report is not None and args.labels is None:
         raise CommandError("--report needs --labels (the report scores the run against them)")
     settings = _settings(args)
+    if settings.enforce:
+        print("note: a replay is always shadow: DG_ENFORCE is ignored, and its actions carry policy_version "
+              "…+replay", file=sys.stderr)
     try:
         if args.input is not None:
             file_format(args.input)
@@ -255,6 +258,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     sink = producer = None
     if args.to_prefix is not None:
+        if not args.to_prefix:
+            raise CommandError("--to-prefix is empty: that would be the live topics (or, with a live prefix, "
+                               "topics that only look like sandbox ones); give a sandbox prefix, e.g. sandbox-")
         if args.to_prefix == settings.topic_prefix:
             raise CommandError(f"--to-prefix {args.to_prefix!r} is the live topic prefix: a replay never writes "
                                "to live output topics; choose a sandbox prefix")
@@ -485,11 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_produce)
 
     p = sub.add_parser(
-        "backtest", help="replay events through the detection code, in event time",
+        "backtest", help="replay events through the detection code, in event time (actions always shadow)",
         description="Replay an events file, or a stored topic's time range, through the same detection engine "
                     "the worker runs, in event time, isolated from live state and live output topics (no "
                     "consumer group, fresh state). Same input, byte-identical outputs. Bad records are "
-                    "reported and skipped (exit 1).")
+                    "reported and skipped (exit 1). Actions are always shadow, whatever DG_ENFORCE says, "
+                    "and their policy_version ends in +replay ('verify' shows them as REPLAY).")
     p.add_argument("--input", "-i", type=Path, metavar="FILE", help="events file (.jsonl/.msgpack[.gz])")
     p.add_argument("--topic", metavar="NAME",
                    help="replay a stored topic instead (e.g. usage-events; the topic prefix is added)")
@@ -497,7 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --topic: first message time, epoch ms or ISO 8601 (Kafka message timestamps)")
     p.add_argument("--to", dest="to_ts", metavar="TIME", help="with --topic: end of the range (exclusive)")
     p.add_argument("--to-prefix", metavar="P",
-                   help="also write alerts and actions to sandbox topics P+anomaly-alerts, P+enforcement-actions")
+                   help="also write alerts and actions to sandbox topics P+anomaly-alerts, P+enforcement-actions "
+                        "(P non-empty and not the live prefix)")
     p.add_argument("--alerts-out", type=Path, metavar="FILE", help="write AnomalyAlerts here (JSONL)")
     p.add_argument("--actions-out", type=Path, metavar="FILE", help="write EnforcementActions here (JSONL)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="labels file: score the run against it")

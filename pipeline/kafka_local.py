@@ -10,7 +10,17 @@ Files in the data directory (``settings.kafka_data_dir`` unless given):
 - ``server.properties``, ``log4j.properties``: written by :func:`start`;
 - ``logs/``: the partition data (``log.dirs``), formatted once with a fresh cluster id;
 - ``server.log``: the broker's own log; ``broker.out``: the JVM's stdout/stderr;
-- ``broker.pid``: the pid of the running broker.
+- ``broker.pid``: the pid of the running broker;
+- ``sasl/<role>.env`` (SASL mode only, private to the user): each principal's login as ``DG_*`` variables.
+
+SASL mode (``settings.kafka_sasl``, ``kafka start --sasl``) is chosen when the data directory is first
+formatted: the client listener then takes only SASL/SCRAM-SHA-512 logins, the ``StandardAuthorizer``
+refuses whatever :mod:`pipeline.kafka_acls` does not grant, and every start creates the role logins and
+ACLs for the settings' topic prefix and app id. The ``admin`` principal (super user, the broker's own
+login) is added to the storage at format time (``--add-scram``), since a KRaft broker must log in before
+it can read credentials from its metadata; the controller listener takes PLAIN with the admin's password
+only, as KRaft cannot use SCRAM there. A client of a role runs with ``set -a; . <data>/sasl/worker.env``,
+or in Python with :func:`role_settings`.
 
 Example::
 
@@ -26,6 +36,7 @@ import base64
 import contextlib
 import fcntl
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,7 +47,11 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pydantic import SecretStr
+
+from pipeline.kafka_acls import ADMIN, ROLES
 from pipeline.settings import Settings
 
 __all__ = [
@@ -44,6 +59,7 @@ __all__ = [
     "BrokerStatus",
     "KafkaLocalError",
     "ensure_jars",
+    "role_settings",
     "start",
     "status",
     "stop",
@@ -70,6 +86,8 @@ _PROPERTIES = "server.properties"
 _LOG4J = "log4j.properties"
 _BROKER_OUT = "broker.out"
 _SERVER_LOG = "server.log"
+_SASL_DIR = "sasl"
+SASL_MECHANISM = "SCRAM-SHA-512"
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
 <project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -289,8 +307,9 @@ def _accepts(bootstrap: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _reachable(bootstrap: str, timeout: float = 5.0) -> bool:
-    """Whether a real Kafka client gets cluster metadata with at least one broker from ``bootstrap``."""
+def _reachable(bootstrap: str, timeout: float = 5.0, login: dict[str, Any] | None = None) -> bool:
+    """Whether a real Kafka client (logged in with ``login``'s SASL kwargs, if any) gets cluster metadata
+    with at least one broker from ``bootstrap``."""
     if not _accepts(bootstrap, timeout=min(timeout, 1.0)):
         return False
     from kafka import KafkaAdminClient
@@ -303,6 +322,7 @@ def _reachable(bootstrap: str, timeout: float = 5.0) -> bool:
             client_id="kafka-local-probe",
             request_timeout_ms=ms,
             bootstrap_timeout_ms=ms,
+            **(login or {}),
         )
         return bool(admin.describe_cluster().get("brokers"))
     except Exception:  # any failure means "not (yet) usable"
@@ -323,22 +343,140 @@ def _broker_log_tail(data: Path, lines: int = 40) -> str:
     return "\n".join(parts) or f"(no broker log in {data})"
 
 
+# --------------------------------------------------------------------------- SASL logins
+
+
+def _sasl_dir(data: Path) -> Path:
+    return data / _SASL_DIR
+
+
+def _is_sasl(data: Path) -> bool:
+    """Whether the storage of ``data`` was formatted for SASL mode (the admin's login exists)."""
+    return (_sasl_dir(data) / f"{ADMIN}.env").is_file()
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (it holds a password)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(text)
+
+
+def _read_password(data: Path, user: str) -> str | None:
+    try:
+        lines = (_sasl_dir(data) / f"{user}.env").read_text().splitlines()
+    except OSError:
+        return None
+    found = [line.split("=", 1)[1] for line in lines if line.startswith("DG_SASL_PASSWORD=")]
+    return found[0] if found and found[0] else None
+
+
+def _passwords(data: Path, bootstrap: str) -> dict[str, str]:
+    """Each principal's password: drawn once per data directory (256 random bits) and kept, with the rest of
+    its login, in ``sasl/<user>.env`` (mode 0600, in a 0700 directory). Never printed or logged."""
+    folder = _sasl_dir(data)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    folder.chmod(0o700)
+    passwords: dict[str, str] = {}
+    for user in (ADMIN, *ROLES):
+        password = _read_password(data, user) or secrets.token_urlsafe(32)
+        _write_private(folder / f"{user}.env", (
+            f"# Login of the local Kafka's {user!r} principal, written by pipeline.kafka_local: keep it private.\n"
+            f"DG_BOOTSTRAP={bootstrap}\nDG_SECURITY_PROTOCOL=SASL_PLAINTEXT\nDG_SASL_MECHANISM={SASL_MECHANISM}\n"
+            f"DG_SASL_USERNAME={user}\nDG_SASL_PASSWORD={password}\n"))
+        passwords[user] = password
+    return passwords
+
+
+def _admin_login(data: Path) -> dict[str, Any] | None:
+    """kafka-python kwargs that log in as ``admin`` on a SASL-mode broker; None for a plain one."""
+    password = _read_password(data, ADMIN) if _is_sasl(data) else None
+    if password is None:
+        return None
+    return {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SASL_MECHANISM,
+            "sasl_plain_username": ADMIN, "sasl_plain_password": password}
+
+
+def role_settings(settings: Settings, role: str, data_dir: Path | None = None) -> Settings:
+    """``settings`` with the bootstrap and SASL login of principal ``role`` (``admin`` or one of
+    :data:`pipeline.kafka_acls.ROLES`) of the SASL-mode broker of ``data_dir``."""
+    data = _data_dir(settings, data_dir)
+    password = _read_password(data, role)
+    if password is None:
+        raise KafkaLocalError(f"no login for {role!r} in {_sasl_dir(data)}: start that broker with --sasl "
+                              f"(roles: {', '.join((ADMIN, *ROLES))})")
+    return settings.model_copy(update={
+        "bootstrap": _bootstrap(settings, data), "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": SASL_MECHANISM, "sasl_username": role, "sasl_password": SecretStr(password),
+    })
+
+
+def _provision(settings: Settings, bootstrap: str, passwords: dict[str, str]) -> None:
+    """As ``admin``: create or update every role's SCRAM login, then the ACLs of ``settings``' pipeline."""
+    from kafka import KafkaAdminClient
+
+    from pipeline.kafka_acls import apply_grants, upsert_users
+
+    login = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": SASL_MECHANISM,
+             "sasl_plain_username": ADMIN, "sasl_plain_password": passwords[ADMIN]}
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kafka-local-provision", **login)
+        try:
+            upsert_users(admin, {role: passwords[role] for role in ROLES})
+            apply_grants(admin, settings)
+        finally:
+            admin.close()
+    except Exception as exc:  # kafka-python raises a zoo of errors; the message names users, never passwords
+        raise KafkaLocalError(f"could not create the SASL logins and ACLs on {bootstrap}: {exc}") from exc
+
+
 # --------------------------------------------------------------------------- configuration
 
 
-def _server_properties(settings: Settings, data: Path) -> str:
+def _listeners(settings: Settings, admin_password: str | None) -> str:
+    """The listener section: all PLAINTEXT, or (with the admin's password) SASL everywhere and the authorizer."""
     port, cport = settings.kafka_port, settings.kafka_controller_port
-    return f"""\
-# Written by pipeline.kafka_local for Apache Kafka {settings.kafka_version}: single node, KRaft, loopback only.
-process.roles=broker,controller
-node.id={NODE_ID}
-controller.quorum.voters={NODE_ID}@{HOST}:{cport}
+    if admin_password is None:
+        return f"""\
 listeners=PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
 advertised.listeners=PLAINTEXT://{HOST}:{port}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-log.dirs={data / "logs"}
+"""
+    scram = f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{ADMIN}" ' \
+            f'password="{admin_password}";'
+    plain = f'org.apache.kafka.common.security.plain.PlainLoginModule required username="{ADMIN}" ' \
+            f'password="{admin_password}" user_{ADMIN}="{admin_password}";'
+    return f"""\
+# SASL mode: clients log in with SCRAM-SHA-512 (users kept in the cluster metadata; the admin's added when the
+# storage was formatted). The controller listener takes PLAIN with the admin's login only: KRaft cannot use
+# SCRAM there. Whatever kafka_acls grants no ACL for is refused.
+listeners=SASL_PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{cport}
+advertised.listeners=SASL_PLAINTEXT://{HOST}:{port}
+listener.security.protocol.map=SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=SASL_PLAINTEXT
+sasl.enabled.mechanisms={SASL_MECHANISM}
+sasl.mechanism.inter.broker.protocol={SASL_MECHANISM}
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config={scram}
+listener.name.controller.sasl.enabled.mechanisms=PLAIN
+listener.name.controller.plain.sasl.jaas.config={plain}
+sasl.mechanism.controller.protocol=PLAIN
+authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer
+super.users=User:{ADMIN}
+allow.everyone.if.no.acl.found=false
+"""
+
+
+def _server_properties(settings: Settings, data: Path, admin_password: str | None = None) -> str:
+    return f"""\
+# Written by pipeline.kafka_local for Apache Kafka {settings.kafka_version}: single node, KRaft, loopback only.
+process.roles=broker,controller
+node.id={NODE_ID}
+controller.quorum.voters={NODE_ID}@{HOST}:{settings.kafka_controller_port}
+{_listeners(settings, admin_password)}log.dirs={data / "logs"}
 
 # One node: every internal topic has one replica.
 offsets.topic.replication.factor=1
@@ -380,21 +518,29 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-def _format_storage(java: str, libs: Path, data: Path) -> None:
-    """Format ``log.dirs`` once, with a fresh cluster id (a random UUID in Kafka's base64 form)."""
-    if (data / "logs" / "meta.properties").is_file():
+def _formatted(data: Path) -> bool:
+    return (data / "logs" / "meta.properties").is_file()
+
+
+def _format_storage(java: str, libs: Path, data: Path, admin_password: str | None = None) -> None:
+    """Format ``log.dirs`` once, with a fresh cluster id (a random UUID in Kafka's base64 form), and in SASL
+    mode with the admin's SCRAM login, which the broker needs before it can read any from its metadata."""
+    if _formatted(data):
         return
     cluster_id = new_cluster_id()
+    scram = [] if admin_password is None else [
+        "--add-scram", f"{SASL_MECHANISM}=[name={ADMIN},password={admin_password}]"]
     cmd = [
         java, "-Xmx256m", "-Djava.awt.headless=true", f"-Dlog4j.configuration=file:{data / _LOG4J}",
         "-cp", f"{libs}/*", "kafka.tools.StorageTool",
-        "format", "-t", cluster_id, "-c", str(data / _PROPERTIES),
+        "format", "-t", cluster_id, "-c", str(data / _PROPERTIES), *scram,
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=data, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if proc.returncode != 0:
-        raise KafkaLocalError(
-            f"kafka.tools.StorageTool format failed (exit {proc.returncode}):\n{_tail(proc.stdout + proc.stderr)}"
-        )
+        output = _tail(proc.stdout + proc.stderr)
+        if admin_password:
+            output = output.replace(admin_password, "**********")
+        raise KafkaLocalError(f"kafka.tools.StorageTool format failed (exit {proc.returncode}):\n{output}")
 
 
 # --------------------------------------------------------------------------- API
@@ -408,15 +554,25 @@ def start(settings: Settings, data_dir: Path | None = None, timeout: float = 60.
     formatted on first use, ``kafka.Kafka`` is launched detached (its own session) and this waits up
     to ``timeout`` seconds for cluster metadata. Raises :class:`KafkaLocalError`, with the tail of the
     broker log, if a port is taken, the process dies or the timeout passes.
+
+    With ``settings.kafka_sasl`` the broker runs in SASL mode (see the module docstring), and each call,
+    whether it starts the broker or finds it running, creates the role logins and the ACLs of
+    ``settings``' topic prefix and app id. A data directory keeps the mode it was first formatted in.
     """
     data = _data_dir(settings, data_dir)
     data.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     with _locked(data / ".start.lock"):
+        if _formatted(data) and _is_sasl(data) != settings.kafka_sasl:
+            was, want = ("with", "without") if _is_sasl(data) else ("without", "with")
+            raise KafkaLocalError(f"the broker data in {data} was formatted {was} SASL and cannot be started "
+                                  f"{want} it: use another data directory (--data-dir) or delete this one")
         pid = _running_pid(data)
         if pid is not None:
             bootstrap = _bootstrap(settings, data)
-            _wait_ready(bootstrap, pid, data, deadline)
+            _wait_ready(bootstrap, pid, data, deadline, _admin_login(data))
+            if settings.kafka_sasl:
+                _provision(settings, bootstrap, _passwords(data, bootstrap))
             return BrokerInfo(bootstrap=bootstrap, pid=pid, data_dir=data, started=False)
         (data / _PID_FILE).unlink(missing_ok=True)
 
@@ -432,11 +588,21 @@ def start(settings: Settings, data_dir: Path | None = None, timeout: float = 60.
         if settings.kafka_port == settings.kafka_controller_port:
             raise KafkaLocalError(f"kafka_port and kafka_controller_port are both {settings.kafka_port}")
 
+        if settings.kafka_sasl:
+            try:
+                from pipeline.kafka_acls import check_prefixes
+
+                check_prefixes(settings)
+            except ValueError as exc:
+                raise KafkaLocalError(str(exc)) from exc
         libs = ensure_jars(settings)
         java = _require("java")
-        (data / _PROPERTIES).write_text(_server_properties(settings, data))
+        bootstrap = f"{HOST}:{settings.kafka_port}"
+        passwords = _passwords(data, bootstrap) if settings.kafka_sasl else None
+        admin_password = passwords[ADMIN] if passwords else None
+        _write_private(data / _PROPERTIES, _server_properties(settings, data, admin_password))
         (data / _LOG4J).write_text(_LOG4J_TEMPLATE.format(log=data / _SERVER_LOG))
-        _format_storage(java, libs, data)
+        _format_storage(java, libs, data, admin_password)
 
         cmd = [
             java, *JVM_OPTS, f"-Dlog4j.configuration=file:{data / _LOG4J}",
@@ -448,9 +614,10 @@ def start(settings: Settings, data_dir: Path | None = None, timeout: float = 60.
                 start_new_session=True,
             )  # fmt: skip
         (data / _PID_FILE).write_text(f"{proc.pid}\n")
-        bootstrap = f"{HOST}:{settings.kafka_port}"
         try:
-            _wait_ready(bootstrap, proc.pid, data, deadline)
+            _wait_ready(bootstrap, proc.pid, data, deadline, _admin_login(data))
+            if passwords:
+                _provision(settings, bootstrap, passwords)
         except KafkaLocalError:
             _terminate(proc.pid, data, 10.0)
             (data / _PID_FILE).unlink(missing_ok=True)
@@ -458,14 +625,14 @@ def start(settings: Settings, data_dir: Path | None = None, timeout: float = 60.
         return BrokerInfo(bootstrap=bootstrap, pid=proc.pid, data_dir=data, started=True)
 
 
-def _wait_ready(bootstrap: str, pid: int, data: Path, deadline: float) -> None:
+def _wait_ready(bootstrap: str, pid: int, data: Path, deadline: float, login: dict[str, Any] | None) -> None:
     while True:
         if not _is_broker(pid, data):
             raise KafkaLocalError(
                 f"the Kafka broker (pid {pid}) exited during startup\n{_broker_log_tail(data)}"
             )
         remaining = deadline - time.monotonic()
-        if _reachable(bootstrap, timeout=max(min(remaining, 5.0), 1.0)):
+        if _reachable(bootstrap, timeout=max(min(remaining, 5.0), 1.0), login=login):
             return
         if time.monotonic() >= deadline:
             raise KafkaLocalError(
@@ -513,5 +680,5 @@ def status(settings: Settings, data_dir: Path | None = None) -> BrokerStatus:
         bootstrap=bootstrap,
         version=settings.kafka_version,
         data_dir=data,
-        reachable=pid is not None and _reachable(bootstrap, timeout=3.0),
+        reachable=pid is not None and _reachable(bootstrap, timeout=3.0, login=_admin_login(data)),
     )

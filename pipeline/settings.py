@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     ssl_cafile: Path | None = Field(None, description="CA bundle (PEM) to verify the brokers; default: system CAs")
     ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
     ssl_keyfile: Path | None = Field(None, description="private key (PEM) of the client certificate")
+    sasl_users: SecretStr | None = Field(None, description="logins that 'kafka provision' creates: user:password "
+                                         "pairs, comma separated, for the roles of pipeline/kafka_acls.py")
+    replay_prefix: str = Field("sandbox-", description="topic prefix of replay output (backtest --to-prefix): "
+                               "the replay principal's ACLs let it write only topics starting with this")
 
     # Worker
     app_id: str = Field("distillation-guard", description="Faust application id (consumer group)")
@@ -83,6 +87,8 @@ class Settings(BaseSettings):
     kafka_data_dir: Path = Field(Path(".kafka"), description="data/log directory of the local broker")
     kafka_port: int = Field(9092, ge=1, le=65535, description="listener port of the local broker")
     kafka_controller_port: int = Field(9093, ge=1, le=65535, description="controller port of the local broker")
+    kafka_sasl: bool = Field(False, description="local broker with SASL/SCRAM-SHA-512 logins and per-role ACLs "
+                             "(kafka start --sasl); each role's login is written to <data dir>/sasl/<role>.env")
 
     # Enforcement
     signing_key: SecretStr | None = Field(None, description="HMAC key for enforcement actions")

@@ -1,0 +1,208 @@
+"""Kafka ACLs on a real broker: each principal can do its job and is refused everything else.
+
+One local broker in SASL mode (``kafka start --sasl``: SCRAM-SHA-512 logins, the ``StandardAuthorizer``,
+the ACLs of ``pipeline.kafka_acls``) for the whole module. The refusals are the broker's own answers
+(``TopicAuthorizationFailedError`` and friends), seen by the same kafka-python clients the pipeline uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgpack
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import (
+    ClusterAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
+from pydantic import SecretStr
+
+from pipeline import kafka_local, topics
+from pipeline.kafka_config import kafka_python_config
+from pipeline.settings import Settings
+from tests import factories
+from tests.integration.workers import Worker
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        shutil.which("java") is None or shutil.which("mvn") is None,
+        reason="the local Kafka broker needs java and mvn on PATH",
+    ),
+]
+
+REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
+
+
+def _free_ports(count: int) -> list[int]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings of a pipeline on a SASL-mode broker of its own (started once for the module)."""
+    port, controller_port, web_port, metrics_port = _free_ports(4)
+    tag = uuid.uuid4().hex[:8]
+    base = Settings(
+        kafka_port=port, kafka_controller_port=controller_port, kafka_data_dir=tmp_path_factory.mktemp("kafka-sasl"),
+        kafka_sasl=True, topic_prefix=f"acl{tag}-", app_id=f"dg-acl-{tag}", replay_prefix=f"sandbox-acl{tag}-",
+        store_dir=tmp_path_factory.mktemp("store"), web_port=web_port, metrics_port=metrics_port,
+    )
+    kafka_local.start(base, timeout=120.0)
+    try:
+        topics.create_topics(as_role(base, "admin"))
+        yield base
+    finally:
+        kafka_local.stop(base)
+
+
+def as_role(settings: Settings, role: str) -> Settings:
+    return kafka_local.role_settings(settings, role)
+
+
+def produce(settings: Settings, role: str, topic: str, *, idempotent: bool = True, value: bytes = b"{}") -> int:
+    """Send one message to ``topic`` (unprefixed name, or a full name with ``topic`` given as is by the
+    caller) as ``role`` and wait for the broker's answer: the offset, or the broker's error raised."""
+    login = as_role(settings, role)
+    producer = KafkaProducer(**kafka_python_config(login), acks="all", enable_idempotence=idempotent,
+                             max_block_ms=10_000, retries=0 if not idempotent else 5)
+    try:
+        return int(producer.send(topic, key=b"acct-1", value=value).get(timeout=15).offset)
+    finally:
+        producer.close(timeout=5)
+
+
+def consume(settings: Settings, role: str, topic: str, *, group: str | None, want: int, timeout: float = 20.0) -> list:
+    login = as_role(settings, role)
+    consumer = KafkaConsumer(topic, **kafka_python_config(login), group_id=group, auto_offset_reset="earliest",
+                             enable_auto_commit=group is not None, consumer_timeout_ms=1000)
+    got: list = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < want and time.monotonic() < deadline:
+            got.extend(consumer)
+    finally:
+        consumer.close()
+    return got
+
+
+def test_roles_get_logins_in_private_env_files(settings: Settings) -> None:
+    folder = Path(settings.kafka_data_dir) / "sasl"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    for role in ("admin", "gateway", "worker", "analyst", "enforcement", "replay"):
+        env = folder / f"{role}.env"
+        assert env.stat().st_mode & 0o777 == 0o600
+        lines = dict(line.split("=", 1) for line in env.read_text().splitlines() if "=" in line and line[0] != "#")
+        assert lines["DG_SASL_USERNAME"] == role and lines["DG_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert len(lines["DG_SASL_PASSWORD"]) >= 32
+    assert (Path(settings.kafka_data_dir) / "server.properties").stat().st_mode & 0o777 == 0o600
+
+
+def test_gateway_writes_usage_events_but_is_refused_findings_and_verdicts(settings: Settings) -> None:
+    assert produce(settings, "gateway", settings.topic("usage-events")) >= 0
+    for topic in ("findings", "analyst-verdicts", "enforcement-actions", "link-updates"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            produce(settings, "gateway", settings.topic(topic))
+
+
+def test_gateway_cannot_read_what_it_writes(settings: Settings) -> None:
+    with pytest.raises(TopicAuthorizationFailedError):
+        consume(settings, "gateway", settings.topic("usage-events"), group=None, want=1, timeout=5)
+
+
+def test_analyst_writes_verdicts_and_nothing_else(settings: Settings) -> None:
+    assert produce(settings, "analyst", settings.topic("analyst-verdicts")) >= 0
+    for topic in ("usage-events", "findings"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            produce(settings, "analyst", settings.topic(topic))
+
+
+def test_enforcement_reads_actions_but_cannot_write_them(settings: Settings) -> None:
+    action = msgpack.packb({"action_id": "a-1", "action": "ban"})
+    produce(settings, "admin", settings.topic("enforcement-actions"), value=action)
+    got = consume(settings, "enforcement", settings.topic("enforcement-actions"), group="enforcement-svc", want=1)
+    assert [m.value for m in got] == [action]
+    # an idempotent producer is refused at InitProducerId (no WRITE anywhere), a plain one at the topic
+    with pytest.raises(KafkaError) as refused:
+        produce(settings, "enforcement", settings.topic("enforcement-actions"))
+    assert "ClusterAuthorizationFailed" in str(refused.value) or isinstance(refused.value, REFUSED)
+    with pytest.raises(TopicAuthorizationFailedError):
+        produce(settings, "enforcement", settings.topic("enforcement-actions"), idempotent=False)
+    with pytest.raises(KafkaError):  # only groups named enforcement… are its own
+        consume(settings, "enforcement", settings.topic("enforcement-actions"), group=settings.app_id, want=1,
+                timeout=5)
+
+
+def test_replay_reads_inputs_and_writes_only_under_the_sandbox_prefix(settings: Settings) -> None:
+    produce(settings, "gateway", settings.topic("usage-events"))
+    assert consume(settings, "replay", settings.topic("usage-events"), group=None, want=1)
+    sandbox = as_role(settings, "replay").model_copy(update={"topic_prefix": settings.replay_prefix})
+    created = dict(topics.create_topics(sandbox, ["anomaly-alerts", "enforcement-actions"]))
+    assert set(created) == {sandbox.topic("anomaly-alerts"), sandbox.topic("enforcement-actions")}
+    assert produce(settings, "replay", sandbox.topic("enforcement-actions"), idempotent=False) >= 0
+    for topic in ("enforcement-actions", "anomaly-alerts", "findings", "usage-events"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            produce(settings, "replay", settings.topic(topic), idempotent=False)
+    with pytest.raises(RuntimeError, match="TopicAuthorizationFailed"):  # nor create topics outside it
+        topics.create_topics(as_role(settings, "replay").model_copy(update={"topic_prefix": "elsewhere-"}),
+                             ["enforcement-actions"])
+
+
+def test_a_wrong_password_is_refused_within_the_clients_timeout(settings: Settings) -> None:
+    wrong = as_role(settings, "gateway").model_copy(update={"sasl_password": SecretStr("not-the-password-at-all")})
+    start = time.monotonic()
+    with pytest.raises(KafkaError):
+        producer = KafkaProducer(**kafka_python_config(wrong), max_block_ms=5_000, bootstrap_timeout_ms=5_000)
+        try:
+            producer.send(settings.topic("usage-events"), value=b"{}").get(timeout=10)
+        finally:
+            producer.close(timeout=2)
+    assert time.monotonic() - start < 15
+
+
+def test_worker_principal_runs_the_pipeline_and_cannot_forge_inputs(settings: Settings, tmp_path: Path) -> None:
+    """A real worker logged in as ``worker`` reads the gateway's events and writes alerts and the DLQ (its
+    changelogs and consumer group included); the same login is refused writing verdicts or events."""
+    events = factories.harvester_and_noise(3_000)
+    login = as_role(settings, "gateway")
+    producer = KafkaProducer(**kafka_python_config(login), acks="all", linger_ms=20)
+    for ev in events:
+        producer.send(settings.topic("usage-events"), key=ev["account_id"].encode(), value=msgpack.packb(ev))
+    producer.send(settings.topic("usage-events"), key=b"bad", value=b"\xc1 not an event")
+    producer.flush()
+    producer.close()
+
+    worker = Worker(as_role(settings, "worker"), tmp_path / "worker.log")
+    try:
+        deadline = time.monotonic() + 180
+        alerts: list = []
+        while not alerts and time.monotonic() < deadline:
+            assert worker.alive(), worker.log_tail()
+            alerts = consume(settings, "admin", settings.topic("anomaly-alerts"), group=None, want=1, timeout=5)
+        dlq: list = []
+        while b"\xc1 not an event" not in [m.value for m in dlq] and time.monotonic() < deadline:
+            dlq = consume(settings, "admin", settings.topic("usage-events-dlq"), group=None, want=10, timeout=3)
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    assert alerts and msgpack.unpackb(alerts[0].value)["account_id"] == "harvester"
+    assert b"\xc1 not an event" in [m.value for m in dlq]
+    log = (tmp_path / "worker.log").read_text(errors="replace")
+    assert "AuthorizationFailed" not in log, log[-4000:]
+    for topic in ("analyst-verdicts", "usage-events"):
+        with pytest.raises(TopicAuthorizationFailedError):
+            produce(settings, "worker", settings.topic(topic))

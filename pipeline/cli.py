@@ -73,6 +73,9 @@ def _add_local_kafka_opts(p: argparse.ArgumentParser) -> None:
                    help="client listener port on 127.0.0.1 (env DG_KAFKA_PORT; default 9092)")
     g.add_argument("--controller-port", dest="kafka_controller_port", type=int, metavar="N",
                    help="KRaft controller port on 127.0.0.1 (env DG_KAFKA_CONTROLLER_PORT; default 9093)")
+    g.add_argument("--sasl", dest="kafka_sasl", action="store_const", const=True,
+                   help="SASL/SCRAM-SHA-512 logins and per-role ACLs (pipeline/kafka_acls.py); each role's login "
+                        "goes to DIR/sasl/<role>.env (env DG_KAFKA_SASL; fixed when DIR is first formatted)")
 
 
 # ---------------------------------------------------------------------------------------------- commands
@@ -88,6 +91,11 @@ def cmd_kafka(args: argparse.Namespace) -> int:
             word = "started" if info.started else "already running"
             print(f"Kafka {settings.kafka_version} {word}: bootstrap {info.bootstrap}, pid {info.pid}, "
                   f"data {info.data_dir}")
+            if settings.kafka_sasl:
+                print(f"SASL logins per role (never printed): {info.data_dir / 'sasl'}/<role>.env; "
+                      f"e.g. set -a; . {info.data_dir / 'sasl' / 'worker.env'}; set +a")
+        elif args.action == "provision":
+            return _provision(settings)
         elif args.action == "stop":
             was = kafka_local.stop(settings, timeout=args.timeout)
             print("Kafka stopped" if was else "Kafka was not running")
@@ -97,6 +105,20 @@ def cmd_kafka(args: argparse.Namespace) -> int:
             return EXIT_OK if st.running else EXIT_PROBLEM
     except kafka_local.KafkaLocalError as exc:
         raise CommandError(str(exc), EXIT_SERVICE) from exc
+    return EXIT_OK
+
+
+def _provision(settings: Settings) -> int:
+    from pipeline import kafka_acls
+
+    try:
+        users, acls = kafka_acls.provision(settings)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+    except Exception as exc:  # kafka-python raises a zoo of errors; the message names users, never passwords
+        raise CommandError(f"cannot create logins and ACLs on {settings.bootstrap}: {exc}", EXIT_SERVICE) from exc
+    print(f"{users} SASL logins and {acls} ACLs in place on {settings.bootstrap} "
+          f"(topic prefix {settings.topic_prefix!r}, app id {settings.app_id!r})")
     return EXIT_OK
 
 
@@ -452,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("kafka", help="start, stop or inspect a local single-node Apache Kafka (KRaft)",
                        description="A local Apache Kafka in KRaft mode from jars resolved with Maven "
                                    "(cached under ~/.cache/distillation-guard), run with the machine's Java.")
-    p.add_argument("action", choices=["start", "stop", "status"])
+    p.add_argument("action", choices=["start", "stop", "status", "provision"],
+                   help="provision: on the DG_BOOTSTRAP cluster, logged in as its admin (DG_SASL_*), create the "
+                        "role logins of DG_SASL_USERS and the ACLs of pipeline/kafka_acls.py")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start or stop (default 90)")
     _add_local_kafka_opts(p)
     p.set_defaults(func=cmd_kafka)

@@ -39,7 +39,7 @@ import faust
 from faust.streams import _current_event
 from faust.tables.recovery import Recovery
 
-from pipeline import codec, stall
+from pipeline import admission, codec, stall
 from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
@@ -68,6 +68,7 @@ DLQ_REASON = "dlq.reason"
 DLQ_TOPIC = "dlq.source.topic"
 DLQ_PARTITION = "dlq.source.partition"
 DLQ_OFFSET = "dlq.source.offset"
+WRONG_PARTITION = admission.WRONG_PARTITION
 BATCH_MAX = 2000
 # RocksDB per table partition: small write buffers and block cache instead of Faust's 64 MiB x 3 buffers
 # and 2 GiB cache, so worker memory stays flat as the number of accounts grows. Each of the three tables
@@ -138,6 +139,45 @@ def dlq_headers(reason: str, topic: str, partition: int, offset: int) -> list[tu
         (DLQ_PARTITION, str(partition).encode("ascii")),
         (DLQ_OFFSET, str(offset).encode("ascii")),
     ]
+
+
+KAFKA_MAX_MESSAGE_BYTES = 1_048_588
+"""The largest record batch a topic takes (``max.message.bytes``: Kafka's default, set on every topic of
+``schemas/topics.json``), and the producer's ``max_request_size`` (Faust's default, 1,000,000, was below
+it: a DLQ copy of an input the broker had taken could not be sent, and the worker restarted on it)."""
+DLQ_RECORD_MAX = KAFKA_MAX_MESSAGE_BYTES - 16 * 1024
+"""The most key and value bytes of a DLQ copy: the rest of a record (headers, framing) fits in what is left."""
+DLQ_REASON_MAX = 1000
+DLQ_TRUNCATED = "dlq.truncated"
+DLQ_ORIGINAL_SIZE = "dlq.original.size"
+DLQ_ORIGINAL_SHA256 = "dlq.original.sha256"
+DLQ_ORIGINAL_KEY_SIZE = "dlq.original.key.size"
+DLQ_ORIGINAL_KEY_SHA256 = "dlq.original.key.sha256"
+
+
+def dlq_copy(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+             limit: int = DLQ_RECORD_MAX) -> tuple[bytes | None, bytes | None]:
+    """The key and value of a DLQ copy that fits in ``limit`` bytes: as they came, or cut short (the value
+    first, then the key) with the original size and SHA-256 of what was cut in ``headers``, so a copy of
+    any message the broker took can be sent, and the original can still be recognised."""
+    import hashlib
+
+    k, v = key or b"", value or b""
+    if len(k) + len(v) <= limit:
+        return key, value
+    cut = []
+    if len(k) > limit // 2:
+        headers += [(DLQ_ORIGINAL_KEY_SIZE, str(len(k)).encode("ascii")),
+                    (DLQ_ORIGINAL_KEY_SHA256, hashlib.sha256(k).hexdigest().encode("ascii"))]
+        key, k = k[:limit // 2], k[:limit // 2]
+        cut.append("key")
+    if len(k) + len(v) > limit:
+        headers += [(DLQ_ORIGINAL_SIZE, str(len(v)).encode("ascii")),
+                    (DLQ_ORIGINAL_SHA256, hashlib.sha256(v).hexdigest().encode("ascii"))]
+        value = v[:limit - len(k)]
+        cut.append("value")
+    headers.append((DLQ_TRUNCATED, ",".join(cut).encode("ascii")))
+    return key, value
 
 
 class _PartitionOnly:
@@ -422,13 +462,13 @@ class Outbox:
     def __init__(self, wire: Wire, link_topic: str, findings_topic: str, partitions: int) -> None:
         self.wire = wire
         self.link_topic, self.findings_topic, self.partitions = link_topic, findings_topic, partitions
-        self.items: list[tuple[str, bytes | None, bytes, Any]] = []
+        self.items: list[tuple[str, bytes | None, bytes | None, Any]] = []
         self.links: dict[int, list[LinkUpdate]] = {}
         self.findings: dict[int, list[Finding]] = {}
         self.tripped = False  # the invalid-input breaker fired during this batch
         self.accepted = 0  # input events handed to detection (counted in the metrics once per batch)
 
-    def add(self, topic: str, key: bytes | None, value: bytes, headers: Any = None) -> None:
+    def add(self, topic: str, key: bytes | None, value: bytes | None, headers: Any = None) -> None:
         self.items.append((topic, key, value, headers))
 
     def add_link_update(self, upd: LinkUpdate) -> None:
@@ -551,6 +591,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         # a batch's state records go out together: let them share produce requests (aiokafka's 16 KiB
         # default puts a large link group in a request of its own)
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
+        producer_max_request_size=KAFKA_MAX_MESSAGE_BYTES,
         # a SIGKILLed worker's partitions move to the others after this long (Faust's default is 60 s)
         broker_session_timeout=15.0,
         broker_heartbeat_interval=3.0,
@@ -631,17 +672,20 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                              min_messages=max(10, settings.invalid_window // 10))
 
     def to_dlq(outbox: Outbox, message: Any, reason: str) -> None:
+        if len(reason) > DLQ_REASON_MAX:
+            reason = reason[:DLQ_REASON_MAX] + "..."
         value, headers = message.value, dlq_headers(reason, message.topic, message.partition, message.offset)
         if settings.dlq_redact_text and value:
             value, redacted = redact(value)
             if redacted:
                 headers.append(("dlq.redacted", b"true"))
-        outbox.add(dlq_name, message.key, value, headers)
+        key, value = dlq_copy(message.key, value, headers)
+        outbox.add(dlq_name, key, value, headers)
         metrics.event_invalid(reason)
         log.warning("to_dlq", reason=reason, topic=message.topic, partition=message.partition,
                     offset=message.offset)
 
-    watermark = [0]  # the latest event time this worker has seen: the clock of state expiry
+    watermark = admission.Watermark()  # the clock of state expiry: event time, never beyond broker time
 
     def account_message(outbox: Outbox, message: Any) -> None:
         accounts.partition = policy.partition = message.partition
@@ -654,8 +698,14 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                     outbox.tripped = True
                 return
             guard.record(valid=True)
-            if ev["ts"] > watermark[0]:
-                watermark[0] = ev["ts"]
+            if _partition(ev["account_id"], n_parts) != message.partition:
+                to_dlq(outbox, message, WRONG_PARTITION)
+                return
+            broker_ms = admission.message_ms(message)
+            if admission.in_future(ev["ts"], broker_ms, settings.max_event_skew_ms):
+                to_dlq(outbox, message, admission.TS_IN_FUTURE)
+                return
+            watermark.advance(ev["ts"], broker_ms)
             res = engine.on_event(ev, message.partition, message.offset)
             if res.duplicate:
                 metrics.event_duplicate()
@@ -671,7 +721,11 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             for out in res.outputs:
                 emit(outbox, out, message)
         elif message.topic == findings_name:
-            for finding in decode_findings(message.value):
+            findings = decode_findings(message.value)
+            if any(_partition(f.account, n_parts) != message.partition for f in findings):
+                to_dlq(outbox, message, WRONG_PARTITION)
+                return
+            for finding in findings:
                 for out in engine.on_finding(finding):
                     emit(outbox, out, message)
         elif message.topic == verdicts_name:
@@ -679,6 +733,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 verdict = codec.decode_verdict(message.value)
             except codec.CodecError as exc:
                 to_dlq(outbox, message, f"verdict: {exc.reason}")
+                return
+            if _partition(verdict["account_id"], n_parts) != message.partition:
+                to_dlq(outbox, message, WRONG_PARTITION)
                 return
             engine.on_verdict(verdict)
             log.info("verdict", account_id=verdict["account_id"], verdict=verdict["verdict"],
@@ -796,9 +853,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:
         for sweeper in sweepers:
-            n = await sweeper.sweep(watermark[0])
+            n = await sweeper.sweep(watermark.value)
             if n:
-                log.info("expired_idle_state", table=sweeper.table.name, keys=n, watermark=watermark[0],
+                log.info("expired_idle_state", table=sweeper.table.name, keys=n, watermark=watermark.value,
                          idle_hours=settings.idle_expiry_hours)
             await asyncio.sleep(0)
 

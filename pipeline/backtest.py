@@ -13,6 +13,8 @@ from typing import IO, Any
 
 import orjson
 
+from pipeline import codec
+from pipeline.admission import DEFAULT_MAX_SKEW_MS, TS_IN_FUTURE, bound_file_events
 from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.engine import ACTIONS, ALERTS
 from pipeline.eventfile import BadRecord, read_events
@@ -93,7 +95,11 @@ def backtest_file(
     sink: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> BacktestCounts:
     """Backtest an events file (or the events ``events(on_bad)`` yields, e.g. a topic range); bad records
-    are counted, handed to ``on_bad`` and skipped. Outputs go to the JSONL files and/or ``sink``."""
+    are counted, handed to ``on_bad`` and skipped. Outputs go to the JSONL files and/or ``sink``.
+
+    A file's events are bounded in time as the worker bounds them (``admission.bound_file_events``: an
+    event far ahead of the file's clock is a bad record, ``ts_in_future``); ``events`` are taken as they
+    come (``replay.read_range`` bounds a topic's by their message timestamps)."""
     counts = BacktestCounts()
 
     def bad(rec: BadRecord) -> None:
@@ -103,10 +109,14 @@ def backtest_file(
         if on_bad is not None:
             on_bad(rec)
 
+    def future(ev: UsageEvent) -> None:
+        bad(BadRecord(str(path), f"event {ev['event_id']}", TS_IN_FUTURE, codec.encode(ev)))
+
     engine = replay_engine(config)
     alerts_fh = _open_out(alerts_out)
     actions_fh = _open_out(actions_out)
-    source = events(bad) if events is not None else read_events(path, bad)
+    skew = getattr(config, "max_event_skew_ms", DEFAULT_MAX_SKEW_MS)
+    source = events(bad) if events is not None else bound_file_events(read_events(path, bad), skew, future)
     try:
         replay(source, engine, alerts_fh=alerts_fh, actions_fh=actions_fh,
                evaluation=evaluation, counts=counts, on_event=on_event, sink=sink)

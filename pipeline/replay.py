@@ -2,7 +2,8 @@
 
 Partitions are merged in (message timestamp, partition, offset) order, so the same stored range always
 replays in the same order. ``--from``/``--to`` select by the Kafka message timestamp (when the event was
-written to Kafka), which in live operation trails event time by moments.
+written to Kafka), which in live operation trails event time by moments. A message the worker would send
+to the DLQ for where or when it is (``wrong_partition``, ``ts_in_future``) is a bad record here.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline import codec
+from pipeline import admission, codec
+from pipeline.detection.partition import partition_for
 from pipeline.eventfile import BadRecord
 from pipeline.models import UsageEvent
 from pipeline.settings import Settings
@@ -86,8 +88,18 @@ def read_range(settings: Settings, topic: str, start_ms: int | None, end_ms: int
     finally:
         consumer.close()
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
-    for _, partition, offset, value in rows:
+    n_parts = len(tps)
+    for timestamp, partition, offset, value in rows:
+        where = f"partition {partition} offset {offset}"
         try:
-            yield codec.decode_event(value, max_bytes=settings.max_message_bytes)
+            ev = codec.decode_event(value, max_bytes=settings.max_message_bytes)
         except codec.CodecError as exc:
-            on_bad(BadRecord(topic, f"partition {partition} offset {offset}", exc.reason, value or b""))
+            on_bad(BadRecord(topic, where, exc.reason, value or b""))
+            continue
+        # the worker's checks on the message around the event (pipeline/app.py), in the same order
+        if partition_for(ev["account_id"], n_parts) != partition:
+            on_bad(BadRecord(topic, where, admission.WRONG_PARTITION, value))
+        elif admission.in_future(ev["ts"], timestamp, settings.max_event_skew_ms):
+            on_bad(BadRecord(topic, where, admission.TS_IN_FUTURE, value))
+        else:
+            yield ev

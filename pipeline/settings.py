@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     invalid_window: int = Field(10_000, ge=10, description="input events over which the invalid share is measured")
     idle_expiry_hours: float = Field(24 * 14, gt=0, description="forget an account's or link key's state after "
                                      "this many hours of event time without activity (bounded state)")
+    max_event_skew_ms: int = Field(10 * 60_000, ge=0, description="an event whose ts is further ahead of its "
+                                   "Kafka message timestamp (broker time) than this goes to the DLQ as "
+                                   "ts_in_future: one message cannot move event time (pipeline/admission.py)")
     broker_timeout_s: float = Field(300, gt=0, description="exit with a clear error when no Kafka broker has "
                                     "answered for this many seconds (the worker rides out shorter outages)")
     dlq_redact_text: bool = Field(True, description="DLQ copies without raw text: fields named like prompt/"

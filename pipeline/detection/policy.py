@@ -29,7 +29,7 @@ import msgpack
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.messages import CRITICAL, HIGH, MEDIUM, SEVERITIES, Finding
-from pipeline.models import AnomalyAlert, EnforcementAction
+from pipeline.models import TS_MAX_EXCLUSIVE, AnomalyAlert, EnforcementAction
 from pipeline.signing import sign
 
 LADDER = ("flag_for_review", "require_verification", "throttle", "suspend", "ban")
@@ -151,7 +151,8 @@ class Policy:
             "mode": "shadow" if self.cfg.shadow else "enforce",
             "reason_codes": sorted({r["code"] for r in f.reasons}),
             "alert_ids": alert_ids,
-            "expires_ts": None if name == "ban" else f.ts + self.cfg.action_ttl_ms,
+            # within the schema's bound whatever the finding's time (the worker bounds it by broker time)
+            "expires_ts": None if name == "ban" else min(f.ts + self.cfg.action_ttl_ms, TS_MAX_EXCLUSIVE - 1),
             "policy_version": self.cfg.policy_version,
         }
         body["signature"] = sign(body, self.key)

@@ -35,8 +35,12 @@ from pipeline.detection.messages import (
     encode_findings,
     encode_link_updates,
 )
+from pipeline.detection.partition import partition_for
 from pipeline.schemas import validator
 from tests import factories
+
+BROKER_S = factories.BASE_TS / 1000 + 365 * 86_400
+"""The broker's timestamp (seconds, as Faust has it) of the messages fed to the agents: after every event."""
 
 
 class Sent:
@@ -90,8 +94,13 @@ def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]],
         topic = parts["settings"].topic("usage-events" if agent == "account_agent" else "link-updates")
 
     batch = parts["account_batch" if agent == "account_agent" else "link_batch"]
-    msgs = [Message(topic=topic, partition=0, offset=offset, timestamp=0.0, timestamp_type=0, headers=None,
-                    key=key, value=value, checksum=b"") for offset, (key, value) in enumerate(messages)]
+    n_parts = parts["settings"].input_partitions
+
+    def partition(key: bytes | None) -> int:  # an account-keyed message is on its account's partition
+        return partition_for(key.decode(), n_parts) if agent == "account_agent" and key else 0
+
+    msgs = [Message(topic=topic, partition=partition(key), offset=offset, timestamp=BROKER_S, timestamp_type=1,
+                    headers=None, key=key, value=value, checksum=b"") for offset, (key, value) in enumerate(messages)]
 
     async def go() -> None:
         for i in range(0, len(msgs), 500):
@@ -156,8 +165,9 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
         parts = make_parts(settings)
 
         def message(topic: str, offset: int, value: bytes) -> Message:
-            return Message(topic=settings.topic(topic), partition=0, offset=offset, timestamp=0.0,
-                           timestamp_type=0, headers=None, key=b"harvester", value=value, checksum=b"")
+            return Message(topic=settings.topic(topic), partition=partition_for("harvester", settings.input_partitions),
+                           offset=offset, timestamp=BROKER_S, timestamp_type=1, headers=None, key=b"harvester",
+                           value=value, checksum=b"")
 
         own = [message("usage-events", i, msgpack.packb(e)) for i, e in enumerate(events)]
         camp = [message("findings", i, raw) for i, f in enumerate(findings) for raw in encode_findings([f])]

@@ -4,6 +4,11 @@ This is the per-event hot path, so validation is written by hand instead of goin
 rules are the ones in ``schemas/*.v1.json`` and ``tests/unit/test_schemas.py`` checks that both agree on
 the examples. One deliberate difference: JSON Schema counts ``3.0`` as an integer, the codec does not.
 
+Every string has a bounded length (``STRING_MAX_CHARS``), so that no input can make a state record or an
+output grow without bound (a link group of 512 members with megabyte org ids could not be written).
+UsageEvent v2 (``schemas/usage_event.v2.json``) states the bounds; v1 events are read with the same
+bounds, as the contract's "oversized" events that go to the DLQ. The same holds for a verdict's analyst.
+
 Whatever the input, decoding raises nothing but :class:`CodecError`, whose ``reason`` is a readable sentence
 fit for a dead-letter header.
 """
@@ -19,10 +24,12 @@ import msgpack
 from pipeline.models import (
     ASN_MAX,
     CAPABILITIES,
+    EVENT_SCHEMA_VERSIONS,
     ID_MAX_CHARS,
     INT64_MAX,
     SCHEMA_VERSION,
     STATUSES,
+    STRING_MAX_CHARS,
     TIERS,
     TS_MAX_EXCLUSIVE,
     USAGE_EVENT_FIELDS,
@@ -48,6 +55,7 @@ _STATUS_TEXT = "|".join(sorted(STATUSES))
 _TIER_TEXT = "|".join(sorted(TIERS))
 _CAPABILITY_TEXT = "|".join(sorted(CAPABILITIES))
 _VERDICT_TEXT = "|".join(sorted(VERDICTS))
+_OPTIONAL_STRING = f"string of at most {STRING_MAX_CHARS} chars or null"
 
 # Field groups of UsageEvent, checked in loops (names in contract order within each group).
 _EVENT_REQUIRED_IDS = ("event_id", "account_id", "model")
@@ -232,7 +240,7 @@ def _check_event(obj: Any, fresh: bool = False) -> UsageEvent:
     (sv, eid, ts, acct, model, inp, out, status,
      org, key, endpoint, lat, ip, asn, cfp, pfp, tier, country, sh, chars, turns, tools, rr, cap, lang) = values  # fmt: skip
     if (
-        type(sv) is int and sv == SCHEMA_VERSION
+        type(sv) is int and sv in EVENT_SCHEMA_VERSIONS
         and type(eid) is str and 0 < len(eid) <= ID_MAX_CHARS
         and type(ts) is int and 0 < ts < TS_MAX_EXCLUSIVE
         and type(acct) is str and 0 < len(acct) <= ID_MAX_CHARS
@@ -240,23 +248,23 @@ def _check_event(obj: Any, fresh: bool = False) -> UsageEvent:
         and type(inp) is int and 0 <= inp <= INT64_MAX
         and type(out) is int and 0 <= out <= INT64_MAX
         and type(status) is str and status in STATUSES
-        and (org is None or type(org) is str)
-        and (key is None or type(key) is str)
-        and (endpoint is None or type(endpoint) is str)
+        and (org is None or (type(org) is str and len(org) <= STRING_MAX_CHARS))
+        and (key is None or (type(key) is str and len(key) <= STRING_MAX_CHARS))
+        and (endpoint is None or (type(endpoint) is str and len(endpoint) <= STRING_MAX_CHARS))
         and (lat is None or (type(lat) is int and 0 <= lat <= INT64_MAX))
-        and (ip is None or type(ip) is str)
+        and (ip is None or (type(ip) is str and len(ip) <= STRING_MAX_CHARS))
         and (asn is None or (type(asn) is int and 0 <= asn <= ASN_MAX))
-        and (cfp is None or type(cfp) is str)
-        and (pfp is None or type(pfp) is str)
+        and (cfp is None or (type(cfp) is str and len(cfp) <= STRING_MAX_CHARS))
+        and (pfp is None or (type(pfp) is str and len(pfp) <= STRING_MAX_CHARS))
         and (tier is None or (type(tier) is str and tier in TIERS))
-        and (country is None or type(country) is str)
+        and (country is None or (type(country) is str and len(country) <= STRING_MAX_CHARS))
         and (sh is None or (type(sh) is str and len(sh) == 16 and not sh.strip(_HEX_DIGITS)))
         and (chars is None or (type(chars) is int and 0 <= chars <= INT64_MAX))
         and (turns is None or (type(turns) is int and 1 <= turns <= INT64_MAX))
         and (tools is None or (type(tools) is int and 0 <= tools <= INT64_MAX))
         and (rr is None or type(rr) is bool)
         and (cap is None or (type(cap) is str and cap in CAPABILITIES))
-        and (lang is None or type(lang) is str)
+        and (lang is None or (type(lang) is str and len(lang) <= STRING_MAX_CHARS))
     ):  # fmt: skip
         if fresh and len(obj) == _N_EVENT_FIELDS and tuple(obj) == USAGE_EVENT_FIELDS:
             return cast(UsageEvent, obj)
@@ -269,8 +277,8 @@ def _check_event_precisely(obj: dict[str, Any]) -> UsageEvent:
     get = obj.get
 
     v = get("schema_version", _MISSING)
-    if type(v) is not int or v != SCHEMA_VERSION:
-        _fail("schema_version", str(SCHEMA_VERSION), v, int)
+    if type(v) is not int or v not in EVENT_SCHEMA_VERSIONS:
+        _fail("schema_version", " or ".join(map(str, sorted(EVENT_SCHEMA_VERSIONS))), v, int)
     v = get("event_id", _MISSING)
     if type(v) is not str or not 0 < len(v) <= ID_MAX_CHARS:
         _fail_string("event_id", v)
@@ -291,8 +299,8 @@ def _check_event_precisely(obj: dict[str, Any]) -> UsageEvent:
 
     for name in _EVENT_OPTIONAL_STRINGS:
         v = get(name)
-        if v is not None and type(v) is not str:
-            _fail(name, "string or null", v, str)
+        if v is not None and (type(v) is not str or len(v) > STRING_MAX_CHARS):
+            _fail(name, _OPTIONAL_STRING, v, str)
     for name in _EVENT_OPTIONAL_COUNTS:
         v = get(name)
         if v is not None and (type(v) is not int or not 0 <= v <= INT64_MAX):
@@ -395,8 +403,8 @@ def _check_verdict(obj: Any) -> Verdict:
     if type(v) is not int or not 0 < v < TS_MAX_EXCLUSIVE:
         _fail("ts", "int epoch milliseconds in (0, 2**53)", v, int)
     v = get("analyst")
-    if v is not None and type(v) is not str:
-        _fail("analyst", "string or null", v, str)
+    if v is not None and (type(v) is not str or len(v) > STRING_MAX_CHARS):
+        _fail("analyst", _OPTIONAL_STRING, v, str)
     return cast(Verdict, dict(zip(VERDICT_FIELDS, map(get, VERDICT_FIELDS), strict=True)))
 
 

@@ -13,6 +13,10 @@ SCHEMA_VERSION = 1
 
 #: Bounds shared by the codec and the schemas.
 ID_MAX_CHARS = 128
+STRING_MAX_CHARS = 128
+"""The longest optional string of an input message (UsageEvent v2 states it; v1 events are read with it)."""
+EVENT_SCHEMA_VERSIONS: frozenset[int] = frozenset({1, 2})
+"""UsageEvent versions read: v2 is v1 with every string's length bounded (``schemas/usage_event.v2.json``)."""
 INT64_MAX = 2**63 - 1
 TS_MAX_EXCLUSIVE = 2**53  # epoch milliseconds; 2**53 keeps ts exact in JSON doubles
 ASN_MAX = 2**32 - 1

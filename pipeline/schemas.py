@@ -92,3 +92,18 @@ def validate(kind: str, obj: Any, version: int = SCHEMA_VERSION) -> None:
 def is_valid(kind: str, obj: Any, version: int = SCHEMA_VERSION) -> bool:
     """True if ``obj`` satisfies the schema of ``kind``."""
     return bool(validator(kind, version).is_valid(obj))
+
+
+EVENT_VERSIONS = (1, 2)
+"""UsageEvent versions the pipeline reads (``usage_event.v<n>.json``)."""
+
+
+def event_is_valid(obj: Any) -> bool:
+    """Whether the pipeline reads ``obj`` as a UsageEvent: valid against the schema of the version it
+    names, and within the bounds of the latest (v1 events are read with v2's string lengths)."""
+    if not isinstance(obj, dict) or obj.get("schema_version") not in EVENT_VERSIONS or \
+            type(obj.get("schema_version")) is not int:
+        return False
+    latest = max(EVENT_VERSIONS)
+    return is_valid("usage_event", obj, obj["schema_version"]) and \
+        is_valid("usage_event", {**obj, "schema_version": latest}, latest)

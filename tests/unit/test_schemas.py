@@ -165,6 +165,9 @@ def test_codec_accepts_every_valid_usage_event_example(path: Path) -> None:
 
 @pytest.mark.parametrize("path", _examples("usage_event", "invalid"), ids=lambda p: p.stem)
 def test_codec_rejects_every_invalid_usage_event_example(path: Path) -> None:
+    if schemas.event_is_valid(_load(path)):  # invalid as v1, but read as what it says it is (v2)
+        assert path.stem == "schema_version_2"
+        return
     for raw in _both_encodings(_load(path)):
         with pytest.raises(CodecError):
             decode_event(raw)

@@ -14,7 +14,7 @@ from jsonschema import Draft202012Validator
 from pipeline import models, schemas
 from pipeline.codec import CodecError, decode_event
 
-EXAMPLES = schemas.schema_dir() / "examples" / "usage_event" / "v2"
+EXAMPLES = schemas.schema_dir() / "examples" / "usage_event.v2"
 
 
 def _examples(validity: str) -> list[Path]:

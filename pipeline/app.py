@@ -39,7 +39,7 @@ import faust
 from faust.streams import _current_event
 from faust.tables.recovery import Recovery
 
-from pipeline import admission, codec, stall
+from pipeline import admission, broker_probe, codec, stall
 from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
@@ -859,26 +859,26 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                          idle_hours=settings.idle_expiry_hours)
             await asyncio.sleep(0)
 
-    hosts = [b.strip().rsplit(":", 1) for b in settings.bootstrap.split(",") if b.strip()]
     last_contact = [time.monotonic()]
 
     @app.timer(WATCHDOG_INTERVAL_S)
     async def broker_watchdog() -> None:
-        for host, port in hosts:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout=3.0)
-            except (TimeoutError, OSError):
-                continue
-            writer.close()
+        # a logged-in metadata request (pipeline/broker_probe.py), not an open port: a broker that refuses
+        # the worker's login, or a stranger on the port, is no broker
+        answer = await broker_probe.probe(settings, timeout=3.0)
+        if answer.ok:
             last_contact[0] = time.monotonic()
             return
         silent = time.monotonic() - last_contact[0]
-        log.warning("kafka_unreachable", bootstrap=settings.bootstrap, seconds=round(silent, 1),
-                    limit=settings.broker_timeout_s)
+        log.warning("kafka_unreachable", bootstrap=settings.bootstrap, reason=answer.reason,
+                    seconds=round(silent, 1), limit=settings.broker_timeout_s)
         if silent > settings.broker_timeout_s:
-            _fatal("Kafka unreachable", None, EXIT_BROKER_GONE, bootstrap=settings.bootstrap,
-                   seconds=round(silent, 1), cause="no broker answered; check the cluster and DG_BOOTSTRAP, "
-                   "then restart the worker (it resumes from its last committed offsets)")
+            cause = ("the brokers refuse the worker's login: check DG_SASL_USERNAME, DG_SASL_PASSWORD and the "
+                     "cluster's SCRAM users" if answer.login_refused
+                     else "no broker answered; check the cluster and DG_BOOTSTRAP")
+            _fatal("Kafka unreachable", None, EXIT_BROKER_GONE, bootstrap=settings.bootstrap, reason=answer.reason,
+                   seconds=round(silent, 1), cause=f"{cause}, then restart the worker (it resumes from its last "
+                   "committed offsets)")
 
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
         "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,

@@ -7,6 +7,7 @@ the ACLs of ``pipeline.kafka_acls``) for the whole module. The refusals are the 
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import time
@@ -25,6 +26,7 @@ from kafka.errors import (
 from pydantic import SecretStr
 
 from pipeline import kafka_local, topics
+from pipeline.broker_probe import probe
 from pipeline.kafka_config import kafka_python_config
 from pipeline.settings import Settings
 from tests import factories
@@ -64,7 +66,14 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     )
     kafka_local.start(base, timeout=120.0)
     try:
-        topics.create_topics(as_role(base, "admin"))
+        for attempt in range(3):  # kafka-python's admin can ask before it knows the controller (NodeNotReady)
+            try:
+                topics.create_topics(as_role(base, "admin"))
+                break
+            except KafkaError:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
         yield base
     finally:
         kafka_local.stop(base)
@@ -206,3 +215,44 @@ def test_worker_principal_runs_the_pipeline_and_cannot_forge_inputs(settings: Se
     for topic in ("analyst-verdicts", "usage-events"):
         with pytest.raises(TopicAuthorizationFailedError):
             produce(settings, "worker", settings.topic(topic))
+
+
+def test_the_broker_probe_logs_in_and_tells_a_refused_login_from_silence(settings: Settings) -> None:
+    worker = as_role(settings, "worker")
+    assert asyncio.run(probe(worker, timeout=3.0)).ok
+    wrong = worker.model_copy(update={"sasl_password": SecretStr("not-the-password-at-all")})
+    start = time.monotonic()
+    refused = asyncio.run(probe(wrong, timeout=3.0))
+    assert not refused.ok and refused.login_refused
+    assert time.monotonic() - start < 4.0, "a refused login is an answer, not a hang"
+
+
+def test_a_worker_whose_login_is_revoked_exits_72_instead_of_running_blind(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Its open connections outlive the revocation, so only the watchdog's fresh login notices; the TCP
+    check it had before kept such a worker 'healthy' forever, unable to reconnect after any broker restart."""
+    from kafka import KafkaAdminClient
+
+    from pipeline.app import EXIT_BROKER_GONE
+    from pipeline.kafka_acls import upsert_users
+
+    login = as_role(settings, "worker")
+    worker = Worker(login.model_copy(update={"broker_timeout_s": 8.0}), tmp_path / "worker.log")
+    admin = KafkaAdminClient(**kafka_python_config(as_role(settings, "admin")))
+    try:
+        deadline = time.monotonic() + 90
+        while "[^Worker]: Ready" not in worker.log_path.read_text(errors="replace"):
+            assert worker.alive() and time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.5)
+        upsert_users(admin, {"worker": "a-new-password-the-worker-does-not-know"})
+        deadline = time.monotonic() + 60
+        while worker.alive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert worker.returncode == EXIT_BROKER_GONE, worker.log_tail()
+        assert "refuse the worker's login" in worker.log_path.read_text(errors="replace")
+    finally:
+        upsert_users(admin, {"worker": login.sasl_password.get_secret_value()})  # type: ignore[union-attr]
+        admin.close()
+        if worker.alive():
+            worker.stop()

@@ -144,7 +144,7 @@ def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1,
             for p in procs:
                 p.check()
             now = time.monotonic()
-            lags = [group_lag(settings, t) for t in ("usage-events", "link-updates", "findings")]
+            lags = [group_lag(settings, t) for t in ("usage-events", "link-updates", "campaign-signals", "findings")]
             if all(lag == 0 for lag in lags):
                 calm, calm_since = calm + 1, calm_since if calm else now
             else:

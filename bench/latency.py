@@ -136,7 +136,7 @@ async def run(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: l
     while time.monotonic() < drain_until:  # the backlog, and the last alerts' way through the link stage
         for w in workers:
             w.check()
-        lags = [await asyncio.to_thread(group_lag, settings, t) for t in ("usage-events", "link-updates", "findings")]
+        lags = [await asyncio.to_thread(group_lag, settings, t) for t in ("usage-events", "link-updates", "campaign-signals", "findings")]
         if all(lag == 0 for lag in lags):
             break
         await asyncio.sleep(1.0)

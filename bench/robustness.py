@@ -65,15 +65,16 @@ def table(summary: list[dict[str, Any]]) -> str:
     """The Markdown table and, per scenario, the crowds hit and the campaigns missed."""
     lines = [
         "| scenario | campaigns found | account recall (mean / min) | benign FPR (max, count) | "
-        "benign review load (max, count) | precision (min) | median delay (max) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "benign review load (max, count) | precision (min) | median delay (max) | campaign ids per campaign "
+        "(max) | conflated |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for s in summary:
         lines.append(
             f"| {s['scenario']} | {s['campaigns_found']}/{s['campaigns']} | {num(s['account_recall_mean'])} / "
             f"{num(s['account_recall_min'])} | {pct(s['benign_fpr_max'])} ({s['benign_fp_at_max']}) | "
             f"{pct(s['benign_review_load_max'])} ({s['benign_reviewed_max']}) | {num(s['precision_min'])} | "
-            f"{pct(s['median_delay_max'])} |"
+            f"{pct(s['median_delay_max'])} | {s.get('campaign_ids_max', '–')} | {s.get('campaigns_conflated', '–')} |"
         )
     details = []
     for s in summary:

@@ -133,7 +133,9 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
               f"end to end, including worker start-up)")
         print(f"  alerts             {sum(severities.values())} ({', '.join(f'{k} {v}' for k, v in sorted(severities.items()))})")
         print(f"  accounts flagged   {m['flagged_accounts']} (high/critical alerts or actions beyond review)")
+        ids = [f"{c}: {v['campaign_ids']}" for c, v in sorted(m["per_campaign"].items()) if v["campaign_ids"]]
         print(f"  campaigns found    {m['campaigns_found']} of {m['campaigns']}")
+        print(f"  campaign ids       {', '.join(ids) or 'none'} (detected campaigns per labelled one, after merges)")
         print(f"  account recall     {m['account_recall']}; benign false positives {m['benign_false_positives']}")
         return 0
     except KeyboardInterrupt:

@@ -18,6 +18,10 @@ Definitions (pinned by tests):
 - Per tier: an account's tier is the first non-null ``account_tier`` of its events.
 - Score per account: the highest alert score that named it (0 when none); the threshold curve flags an
   account when that score reaches the threshold.
+- Campaign ids of a labelled campaign: the detected campaign ids on alerts that name its members, where
+  ids a campaign alert ties together (its ``related_accounts`` were named under them before: a merge)
+  count as one; 1 when the campaign is seen as one entity, 0 when never named in a campaign. Campaigns
+  conflated: detected campaigns that named members of two or more labelled campaigns.
 """
 
 from __future__ import annotations
@@ -77,6 +81,9 @@ class Evaluation:
     campaign_first_flag: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     flag_timeline: list[tuple[int, str, str | None]] = field(default_factory=list)
     reviewed: set[str] = field(default_factory=set)
+    # detected campaign ids: account -> ids it was named under; id -> the id it merged into (union-find)
+    account_campaigns: dict[str, set[str]] = field(default_factory=dict)
+    campaign_parent: dict[str, str] = field(default_factory=dict)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         acc = event["account_id"]
@@ -89,8 +96,45 @@ class Evaluation:
             self.campaign_events[camp] += 1
             self.campaign_first_ts.setdefault(camp, event["ts"])
 
+    def _root(self, cid: str) -> str:
+        parent = self.campaign_parent
+        while parent.get(cid, cid) != cid:
+            cid = parent[cid]
+        return cid
+
+    def _observe_campaign(self, value: Mapping[str, Any]) -> None:
+        cid = value.get("campaign_id")
+        if not cid:
+            return
+        named = [value["account_id"]] if value.get("account_id") else list(value.get("related_accounts") or [])
+        root = self._root(cid)
+        for acc in named:
+            ids = self.account_campaigns.setdefault(acc, set())
+            if not value.get("account_id"):  # a campaign alert ties its members' earlier ids to its own
+                for other in ids:
+                    r = self._root(other)
+                    if r != root:
+                        self.campaign_parent[r] = root
+            ids.add(cid)
+
+    def campaign_ids(self, members: Iterable[str]) -> int:
+        """Distinct detected campaigns (after merges) that named any of ``members``."""
+        return len({self._root(c) for a in members for c in self.account_campaigns.get(a, ())})
+
+    def campaigns_conflated(self) -> int:
+        """Detected campaigns (after merges) that named accounts of two or more labelled campaigns."""
+        labelled: dict[str, set[str]] = {}
+        for acc, ids in self.account_campaigns.items():
+            camp = self.labels.get(acc, ("benign", None))[1]
+            if camp is not None:
+                for c in ids:
+                    labelled.setdefault(self._root(c), set()).add(camp)
+        return sum(len(v) > 1 for v in labelled.values())
+
     def observe_output(self, topic: str, value: Mapping[str, Any]) -> None:
         ts = int(value["ts"])
+        if topic == "anomaly-alerts":
+            self._observe_campaign(value)
         self.reviewed.update(reviewed_accounts(topic, value))
         for acc in scored_accounts(topic, value):
             score = float(value.get("score", 0.0))
@@ -130,6 +174,7 @@ class Evaluation:
                 "found": hit is not None,
                 "delay_event_share": (hit[2] / total if total else 0.0) if hit else 1.0,
                 "delay_minutes": ((hit[1] - self.campaign_first_ts[camp]) / 60_000.0) if hit else None,
+                "campaign_ids": self.campaign_ids(members),
             }
         found = [c for c in per_campaign.values() if c["found"]]
         tp = len(flagged & distill)
@@ -163,6 +208,8 @@ class Evaluation:
             "precision": _ratio(tp, len(flagged)),
             "median_delay_event_share": median(float(c["delay_event_share"]) for c in found) if found else None,
             "median_delay_minutes": median(float(c["delay_minutes"]) for c in found) if found else None,
+            "max_campaign_ids": max((c["campaign_ids"] for c in found), default=None),
+            "campaigns_conflated": self.campaigns_conflated(),
             "per_campaign": per_campaign,
             "per_tier": per_tier,
             "threshold_curve": self.threshold_curve(distill, benign),

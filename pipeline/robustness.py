@@ -92,7 +92,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     Campaigns found is summed over seeds (found/total); account recall is the mean and the minimum over
     seeds; benign FPR (with its count), benign review load and median delay are the worst (maximum)
-    seed; precision is the minimum seed. ``populations`` lists the benign crowds with flagged or
+    seed; precision is the minimum seed; campaign ids per labelled campaign the worst (maximum) seed,
+    campaigns conflated summed over seeds. ``populations`` lists the benign crowds with flagged or
     reviewed accounts (summed over seeds) and ``missed`` the campaigns with recall below 1.
     """
     by_scenario: dict[str, list[dict[str, Any]]] = {}
@@ -115,6 +116,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "benign_reviewed_max": max(r["benign_reviewed"] for r in rs),
             "precision_min": _worst((r["precision"] for r in rs), min),
             "median_delay_max": _worst((r["median_delay_event_share"] for r in rs), max),
+            "campaign_ids_max": _worst((r.get("max_campaign_ids") for r in rs), max),
+            "campaigns_conflated": sum(r.get("campaigns_conflated", 0) for r in rs),
             "populations": _populations(rs),
             "missed": _missed_campaigns(rs),
         })

@@ -97,7 +97,8 @@ class DetectionConfig:
 
     # --- policy
     episode_ms: int = 7 * DAY_MS
-    """Quiet time after which an account's next finding opens a new alert episode."""
+    """Quiet time after which an account's next finding, or a campaign's next firing group, opens a new
+    alert episode."""
     shadow: bool = True
     detector_version: str = "dg-detect-2.0"
     """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared

@@ -19,10 +19,20 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
+from pipeline.detection.campaigns import Campaigns
 from pipeline.detection.config import DAY_MS, DetectionConfig
 from pipeline.detection.features import AccountState, event_id_hash
 from pipeline.detection.links import LinkGroup, judge
-from pipeline.detection.messages import CRITICAL, HIGH, LOW, MEDIUM, Finding, LinkUpdate, MemberSummary
+from pipeline.detection.messages import (
+    CRITICAL,
+    HIGH,
+    LOW,
+    MEDIUM,
+    Finding,
+    GroupSignal,
+    LinkUpdate,
+    MemberSummary,
+)
 from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import Policy, PolicyState
 from pipeline.detection.population import PopulationModels, PopulationScore
@@ -70,12 +80,13 @@ class Engine:
 
     def __init__(self, cfg: DetectionConfig, *, signing_key: bytes | None = None,
                  accounts: Store | None = None, links: Store | None = None,
-                 policy: Store | None = None) -> None:
+                 policy: Store | None = None, campaigns: Store | None = None) -> None:
         self.cfg = cfg
         self.policy = Policy(cfg, signing_key or DEV_SIGNING_KEY)
         self.accounts: Store = {} if accounts is None else accounts
         self.links: Store = {} if links is None else links
         self.policy_states: Store = {} if policy is None else policy
+        self.campaign_stage = Campaigns(cfg, {} if campaigns is None else campaigns)
         self.models = PopulationModels(cfg)
         self._partition_cache: dict[str, int] = {}
 
@@ -194,23 +205,31 @@ class Engine:
 
     # ------------------------------------------------------------------------------ stage 2: link key
 
-    def on_link_update(self, upd: LinkUpdate, offset: int | None = None) -> tuple[list[Output], list[Finding]]:
+    def on_link_update(self, upd: LinkUpdate, offset: int | None = None) -> GroupSignal | None:
         g: LinkGroup | None = self.links.get(upd.key)
         if g is None:
             g = LinkGroup(upd.key)
         elif offset is not None and offset <= g.applied_offset:
-            return [], []  # a redelivery: already applied
+            return None  # a redelivery: already applied
         if offset is not None:
             g.applied_offset = offset
         if not g.add(upd.summary, self.cfg, upd.template):
             self.links[upd.key] = g
-            return [], []
-        findings, campaign = judge(g, self.cfg)
+            return None
+        signal = judge(g, self.cfg)
         self.links[upd.key] = g
+        return signal
+
+    # ------------------------------------------------------------------------------ stage 2b: campaigns
+
+    def on_group_signal(self, s: GroupSignal, offset: int | None = None) -> tuple[list[Output], list[Finding]]:
+        """A firing link group joins its campaign (see ``campaigns``): the campaign alert when one is due,
+        and the named members' findings under the campaign's id."""
+        campaign, findings = self.campaign_stage.on_signal(s, offset)
         outputs: list[Output] = []
         if campaign is not None:
-            cid = g.campaign_id
-            outputs.append(Output(ALERTS, cid, dict(self.policy.campaign_alert(cid, g.now, campaign))))
+            cid = campaign["campaign_id"]
+            outputs.append(Output(ALERTS, cid, dict(self.policy.campaign_alert(cid, s.ts, campaign))))
         return outputs, findings
 
     # ------------------------------------------------------------------------------ stage 3: policy
@@ -248,7 +267,10 @@ class Engine:
         res = self.on_event(ev, self.partition(ev["account_id"]))
         outputs = res.outputs
         for upd in res.links:
-            outs, findings = self.on_link_update(upd)
+            signal = self.on_link_update(upd)
+            if signal is None:
+                continue
+            outs, findings = self.on_group_signal(signal)
             outputs += outs
             for f in findings:
                 outputs += self.on_finding(f)

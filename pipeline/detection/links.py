@@ -18,15 +18,13 @@ import heapq
 import math
 from bisect import bisect_left, insort
 from collections.abc import Sequence
-from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
 import msgpack
 
 from pipeline.detection.config import HOUR_MS, DetectionConfig
-from pipeline.detection.ids import stable_id
-from pipeline.detection.messages import CRITICAL, HIGH, Finding, MemberSummary
+from pipeline.detection.messages import CRITICAL, HIGH, Finding, GroupSignal, MemberSummary
 from pipeline.detection.packing import field_of
 from pipeline.models import Reason
 
@@ -134,10 +132,6 @@ class LinkGroup:
                              *m[5:11], _unscaled(m[11], 10_000), None, 0.0, 0.0) for acc, m in members.items()}
         g.members = members
         return g
-
-    @property
-    def campaign_id(self) -> str:
-        return _campaign_id(self.key)
 
     def add(self, s: MemberSummary, cfg: DetectionConfig, template: int | None = None) -> bool:
         """Take a member's summary; False when a template candidate is not a true near-duplicate."""
@@ -484,11 +478,6 @@ def _absolute_hours(mask: int, mask_hour: int) -> int:
     return ((mask >> s) | (mask << (24 - s))) & 0xFFFFFF if s else mask
 
 
-@lru_cache(maxsize=1 << 14)
-def _campaign_id(key: str) -> str:
-    return stable_id("camp", key)
-
-
 def _bump(counts: dict[Any, int], key: Any, sign: int) -> int:
     """Add ``sign`` to ``counts[key]``, dropping the key at zero; the new count."""
     left = counts.get(key, 0) + sign
@@ -591,22 +580,23 @@ def _evaluate_shared_key(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dic
                    "breadth": breadth, "evenness": even, "churn": churn, "org_explained": float(explained)}
 
 
-def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, Any] | None]:
-    """Findings for members newly named by a campaign group, and a campaign summary when it should alert."""
+def judge(g: LinkGroup, cfg: DetectionConfig) -> GroupSignal | None:
+    """The group's signal to the campaign stage (``campaigns``) when it is judged a campaign and names
+    members not named before, or its severity rose, or its named members doubled; else None."""
     if g.updates % max(1, len(g.members) // 32) != 0:
-        return [], None  # large groups are re-judged every few updates: bounded work per update
+        return None  # large groups are re-judged every few updates: bounded work per update
     if not g.could_reach(cfg.campaign_high, cfg):
-        return [], None  # not a campaign whatever its members' timing: no need to look at each
+        return None  # not a campaign whatever its members' timing: no need to look at each
     running = g.running(cfg)
     if (g.detected_ts is not None and not g.could_name(cfg)
             and (not running.flagged or g.alerted_sev >= CRITICAL or not g.could_reach(cfg.campaign_critical, cfg))):
-        # nobody left to name, and the alert cannot rise: flagged members only grow by naming, and the
-        # judgement that named the last ones already compared their number with the last alert's
-        return [], None
+        # nobody left to name, and the severity cannot rise: flagged members only grow by naming, and the
+        # judgement that named the last ones already compared their number with the last signal's
+        return None
     score, comp = evaluate(g, cfg)
     sev = CRITICAL if score >= cfg.campaign_critical else HIGH if score >= cfg.campaign_high else 0
     if not sev:
-        return [], None
+        return None
     if g.detected_ts is None:
         g.detected_ts = g.now
     kind_word = KINDS.get(g.key.split(":", 1)[0], "link")
@@ -620,7 +610,6 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
         similarity = _similarity(g, m, comp, means, cfg)
         if similarity >= cfg.member_similarity:
             named.append((acc, m, similarity))
-    cid = g.campaign_id if named else ""
     for acc, m, similarity in sorted(named, key=itemgetter(0)):
         members[acc] = m = (*m[:9], True, *m[10:])
         running.flag(acc)
@@ -631,16 +620,15 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> tuple[list[Finding], dict[str, 
             "value": round(similarity, 4), "baseline": cfg.member_similarity,
         }
         findings.append(Finding(acc, g.now, "coordinated_campaign", sev, round(score, 4),
-                                (member_reason, *reasons), cid, (), m[7], m[1], m[8]))
-    campaign = None
+                                (member_reason, *reasons), "", (), m[7], m[1], m[8]))
     n_flagged = running.flagged
-    if n_flagged and (sev > g.alerted_sev or n_flagged >= 2 * max(g.alerted_n, 1)):
-        flagged = sorted(a for a, m in g.members.items() if m[9])
-        g.alerted_sev = max(g.alerted_sev, sev)
-        g.alerted_n = len(flagged)
-        campaign = {"severity": sev, "score": round(score, 4), "reasons": reasons, "related": flagged[:1000],
-                    "window_start_ts": min(g.members[a][7] for a in flagged), "members": int(comp["members"])}
-    return findings, campaign
+    if not findings and not (n_flagged and (sev > g.alerted_sev or n_flagged >= 2 * max(g.alerted_n, 1))):
+        return None
+    g.alerted_sev = max(g.alerted_sev, sev)
+    g.alerted_n = n_flagged
+    window_start = min(m[7] for m in members.values() if m[9]) if n_flagged else g.now
+    return GroupSignal(g.key, g.now, sev, round(score, 4), tuple(reasons), int(comp["members"]), window_start,
+                       tuple(findings))
 
 
 def _similarity(g: LinkGroup, m: Member, comp: dict[str, float], means: list[float],

@@ -1,4 +1,5 @@
-"""Messages between the detection stages: account → link keys, link keys → accounts (findings).
+"""Messages between the detection stages: account → link keys, link keys → the campaign stage (group
+signals), link keys and campaigns → accounts (findings).
 
 In a backtest they are handed from stage to stage in process; in the worker they travel through
 Kafka topics (a repartition topic keyed by link key, a findings topic keyed by account), as msgpack.
@@ -96,6 +97,30 @@ class Finding:
         return cls(a, ts, kind, sev, score, rs, camp, tuple(related), ws, we, org)  # type: ignore[arg-type]
 
 
+class GroupSignal(NamedTuple):
+    """A link group judged a campaign: its key, judgement, and the members it newly named."""
+
+    key: str
+    ts: int
+    severity: int
+    score: float
+    reasons: tuple[Reason, ...]
+    members: int
+    window_start_ts: int
+    named: tuple[Finding, ...] = ()
+
+    def encode(self) -> bytes:
+        return msgpack.packb([self.key, self.ts, self.severity, self.score,
+                              [list(r.values()) for r in self.reasons], self.members, self.window_start_ts,
+                              [f.encode() for f in self.named]])
+
+    @classmethod
+    def decode(cls, raw: bytes) -> GroupSignal:
+        key, ts, sev, score, reasons, members, ws, named = msgpack.unpackb(raw)
+        rs = tuple({"code": r[0], "detail": r[1], "value": r[2], "baseline": r[3]} for r in reasons)
+        return cls(key, ts, sev, score, rs, members, ws, tuple(Finding.decode(f) for f in named))  # type: ignore[arg-type]
+
+
 # In the worker, link updates and findings travel in batches: one Kafka message per destination
 # partition per agent batch (or a few, each under ``max_bytes``), instead of one per update (a window
 # update announces itself to several link keys, so per-update messages would outnumber the events).
@@ -166,3 +191,12 @@ def encode_findings(findings: list[Finding], max_bytes: int = MAX_BATCH_BYTES) -
 
 def decode_findings(raw: bytes) -> list[Finding]:
     return [Finding.decode(item) for item in _items(raw, "findings")]
+
+
+def encode_group_signals(signals: list[GroupSignal], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
+    """Group signals (all for the campaign stage's one key) as batch messages."""
+    return _chunks([s.encode() for s in signals], max_bytes)
+
+
+def decode_group_signals(raw: bytes) -> list[GroupSignal]:
+    return [GroupSignal.decode(item) for item in _items(raw, "campaign-signals")]

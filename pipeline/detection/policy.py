@@ -162,7 +162,8 @@ class Policy:
         """The campaign-level alert (no account, the named members in ``related_accounts``)."""
         return {
             "schema_version": 1,
-            "alert_id": stable_id("alr", self.cfg.detector_version, campaign_id, c["severity"], len(c["related"])),
+            "alert_id": stable_id("alr", self.cfg.detector_version, campaign_id, c["episode_ts"], c["severity"],
+                                  c["members"]),
             "ts": ts,
             "account_id": None,
             "campaign_id": campaign_id,

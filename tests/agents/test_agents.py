@@ -31,6 +31,7 @@ from pipeline.detection.messages import (
     Finding,
     LinkUpdate,
     decode_findings,
+    decode_group_signals,
     decode_link_updates,
     encode_findings,
     encode_link_updates,
@@ -77,7 +78,7 @@ def make_parts(settings: Any) -> dict[str, Any]:
     parts["settings"] = settings
     wire = Wire({settings.topic(name): short for name, short in (
         ("usage-events-dlq", "dlq"), ("anomaly-alerts", "alerts"), ("enforcement-actions", "actions"),
-        ("link-updates", "links"), ("findings", "findings"))})
+        ("link-updates", "links"), ("findings", "findings"), ("campaign-signals", "signals"))})
     parts["wire"].send = wire.send
     parts["sent"] = wire.sent
     return parts
@@ -90,10 +91,11 @@ def app_parts(make_settings) -> dict[str, Any]:
 
 def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
     """Feed raw messages to an agent as if they came from ``topic`` (default: the agent's first topic)."""
+    first = {"account_agent": "usage-events", "link_agent": "link-updates", "campaign_agent": "campaign-signals"}
     if topic is None:
-        topic = parts["settings"].topic("usage-events" if agent == "account_agent" else "link-updates")
+        topic = parts["settings"].topic(first[agent])
 
-    batch = parts["account_batch" if agent == "account_agent" else "link_batch"]
+    batch = parts[agent.replace("_agent", "_batch")]
     n_parts = parts["settings"].input_partitions
 
     def partition(key: bytes | None) -> int:  # an account-keyed message is on its account's partition
@@ -215,10 +217,16 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
                           None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         msgs += [(b"pay:shared", raw) for raw in encode_link_updates([LinkUpdate("pay:shared", s)])]
     _put(app_parts, "link_agent", msgs)
+    signals = app_parts["sent"]["signals"].messages
+    assert signals and not app_parts["sent"]["findings"].messages, "the link stage reports to the campaign stage"
+    assert {m["partition"] for m in signals} == {partition_for("campaigns", app_parts["settings"].input_partitions)}
+    _put(app_parts, "campaign_agent", [(m["key"], m["value"]) for m in signals])
     named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
     assert named == {f"m{i}" for i in range(20)}
+    cids = {f.campaign_id for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
     campaign = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
     assert campaign and campaign[0]["kind"] == "coordinated_campaign"
+    assert cids == {campaign[0]["campaign_id"]}, "members are named under the campaign's one id"
     validator("anomaly_alert").validate(campaign[0])
 
 
@@ -285,7 +293,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     monkeypatch.setattr(table, "put_many", recording_put_many)
     _put(app_parts, "link_agent", msgs)  # one batch of 20 messages
     # one message's 16 groups reach the bound: the batch writes after each message, and the outputs of a
-    # message (from the fifth on, the campaign's: an alert or findings) leave before its groups' state
+    # message (from the fifth on, the campaign group's signal) leave before its groups' state
     rounds, outputs = [], 0
     for kind, n in order:
         if kind == "output":
@@ -295,7 +303,8 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
             outputs = 0
     assert [n for _, n in rounds] == [16] * 20 + [0]  # and nothing is left for the end of the batch
     assert [bool(outputs) for outputs, _ in rounds[:20]] == [False] * 4 + [True] * 16
-    named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
+    named = {f.account for m in app_parts["sent"]["signals"].messages for s in decode_group_signals(m["value"])
+             for f in s.named}
     assert named == {f"m{i}" for i in range(20)}
     group = app_parts["engine"].links.get("pay:shared")
     assert (group.updates, len(group.members)) == (20, 20)

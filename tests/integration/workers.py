@@ -75,7 +75,7 @@ def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 
     (twice in a row, a second apart: a finding may still be on its way after the link stage caught up)."""
     from pipeline.lag import group_lag
 
-    names = ["usage-events", "link-updates", "findings", "analyst-verdicts"]
+    names = ["usage-events", "link-updates", "campaign-signals", "findings", "analyst-verdicts"]
     deadline = time.monotonic() + timeout
     calm = 0
     while time.monotonic() < deadline:

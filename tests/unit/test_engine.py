@@ -229,9 +229,9 @@ def test_evaluation_on_a_hand_made_case() -> None:
     assert m["flagged_accounts"] == 4  # a1, a2, n2 and the unlabelled zz
     assert m["precision"] == 0.5
     assert m["per_campaign"]["c1"] == {"accounts": 2, "accounts_flagged": 2, "events": 5, "found": True,
-                                       "delay_event_share": 0.8, "delay_minutes": 7.0}
+                                       "delay_event_share": 0.8, "delay_minutes": 7.0, "campaign_ids": 0}
     assert m["per_campaign"]["c2"] == {"accounts": 2, "accounts_flagged": 0, "events": 3, "found": False,
-                                       "delay_event_share": 1.0, "delay_minutes": None}
+                                       "delay_event_share": 1.0, "delay_minutes": None, "campaign_ids": 0}
     assert m["median_delay_event_share"] == 0.8 and m["median_delay_minutes"] == 7.0
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import msgpack
 import pytest
 
+from pipeline.detection.campaigns import Campaigns
 from pipeline.detection.config import HOUR_MS, DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.links import TEMPLATE_MATCH_BITS, LinkGroup, evaluate, judge
@@ -30,15 +32,23 @@ def member(i: int, **overrides: Any) -> MemberSummary:
     return MemberSummary(**v)
 
 
+_STAGES: dict[int, tuple[LinkGroup, Campaigns]] = {}
+
+
 def feed(g: LinkGroup, summaries: list[MemberSummary], cfg: DetectionConfig = CFG,
          template: int | None = None) -> tuple[list[Finding], list[dict[str, Any]]]:
-    """Add each summary and judge after each, as the engine does; all findings and campaign alerts."""
+    """Add each summary and judge after each, as the engine does, handing each group signal to a campaign
+    stage of the group's own: all findings and campaign alerts."""
+    stage = _STAGES.setdefault(id(g), (g, Campaigns(cfg, {})))[1]
     findings: list[Finding] = []
     campaigns: list[dict[str, Any]] = []
     for s in summaries:
         if not g.add(s, cfg, template):
             continue
-        f, c = judge(g, cfg)
+        signal = judge(g, cfg)
+        if signal is None:
+            continue
+        c, f = stage.on_signal(signal)
         findings += f
         if c is not None:
             campaigns.append(c)
@@ -49,7 +59,7 @@ def test_harvest_like_group_becomes_a_campaign_and_names_its_members() -> None:
     g = LinkGroup("pay:pf-1")
     findings, campaigns = feed(g, [member(i) for i in range(CFG.link_min_members)])
     assert sorted(f.account for f in findings) == [f"acct-{i:04d}" for i in range(CFG.link_min_members)]
-    assert all(f.kind == "coordinated_campaign" and f.campaign_id == g.campaign_id for f in findings)
+    assert all(f.kind == "coordinated_campaign" and f.campaign_id == campaigns[0]["campaign_id"] for f in findings)
     assert all(f.severity >= HIGH for f in findings)
     assert findings[0].reasons[0]["code"] == "campaign_member"
     assert {"linked_accounts", "group_elicitation", "group_templating"} <= {r["code"] for r in findings[0].reasons}
@@ -216,10 +226,13 @@ def test_member_cap_bounds_memory_and_counts_every_member() -> None:
     assert set(g.members) == {f"acct-{i:04d}" for i in range(2000 - 512, 2000)}  # the oldest gave way
 
 
-def test_campaign_id_is_deterministic_per_key() -> None:
-    assert LinkGroup("pay:pf-1").campaign_id == LinkGroup("pay:pf-1").campaign_id == stable_id("camp", "pay:pf-1")
-    assert LinkGroup("pay:pf-1").campaign_id != LinkGroup("pay:pf-2").campaign_id
-    assert LinkGroup("pay:pf-1").campaign_id.startswith("camp-")
+def test_campaign_id_is_deterministic_per_key_and_first_firing() -> None:
+    def first_id(key: str) -> str:
+        return feed(LinkGroup(key), [member(i) for i in range(6)])[1][0]["campaign_id"]
+
+    assert first_id("pay:pf-1") == first_id("pay:pf-1") == stable_id("camp", "pay:pf-1", NOW)
+    assert first_id("pay:pf-1") != first_id("pay:pf-2")
+    assert first_id("pay:pf-1").startswith("camp-")
 
 
 def test_round_trip_gives_an_identical_group_that_judges_identically() -> None:
@@ -227,6 +240,7 @@ def test_round_trip_gives_an_identical_group_that_judges_identically() -> None:
     feed(a, [member(i) for i in range(6)], template=0xBEEF)
     a.applied_offset = 41
     b = LinkGroup.from_bytes(a.to_bytes())
+    _STAGES[id(b)] = (b, copy.deepcopy(_STAGES[id(a)][1]))  # the campaign stage as it was
     assert b.to_bytes() == a.to_bytes()
     more = [member(i) for i in range(6, 14)]
     fa, ca = feed(a, more, template=0xBEEF)

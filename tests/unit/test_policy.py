@@ -266,7 +266,7 @@ def test_every_alert_and_action_validates_against_the_schema() -> None:
 
 def test_campaign_alert_validates_and_has_a_deterministic_id() -> None:
     c = {"severity": HIGH, "score": 0.42, "reasons": [REASON], "related": ["acct-1", "acct-2"],
-         "window_start_ts": BASE_TS, "members": 6}
+         "window_start_ts": BASE_TS, "members": 6, "episode_ts": BASE_TS}
     a = Policy(CFG, KEY).campaign_alert("camp-1", BASE_TS + 5, c)
     schemas.validator("anomaly_alert").validate(a)
     assert a["account_id"] is None and a["related_accounts"] == ["acct-1", "acct-2"]

@@ -1,12 +1,15 @@
 """The Faust application: topics, tables and agents of the streaming pipeline, built from Settings.
 
-Two agents, both thin (decode, call the pure engine, send what it returns):
+Three agents, all thin (decode, call the pure engine, send what it returns):
 
 - ``account_agent`` reads the co-partitioned, account-keyed topics ``usage-events``, ``findings`` and
   ``analyst-verdicts``; it keeps the ``account-state`` and ``policy-state`` tables and sends member
   summaries to ``link-updates``, to the partition of each link key;
-- ``link_agent`` reads ``link-updates``; it keeps the ``link-state`` table and sends findings (to the
-  account's partition) and campaign alerts.
+- ``link_agent`` reads ``link-updates``; it keeps the ``link-state`` table and sends a signal for each
+  link group judged a campaign to ``campaign-signals`` (all to the partition of one key);
+- ``campaign_agent`` reads ``campaign-signals``; it keeps the ``campaign-state`` table (link groups that
+  name the same accounts are one campaign) and sends campaign alerts and the named members' findings (to
+  each account's partition).
 
 Internal messages are batched: a batch's link updates go out as one message per destination partition,
 findings likewise, so the link stage reads a few messages per batch rather than several per event. A
@@ -42,15 +45,19 @@ from faust.tables.recovery import Recovery
 from pipeline import admission, broker_probe, codec, stall
 from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
+from pipeline.detection.campaigns import SIGNALS_KEY, decode_record, last_ts_of
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
 from pipeline.detection.messages import (
     Finding,
+    GroupSignal,
     LinkUpdate,
     decode_findings,
+    decode_group_signals,
     decode_link_updates,
     encode_findings,
+    encode_group_signals,
     encode_link_updates,
 )
 from pipeline.detection.partition import partition_for
@@ -459,9 +466,12 @@ class Outbox:
 
     Link updates and findings are gathered per destination partition and leave as one message each."""
 
-    def __init__(self, wire: Wire, link_topic: str, findings_topic: str, partitions: int) -> None:
+    def __init__(self, wire: Wire, link_topic: str, findings_topic: str, partitions: int,
+                 signals_topic: str = "") -> None:
         self.wire = wire
         self.link_topic, self.findings_topic, self.partitions = link_topic, findings_topic, partitions
+        self.signals_topic = signals_topic
+        self.signals: list[GroupSignal] = []
         self.items: list[tuple[str, bytes | None, bytes | None, Any]] = []
         self.links: dict[int, list[LinkUpdate]] = {}
         self.findings: dict[int, list[Finding]] = {}
@@ -477,6 +487,9 @@ class Outbox:
     def add_finding(self, f: Finding) -> None:
         self.findings.setdefault(_partition(f.account, self.partitions), []).append(f)
 
+    def add_signal(self, s: GroupSignal) -> None:
+        self.signals.append(s)
+
     async def deliver(self) -> None:
         send = self.wire.send
         futures = [await send(topic, key, value, None, headers) for topic, key, value, headers in self.items]
@@ -486,6 +499,11 @@ class Outbox:
         for partition, findings in sorted(self.findings.items()):
             for raw in encode_findings(findings):
                 futures.append(await send(self.findings_topic, None, raw, partition))
+        if self.signals:
+            key = SIGNALS_KEY.encode("utf-8")
+            for raw in encode_group_signals(self.signals):
+                futures.append(await send(self.signals_topic, key, raw, _partition(SIGNALS_KEY, self.partitions)))
+            self.signals.clear()
         self.items.clear()
         self.links.clear()
         self.findings.clear()
@@ -622,6 +640,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     account_in = topic("usage-events", "findings", "analyst-verdicts")
     link_topic = topic("link-updates", maxsize=LINK_BUFFER)
     findings_topic = topic("findings")
+    signals_topic = topic("campaign-signals")
     out_topics = {ALERTS: topic("anomaly-alerts"), ACTIONS: topic("enforcement-actions")}
     out_names = {name: t.get_topic_name() for name, t in out_topics.items()}
     dlq_topic = topic("usage-events-dlq")
@@ -642,7 +661,9 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     accounts = BatchStore(account_table, AccountState.from_bytes, StateCache(ACCOUNT_CACHE))
     policy = BatchStore(policy_table, PolicyState.from_bytes, StateCache(ACCOUNT_CACHE))
     links = BatchStore(link_table, LinkGroup.from_bytes, StateCache(LINK_CACHE, link_group_weight))
-    engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy)
+    campaign_table = table("campaign-state")
+    campaigns = BatchStore(campaign_table, decode_record, StateCache(ACCOUNT_CACHE))
+    engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns)
 
     key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]
     cfg = engine.cfg
@@ -746,7 +767,15 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         links.partition = message.partition
         base = message.offset * LINK_OFFSET_STRIDE
         for i, upd in enumerate(decode_link_updates(message.value)):
-            outs, findings = engine.on_link_update(upd, base + i)
+            signal = engine.on_link_update(upd, base + i)
+            if signal is not None:
+                outbox.add_signal(signal)
+
+    def campaign_message(outbox: Outbox, message: Any) -> None:
+        campaigns.partition = message.partition
+        base = message.offset * LINK_OFFSET_STRIDE
+        for i, sig in enumerate(decode_group_signals(message.value)):
+            outs, findings = engine.on_group_signal(sig, base + i)
             for out in outs:
                 emit(outbox, out, message)
             for f in findings:
@@ -758,7 +787,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                             stores: tuple[BatchStore, ...]) -> None:
         t0 = time.perf_counter()
         watchdog.batch_ran()
-        outbox = Outbox(wire, link_topic.get_topic_name(), findings_topic.get_topic_name(), n_parts)
+        outbox = Outbox(wire, link_topic.get_topic_name(), findings_topic.get_topic_name(), n_parts,
+                        signals_topic.get_topic_name())
         for message in messages:
             try:
                 handle(outbox, message)
@@ -810,7 +840,12 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     async def link_agent(stream: faust.StreamT) -> None:
         await run_batches(stream, link_message, (links,))
 
-    watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts")}
+    @app.agent(signals_topic, concurrency=1)
+    async def campaign_agent(stream: faust.StreamT) -> None:
+        await run_batches(stream, campaign_message, (campaigns,))
+
+    watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts",
+                                               "campaign-signals")}
     metrics.track_readiness(lambda: worker_ready(app))
 
     def log_flow_state(event: str, **info: Any) -> None:
@@ -848,7 +883,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         metrics.set_rocksdb_memory(rocksdb_memory([account_table, policy_table, link_table]))
 
     idle_ms = int(settings.idle_expiry_hours * 3_600_000)
-    sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms)]
+    sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms),
+                Sweeper(campaign_table, last_ts_of, idle_ms)]
 
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:
@@ -882,11 +918,14 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     app.dg_parts = {  # type: ignore[attr-defined]  # handles for tests and tools
         "account_in": account_in, "link_topic": link_topic, "findings_topic": findings_topic,
+        "signals_topic": signals_topic,
         "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine, "wire": wire,
-        "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table},
+        "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table,
+                   "campaign-state": campaign_table},
         "sweepers": sweepers, "watermark": watermark,
-        "account_agent": account_agent, "link_agent": link_agent,
+        "account_agent": account_agent, "link_agent": link_agent, "campaign_agent": campaign_agent,
         "account_batch": lambda msgs: process_batch(msgs, account_message, account_stores),
         "link_batch": lambda msgs: process_batch(msgs, link_message, (links,)),
+        "campaign_batch": lambda msgs: process_batch(msgs, campaign_message, (campaigns,)),
     }
     return app

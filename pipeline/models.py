@@ -107,6 +107,21 @@ class Verdict(TypedDict):
     analyst: str | None
 
 
+class SignedVerdict(TypedDict):
+    """Analyst feedback on an alert, Verdict v2: scoped to the alert's kind or campaign, accountable to an
+    analyst, and signed with the analyst key (``pipeline/verdicts.py``)."""
+
+    schema_version: int
+    alert_id: str
+    account_id: str
+    kind: str
+    campaign_id: str | None
+    verdict: str
+    ts: int
+    analyst: str
+    signature: str
+
+
 USAGE_EVENT_FIELDS: tuple[str, ...] = tuple(UsageEvent.__annotations__)
 USAGE_EVENT_REQUIRED: tuple[str, ...] = (
     "schema_version",

@@ -98,6 +98,15 @@ class Settings(BaseSettings):
     signing_keys_previous: SecretStr | None = Field(
         None, description="earlier HMAC keys, comma separated, still accepted by 'verify' during a key rotation"
     )
+    analyst_key: SecretStr | None = Field(
+        None, description="HMAC key analysts sign verdicts with (Verdict v2; 32 bytes or more, never the action "
+                          "signing key); unset: every verdict is refused (to the DLQ)"
+    )
+    analyst_keys_previous: SecretStr | None = Field(
+        None, description="earlier analyst keys, comma separated, still accepted during a key rotation"
+    )
+    verdict_ttl_hours: float = Field(30 * 24, gt=0, description="an analyst's verdict holds for this many hours "
+                                     "of event time after the alert it names")
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:
@@ -124,7 +133,29 @@ class Settings(BaseSettings):
             if problem:
                 raise ValueError(f"DG_SIGNING_KEY cannot sign enforce-mode actions: {problem} (generate one with "
                                  "`python -c 'import secrets; print(secrets.token_hex(32))'`)")
+        self._check_analyst_keys()
         return self
+
+    def _check_analyst_keys(self) -> None:
+        """Analyst keys are strong and are not action keys: whoever holds the key that signs actions (every
+        worker) must not be able to sign verdicts too, nor the other way round."""
+        from pipeline.signing import enforce_key_problem
+
+        action_keys = {k.strip() for k in (self.signing_keys_previous.get_secret_value().split(",")
+                                           if self.signing_keys_previous else []) if k.strip()}
+        if self.signing_key is not None:
+            action_keys.add(self.signing_key.get_secret_value())
+        analyst = [k.strip() for k in (self.analyst_keys_previous.get_secret_value().split(",")
+                                       if self.analyst_keys_previous else []) if k.strip()]
+        if self.analyst_key is not None and self.analyst_key.get_secret_value():
+            analyst.append(self.analyst_key.get_secret_value())
+        for key in analyst:
+            if key in action_keys:
+                raise ValueError("an analyst key (DG_ANALYST_KEY, DG_ANALYST_KEYS_PREVIOUS) is also an action "
+                                 "signing key: give analysts a key of their own")
+            problem = enforce_key_problem(key.encode("utf-8"))
+            if problem:
+                raise ValueError(f"an analyst key cannot sign verdicts: {problem}")
 
     @property
     def input_partitions(self) -> int:

@@ -37,6 +37,7 @@ MIN_ENFORCE_KEY_BYTES = 32
 DEVELOPMENT_KEYS = frozenset({
     b"distillation-guard-development-key:not-for-enforcement",  # the engine's shadow-mode default
     b"change-me-dev-only-signing-key",  # the fallback docker/compose.yaml once had
+    b"example-analyst-key-public-in-schemas-examples",  # signs the Verdict v2 examples in schemas/examples
 })
 """Keys that are public in this repository: they sign shadow actions at most, never enforce ones."""
 REPLAY_MARK = "+replay"

@@ -105,6 +105,9 @@ class DetectionConfig:
     key; templating no longer gates the account score; network links; the population model out of decisions."""
     policy_version: str = "dg-policy-1.1"
     action_ttl_ms: int = 7 * DAY_MS
+    verdict_ttl_hours: float = 30 * 24.0
+    """An analyst's verdict holds for this long in event time after the alert it names; then the account is
+    judged afresh (``DG_VERDICT_TTL_HOURS``)."""
     allowlist_accounts: frozenset[str] = field(default_factory=frozenset)
     allowlist_orgs: frozenset[str] = field(default_factory=frozenset)
 

@@ -42,7 +42,7 @@ from pipeline.detection.scoring import (
     regularity,
     shift_score,
 )
-from pipeline.models import UsageEvent, Verdict
+from pipeline.models import SignedVerdict, UsageEvent
 from pipeline.simhash import lsh_bands
 
 ALERTS = "anomaly-alerts"
@@ -247,12 +247,16 @@ class Engine:
             out.append(Output(ACTIONS, f.account, dict(action)))
         return out
 
-    def on_verdict(self, v: Verdict) -> None:
+    def on_verdict(self, v: SignedVerdict) -> str | None:
+        """Apply an authenticated verdict (``pipeline/verdicts.py`` checked its signature); the reason it is
+        refused, or None. A refused verdict changes no state, and creates none."""
         ps: PolicyState | None = self.policy_states.get(v["account_id"])
         if ps is None:
-            ps = PolicyState()
-        ps.verdict = v["verdict"]
-        self.policy_states[v["account_id"]] = ps
+            return "unknown_alert: the account has received no alert"
+        refused = self.policy.apply_verdict(v, ps)
+        if refused is None:
+            self.policy_states[v["account_id"]] = ps
+        return refused
 
     # ------------------------------------------------------------------------------ in process
 

@@ -12,8 +12,11 @@ Scoring says how suspicious; the policy decides what to tell people and what to 
 - a ladder of actions driven by the evidence: medium → ``flag_for_review``; high → ``require_verification``
   (own behaviour) or ``throttle`` (campaign member); critical → ``suspend``; an analyst's confirmed true
   positive turns critical into ``ban``;
-- allow-listed accounts and organisations never get more than ``flag_for_review``; an analyst's false
-  positive verdict silences the account;
+- allow-listed accounts and organisations never get more than ``flag_for_review``;
+- an analyst's verdict (authenticated by ``pipeline/verdicts.py`` before it gets here) must name an alert
+  the account received, one of the last ``ALERT_MEMORY`` it remembers, and holds for the alert's kind, or
+  for its campaign, until ``verdict_ttl_hours`` of event time after that alert: a false positive silences
+  that ladder (or campaign), a true positive turns its critical findings into ``ban``;
 - actions are ``shadow`` unless the policy is in enforce mode, and every action is signed.
 
 Ids are derived from the evidence (account, ladder, episode start, severity or action), never from time
@@ -22,6 +25,7 @@ of processing, so a replay or redelivery emits the same ids.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import msgpack
@@ -35,6 +39,15 @@ from pipeline.signing import sign
 LADDER = ("flag_for_review", "require_verification", "throttle", "suspend", "ban")
 _RANK = {a: i + 1 for i, a in enumerate(LADDER)}
 CAMPAIGN = "coordinated_campaign"  # a campaign member's finding (the link stage); the rest are its own
+ALERT_MEMORY = 16
+"""Alerts an account's policy state remembers (id, kind, campaign, time), newest last: a verdict must name
+one of them, so verdicts for made-up ids are refused and add nothing to state."""
+HOUR_MS = 3_600_000
+
+
+def scope_of(kind: str, campaign_id: str | None) -> str:
+    """What a verdict covers: the kind of the alert it names, or that kind in one campaign."""
+    return kind if campaign_id is None else f"{kind}:{campaign_id}"
 
 
 class Ladder:
@@ -51,29 +64,45 @@ class Ladder:
 
 
 class PolicyState:
-    """Per-account policy memory: a ladder for its own behaviour, one for campaigns, and the verdict."""
+    """Per-account policy memory: a ladder for its own behaviour, one for campaigns, the alerts it received
+    lately, and the verdicts that hold, by scope (:func:`scope_of`)."""
 
-    __slots__ = ("own", "campaign", "verdict")
+    __slots__ = ("own", "campaign", "alerts", "verdicts")
 
     def __init__(self) -> None:
         self.own = Ladder()
         self.campaign = Ladder()
-        self.verdict: str | None = None
+        self.alerts: list[list[Any]] = []  # [alert_id, kind, campaign_id, ts], oldest first, ALERT_MEMORY at most
+        self.verdicts: dict[str, list[Any]] = {}  # scope -> [verdict, holds until ts, alert_id]
 
     def ladder(self, f: Finding) -> Ladder:
         return self.campaign if f.kind == CAMPAIGN else self.own
 
+    def remember(self, alert: Mapping[str, Any]) -> None:
+        """Record an alert the account received (a verdict may name it)."""
+        self.alerts.append([alert["alert_id"], alert["kind"], alert["campaign_id"], alert["ts"]])
+        del self.alerts[:-ALERT_MEMORY]
+
+    def verdict_for(self, f: Finding) -> str | None:
+        """The verdict that holds for ``f``'s kind or campaign at its time, if any."""
+        v = self.verdicts.get(scope_of(f.kind, f.campaign_id))
+        return v[0] if v is not None and f.ts <= v[1] else None
+
     def to_bytes(self) -> bytes:
-        return msgpack.packb([self.own.fields(), self.campaign.fields(), self.verdict])
+        return msgpack.packb([self.own.fields(), self.campaign.fields(), self.alerts, self.verdicts])
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PolicyState:
+        """Reads every format written so far. The verdict of an older format (Verdict v1, unauthenticated,
+        covering the whole account) is dropped: re-issue it as a signed Verdict v2."""
         s = cls()
         fields = msgpack.unpackb(raw)
         if len(fields) == 5:  # written by dg-policy-1.0, one ladder for both: it stands for each
-            s.own, s.campaign, s.verdict = Ladder(*fields[:4]), Ladder(*fields[:4]), fields[4]
+            s.own, s.campaign = Ladder(*fields[:4]), Ladder(*fields[:4])
+        elif len(fields) == 3:  # two ladders and a v1 verdict
+            s.own, s.campaign = Ladder(*fields[0]), Ladder(*fields[1])
         else:
-            (own, campaign, s.verdict) = fields
+            own, campaign, s.alerts, s.verdicts = fields
             s.own, s.campaign = Ladder(*own), Ladder(*campaign)
         return s
 
@@ -85,7 +114,7 @@ class Policy:
 
     def action_for(self, f: Finding, state: PolicyState) -> str | None:
         if f.severity >= CRITICAL:
-            action = "ban" if state.verdict == "true_positive" else "suspend"
+            action = "ban" if state.verdict_for(f) == "true_positive" else "suspend"
         elif f.severity >= HIGH:
             action = "throttle" if f.campaign_id else "require_verification"
         elif f.severity >= MEDIUM:
@@ -99,7 +128,7 @@ class Policy:
     def decide(self, f: Finding, state: PolicyState) -> tuple[AnomalyAlert | None, EnforcementAction | None]:
         """Apply one finding to its ladder of the account's policy state; return the alert and action to
         emit, if any."""
-        if state.verdict == "false_positive":
+        if state.verdict_for(f) == "false_positive":
             return None, None
         ladder = state.ladder(f)
         if ladder.episode_start is None or f.ts - ladder.last_ts > self.cfg.episode_ms:
@@ -109,11 +138,36 @@ class Policy:
         if f.severity > ladder.severity:
             ladder.severity = f.severity
             alert = self.alert(f, ladder)
+            state.remember(alert)
         name = self.action_for(f, state)
         if name is not None and _RANK[name] > ladder.action:
             ladder.action = _RANK[name]
             action = self.action(f, ladder, name, [alert["alert_id"]] if alert else [self.alert_id(f, ladder)])
         return alert, action
+
+    def apply_verdict(self, v: Mapping[str, Any], state: PolicyState) -> str | None:
+        """Apply an authenticated verdict to the account's state; the reason it is refused (``state``
+        unchanged), or None. It must name an alert the account received, with that alert's kind and
+        campaign, and arrive before it expires (``verdict_ttl_hours`` after the alert, in event time: the
+        account's latest finding is the clock)."""
+        named = next((a for a in reversed(state.alerts) if a[0] == v["alert_id"]), None)
+        if named is None:
+            return (f"unknown_alert: the account received no such alert among its last {ALERT_MEMORY} "
+                    "(a verdict names one of the account's own alerts)")
+        alert_id, kind, campaign_id, ts = named
+        if v["kind"] != kind or v["campaign_id"] != campaign_id:
+            return (f"scope_mismatch: the alert is of kind {kind}" + (" in a campaign" if campaign_id else "")
+                    + "; the verdict names another kind or campaign")
+        until = ts + int(self.cfg.verdict_ttl_hours * HOUR_MS)
+        now = max(state.own.last_ts, state.campaign.last_ts)
+        if now > until:
+            return f"expired: a verdict holds for {self.cfg.verdict_ttl_hours:g} hours after the alert it names"
+        verdicts = {scope: x for scope, x in state.verdicts.items() if x[1] >= now}
+        verdicts[scope_of(kind, campaign_id)] = [v["verdict"], until, alert_id]
+        while len(verdicts) > ALERT_MEMORY:  # bounded: the one that ends first goes
+            del verdicts[min(verdicts, key=lambda scope: (verdicts[scope][1], scope))]
+        state.verdicts = verdicts
+        return None
 
     def alert_id(self, f: Finding, ladder: Ladder) -> str:
         return stable_id("alr", self.cfg.detector_version, f.account, f.kind, ladder.episode_start,

@@ -1,4 +1,4 @@
-"""The agents' batch handling without a broker: decode, DLQ, detection, verdicts, link stage.
+"""The agents' batch handling without a broker: decode, DLQ, detection, link stage (verdicts: test_verdicts.py).
 
 Each test feeds Faust ``Message`` objects to the batch function the agent runs for every batch that
 ``stream.take_events`` yields (its stream plumbing is covered by the integration tests on real Kafka);
@@ -139,17 +139,6 @@ def test_harvester_gets_schema_valid_alerts_and_signed_actions_and_worker_goes_o
         assert a["mode"] == "shadow"
     assert len(app_parts["sent"]["dlq"].messages) == 1
     assert app_parts["sent"]["links"].messages, "window updates are announced to the link keys"
-
-
-def test_false_positive_verdict_stops_alerts(app_parts):
-    verdict = {"schema_version": 1, "alert_id": "alr-x", "account_id": "harvester", "verdict": "false_positive",
-               "ts": factories.BASE_TS, "analyst": "ana"}
-    events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
-    _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(verdict))],
-         topic=app_parts["settings"].topic("analyst-verdicts"))
-    _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])
-    assert app_parts["sent"]["alerts"].messages == []
-    assert app_parts["sent"]["actions"].messages == []
 
 
 def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interleave(make_settings):

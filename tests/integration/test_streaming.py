@@ -146,27 +146,55 @@ def test_two_workers_flag_the_same_accounts_as_one(kafka_bootstrap, make_setting
     assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
 
 
-def test_false_positive_verdict_stops_further_alerts_for_the_account(kafka_bootstrap, make_settings, tmp_path, tiny):
-    settings = make_settings(bootstrap=kafka_bootstrap)
-    topics.create_topics(settings)
-    naive = next(lab["account_id"] for lab in tiny.labels if (lab["campaign_id"] or "").startswith("camp-naive"))
-    verdict = {"schema_version": 1, "alert_id": "alr-earlier", "account_id": naive, "verdict": "false_positive",
-               "ts": tiny.events[0]["ts"], "analyst": "test"}
+ANALYST_KEY = "integration-analyst-key-0123456789abcdef"
+
+
+def test_a_signed_false_positive_stops_further_alerts_and_a_forged_one_goes_to_the_dlq(
+        kafka_bootstrap, make_settings, tmp_path, tiny):
+    """Issue 20, attack 2, on real Kafka: an unsigned verdict naming any alert id goes to the DLQ with a reason
+    and changes nothing; a verdict signed with the analyst key on an alert the account received silences that
+    kind of alert for the account. Both are logged."""
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    producer.send(settings.topic("analyst-verdicts"), key=naive.encode(), value=msgpack.packb(verdict))
-    producer.flush()
-    producer.close()
+    from pipeline.verdicts import verdict_for_alert
+
+    settings = make_settings(bootstrap=kafka_bootstrap, analyst_key=ANALYST_KEY)
+    topics.create_topics(settings)
+    reference, first_at = Engine.from_config(settings), {}
+    naive_accounts = {lab["account_id"] for lab in tiny.labels if (lab["campaign_id"] or "").startswith("camp-naive")}
+    by_account: dict[str, list[dict[str, Any]]] = {}
+    for i, ev in enumerate(tiny.events):
+        for out in reference.process(ev):
+            acct = out.value.get("account_id")
+            if out.topic == "anomaly-alerts" and acct in naive_accounts:
+                first_at.setdefault(acct, i)
+                by_account.setdefault(acct, []).append(out.value)
+    naive = min(first_at, key=first_at.__getitem__)
+    kind = by_account[naive][0]["kind"]
+    assert len([a for a in by_account[naive] if a["kind"] == kind]) >= 2, "without a verdict it is alerted again"
+    split = first_at[naive] + 1
     worker = Worker(settings, tmp_path / "worker.log")
     try:
-        wait_until_idle(settings, [worker])  # the verdict is in before the account's events arrive
-        produce_events(settings, tiny.events)
+        produce_events(settings, tiny.events[:split])
+        wait_until_idle(settings, [worker])
+        (first,) = [a for a in outputs(settings)[0] if a["account_id"] == naive]
+        forged = {"schema_version": 1, "alert_id": "anything", "account_id": naive, "verdict": "false_positive",
+                  "ts": first["ts"], "analyst": None}
+        signed = verdict_for_alert(first, "false_positive", "test", first["ts"], ANALYST_KEY.encode())
+        producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        for v in (forged, signed):
+            producer.send(settings.topic("analyst-verdicts"), key=naive.encode(), value=msgpack.packb(v))
+        producer.flush()
+        producer.close()
+        wait_until_idle(settings, [worker])
+        produce_events(settings, tiny.events[split:])
         wait_until_idle(settings, [worker])
     finally:
         worker.stop()
     alerts, actions = outputs(settings)
-    assert naive in backtest_flags(settings, tiny.events), "without the verdict the account is flagged"
-    assert [a for a in alerts if a["account_id"] == naive] == []
-    assert [a for a in actions if a["account_id"] == naive] == []
-    assert '"event": "verdict"' in (tmp_path / "worker.log").read_text()
+    assert [a["alert_id"] for a in alerts if a["account_id"] == naive and a["kind"] == kind] == [first["alert_id"]]
+    dlq = read_all(kafka_bootstrap, settings.topic("usage-events-dlq"))
+    reasons = [dict(m.headers)["dlq.reason"].decode() for m in dlq if m.key == naive.encode()]
+    assert len(reasons) == 1 and reasons[0].startswith("verdict: verdict v1 is unsigned"), reasons
+    log = (tmp_path / "worker.log").read_text()
+    assert '"outcome": "refused"' in log and '"outcome": "accepted"' in log

@@ -57,9 +57,18 @@ def test_critical_suspends() -> None:
     assert action_name(finding(CRITICAL)) == "suspend"
 
 
+def judged(state: PolicyState, verdict: str, f: Finding | None = None) -> PolicyState:
+    """``state`` after an alert on ``f`` (medium, own behaviour by default) and a verdict on that alert."""
+    policy = Policy(CFG, KEY)
+    f = f or finding(MEDIUM)
+    alert, _ = policy.decide(f, state)
+    alert = alert or {"alert_id": policy.alert_id(f, state.ladder(f)), "kind": f.kind, "campaign_id": f.campaign_id}
+    assert policy.apply_verdict({**alert, "verdict": verdict}, state) is None
+    return state
+
+
 def test_critical_after_a_true_positive_verdict_bans() -> None:
-    state = PolicyState()
-    state.verdict = "true_positive"
+    state = judged(PolicyState(), "true_positive")
     _, action = decide(finding(CRITICAL), state)
     assert action["action"] == "ban"
     assert action["expires_ts"] is None  # a ban does not expire
@@ -68,7 +77,7 @@ def test_critical_after_a_true_positive_verdict_bans() -> None:
 def test_true_positive_verdict_escalates_a_suspended_account_to_ban() -> None:
     policy, state = Policy(CFG, KEY), PolicyState()
     _, first = policy.decide(finding(CRITICAL), state)
-    state.verdict = "true_positive"
+    judged(state, "true_positive", finding(CRITICAL))
     alert, second = policy.decide(finding(CRITICAL, BASE_TS + 60_000), state)
     assert first is not None and second is not None
     assert first["action"] == "suspend" and second["action"] == "ban"
@@ -121,11 +130,11 @@ def test_findings_keep_an_episode_open() -> None:
     assert state.own.episode_start == BASE_TS
 
 
-def test_false_positive_verdict_silences_the_account() -> None:
-    state = PolicyState()
-    state.verdict = "false_positive"
+def test_false_positive_verdict_silences_the_account_until_it_expires() -> None:
+    state = judged(PolicyState(), "false_positive")
     assert decide(finding(CRITICAL), state) == (None, None)
     assert decide(finding(CRITICAL, BASE_TS + 30 * DAY_MS), state) == (None, None)
+    assert decide(finding(CRITICAL, BASE_TS + 30 * DAY_MS + 1), state) != (None, None)
 
 
 def campaign_finding(severity: int, ts: int = BASE_TS, **kw: Any) -> Finding:
@@ -142,11 +151,11 @@ def test_own_and_campaign_findings_climb_ladders_of_their_own() -> None:
     assert a1["alert_id"] != a2["alert_id"] and x1["action_id"] != x2["action_id"]
 
 
-def test_a_verdict_covers_both_ladders() -> None:
-    state = PolicyState()
-    state.verdict = "false_positive"
+def test_a_verdict_covers_the_ladder_of_its_alert_only() -> None:
+    state = judged(PolicyState(), "false_positive", campaign_finding(MEDIUM))
     assert decide(campaign_finding(CRITICAL), state) == (None, None)
-    state.verdict = "true_positive"
+    assert action_name(finding(CRITICAL), state) == "suspend"
+    state = judged(PolicyState(), "true_positive", campaign_finding(MEDIUM))
     assert action_name(campaign_finding(CRITICAL), state) == "ban"
 
 
@@ -284,8 +293,7 @@ def test_action_signature_verifies_and_fails_after_tampering() -> None:
 
 def test_policy_state_round_trips() -> None:
     policy, state = Policy(CFG, KEY), PolicyState()
-    policy.decide(finding(HIGH), state)
-    state.verdict = "true_positive"
+    judged(state, "true_positive", finding(HIGH))
     restored = PolicyState.from_bytes(state.to_bytes())
     assert restored.to_bytes() == state.to_bytes()
     assert policy.decide(finding(CRITICAL, BASE_TS + 1), restored) == policy.decide(

@@ -856,7 +856,17 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
 
     watched = {settings.topic(n) for n in ("usage-events", "link-updates", "findings", "analyst-verdicts",
                                                "campaign-signals")}
-    metrics.track_readiness(lambda: worker_ready(app))
+    metrics.track_readiness(lambda: worker_ready(app) and not watchdog.stalled())
+
+    @app.page("/ready/")
+    async def ready(web: Any, request: Any) -> Any:
+        """Readiness for a health check: 200 while the worker processes its input (``worker_ready``) and
+        has not stalled (input waiting, no batch for ``stall.STALL_AFTER_S``), else 503. A stuck event loop
+        does not answer at all, which a health check counts as a failure too."""
+        stalled = watchdog.stalled()
+        ok = worker_ready(app) and not stalled
+        return web.json({"ready": ok, "stalled": stalled, "waiting_events": watchdog.waiting},
+                        status=200 if ok else 503)
 
     def log_flow_state(event: str, **info: Any) -> None:
         log.warning(event, **info, **stall.snapshot(app, watched))
@@ -932,7 +942,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         "dlq_topic": dlq_topic, "outputs": out_topics, "engine": engine, "wire": wire,
         "tables": {"account-state": account_table, "policy-state": policy_table, "link-state": link_table,
                    "campaign-state": campaign_table},
-        "sweepers": sweepers, "watermark": watermark,
+        "sweepers": sweepers, "watermark": watermark, "watchdog": watchdog, "ready_view": ready,
         "account_agent": account_agent, "link_agent": link_agent, "campaign_agent": campaign_agent,
         "account_batch": lambda msgs: process_batch(msgs, account_message, account_stores),
         "link_batch": lambda msgs: process_batch(msgs, link_message, (links,)),

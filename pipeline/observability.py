@@ -86,7 +86,7 @@ METRICS: tuple[MetricSpec, ...] = (
                ("component",)),
     MetricSpec("dg_worker_ready", "gauge",
                "1 while the worker has partitions, its tables are recovered and its input flows; 0 while it starts, "
-               "rebalances or recovers"),
+               "rebalances or recovers, or has stalled (input waiting, no batch for a minute); also at /ready/"),
 )
 
 METRIC_NAMES: tuple[str, ...] = tuple(spec.name for spec in METRICS)

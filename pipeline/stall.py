@@ -31,6 +31,7 @@ class Watchdog:
         self.clock = clock
         self.last_batch = clock()
         self.said = -math.inf
+        self.waiting = 0  # input waiting at the last look (``stalled_for``)
 
     def batch_ran(self) -> None:
         self.last_batch = self.clock()
@@ -41,11 +42,18 @@ class Watchdog:
         now = self.clock()
         if busy:
             self.last_batch = now
+        self.waiting = waiting
         idle = now - self.last_batch
         if waiting and idle > STALL_AFTER_S and now - self.said > STALL_REPEAT_S:
             self.said = now
             return idle
         return None
+
+    def stalled(self) -> bool:
+        """Whether the worker is stalled now: input was waiting at the last look and no batch has run for
+        ``STALL_AFTER_S`` (a batch since clears it at once). Plain reads: the readiness check calls it from
+        another thread, and it holds while the event loop itself is stuck, when no look is taken."""
+        return bool(self.waiting) and self.clock() - self.last_batch > STALL_AFTER_S
 
 
 def _get(obj: Any, *path: str) -> Any:

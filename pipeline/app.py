@@ -903,8 +903,18 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         metrics.set_rocksdb_memory(rocksdb_memory([account_table, policy_table, link_table]))
 
     idle_ms = int(settings.idle_expiry_hours * 3_600_000)
+    verdict_window_ms = int(engine.cfg.verdict_ttl_hours * 3_600_000)
+
+    def policy_last_ts(raw: bytes) -> int:
+        """When a policy state was last of use, in event time: its latest finding, the last moment a verdict
+        may still name one of its alerts (``verdict_ttl_hours`` after it), or the end of a verdict that
+        holds. The sweeper forgets it ``idle_expiry_hours`` after that, as it forgets idle accounts."""
+        s = PolicyState.from_bytes(raw)
+        return max(s.own.last_ts, s.campaign.last_ts, *(alert[3] + verdict_window_ms for alert in s.alerts),
+                   *(verdict[1] for verdict in s.verdicts.values()))
+
     sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms),
-                Sweeper(campaign_table, last_ts_of, idle_ms)]
+                Sweeper(campaign_table, last_ts_of, idle_ms), Sweeper(policy_table, policy_last_ts, idle_ms)]
 
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:

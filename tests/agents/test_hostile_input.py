@@ -123,12 +123,15 @@ def test_findings_and_verdicts_on_the_wrong_partition_go_to_the_dlq(make_setting
     """Attack 4, the account stage's other inputs: a verdict or a findings batch about an account, on a
     partition that is not the account's, changes nothing and goes to the DLQ."""
     from pipeline.detection.messages import HIGH, Finding, encode_findings
+    from pipeline.verdicts import sign_verdict
 
-    parts = make_parts(make_settings(store="memory://"))
+    analyst_key = "hostile-input-test-analyst-key-0123456789"
+    parts = make_parts(make_settings(store="memory://", analyst_key=analyst_key))
     n_parts = parts["settings"].input_partitions
     other = (partition_for("victim", n_parts) + 1) % n_parts
-    verdict = {"schema_version": 1, "alert_id": "alr-x", "account_id": "victim", "verdict": "false_positive",
-               "ts": factories.BASE_TS, "analyst": None}
+    verdict = sign_verdict({"schema_version": 2, "alert_id": "alr-x", "account_id": "victim",
+                            "kind": "account_behaviour", "campaign_id": None, "verdict": "false_positive",
+                            "ts": factories.BASE_TS, "analyst": "ana"}, analyst_key.encode())
     reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None}
     finding = Finding("victim", factories.BASE_TS, "coordinated_campaign", HIGH, 0.9, (reason,), "camp-1")
     _run(parts, [_message(parts, 0, b"victim", msgpack.packb(verdict), topic="analyst-verdicts", partition=other),
@@ -188,3 +191,36 @@ def test_a_dlq_copy_that_would_not_fit_is_cut_with_the_original_size_and_sha256(
     assert dict(headers)[DLQ_ORIGINAL_KEY_SIZE] == b"1000000"
     assert dict(headers)[DLQ_ORIGINAL_KEY_SHA256] == hashlib.sha256(b"k" * 1_000_000).hexdigest().encode()
     assert cut_value == b"v" * 40_000 and len(cut_key) + len(cut_value) <= DLQ_RECORD_MAX
+
+
+def test_policy_state_is_swept_once_no_verdict_can_name_its_alerts(make_settings):
+    """Item 8: policy state was never swept, so it only grew. An account whose last finding (and the
+    window in which a verdict may still name its alert) lies more than ``idle_expiry_hours`` of event time
+    behind is forgotten; one with a recent finding is kept."""
+    from pipeline.detection.messages import HIGH, Finding, encode_findings
+
+    settings = make_settings(store="rocksdb://", idle_expiry_hours=24 * 14)
+    parts = make_parts(settings)
+    day = 86_400_000
+    t0 = factories.BASE_TS
+    reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None}
+
+    def finding(account: str, ts: int) -> Message:
+        raw = encode_findings([Finding(account, ts, "coordinated_campaign", HIGH, 0.9, (reason,), "camp-1")])[0]
+        return _message(parts, 0, account.encode(), raw, topic="findings")
+
+    late = factories.event(1, account_id="someone", ts=t0 + 60 * day)  # moves event time on by 60 days
+    _run(parts, [finding("old", t0), finding("recent", t0 + 40 * day),
+                 _message(parts, 0, b"someone", msgpack.packb(late), broker_s=(t0 + 60 * day) / 1000)])
+    assert parts["watermark"].value == t0 + 60 * day
+    assert len(parts["sent"]["alerts"].messages) == 2
+
+    async def sweep() -> None:
+        for s in parts["sweepers"]:
+            await s.sweep(parts["watermark"].value)
+
+    asyncio.run(sweep())
+    policy = parts["tables"]["policy-state"]
+    for account, kept in (("old", False), ("recent", True)):
+        raw = policy.get_raw(partition_for(account, settings.input_partitions), account.encode())
+        assert (raw is not None) == kept, account

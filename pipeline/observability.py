@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 EVENT_RESULTS = ("accepted", "invalid", "duplicate", "late")
-REASON_KINDS = ("empty", "oversized", "not_decodable", "not_a_map", "missing_field", "invalid_field", "other")
+REASON_KINDS = ("empty", "oversized", "not_decodable", "not_a_map", "missing_field", "invalid_field",
+                "ts_in_future", "wrong_partition", "other")
 
 # Buckets: per-event or per-batch processing is sub-millisecond to seconds; event time to alert is
 # seconds (live) to minutes (a lagging consumer).

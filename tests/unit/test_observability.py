@@ -84,6 +84,8 @@ def test_event_counters_move_by_result_and_dlq_counts_reason_kinds() -> None:
         ("missing required field: account_id", "missing_field"),
         ("status: expected ok|error|rate_limited|refused, got 'weird'", "invalid_field"),
         ("detection raised ZeroDivisionError", "other"),
+        ("ts_in_future", "ts_in_future"),
+        ("wrong_partition", "wrong_partition"),
         ("oversized", "oversized"),
     ],
 )

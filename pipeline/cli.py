@@ -338,9 +338,10 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if args.report is not None:
             from pipeline.report import write_report
 
+            cfg = DetectionConfig.from_settings(settings)
             meta = {"input": str(args.input), "labels": str(args.labels),
-                    "detector_version": DetectionConfig.from_settings(settings).detector_version,
-                    "bad_records": counts.bad_records}
+                    "detector_version": cfg.detector_version, "policy_version": cfg.versioned_policy(),
+                    "detection_config": cfg.decisions(), "bad_records": counts.bad_records}
             files = write_report(args.report, evaluation, m, meta)
             print(f"report: {files[-1]}")
     return EXIT_PROBLEM if counts.bad_records else EXIT_OK

@@ -34,7 +34,9 @@ def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str]) -> str:
     lines = [
         "# Backtest report",
         "",
-        f"Input `{meta.get('input')}`, labels `{meta.get('labels')}`, detector `{meta.get('detector_version')}`.",
+        f"Input `{meta.get('input')}`, labels `{meta.get('labels')}`, detector `{meta.get('detector_version')}`, "
+        f"policy `{meta.get('policy_version')}` (the digest after `@` covers every setting that changes a decision; "
+        "`metrics.json` lists them under `meta.detection_config`).",
         "",
         "| metric | value |",
         "| --- | --- |",

@@ -6,6 +6,8 @@ run with the same numbers. Every default here is documented where it is used.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -113,6 +115,30 @@ class DetectionConfig:
 
     # --- partitioning (so per-partition models give the same answers in a backtest as in the worker)
     partitions: int = 4
+
+    def decisions(self) -> dict[str, Any]:
+        """Every field that changes a decision, JSON-ready (allow-lists sorted): what ``digest`` covers.
+        Left out: the mode (``shadow``: each action states it) and the two version names."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name in ("shadow", "detector_version", "policy_version"):
+                continue
+            v = getattr(self, f.name)
+            out[f.name] = sorted(v) if isinstance(v, frozenset) else v
+        return out
+
+    def digest(self) -> str:
+        """8 hex characters identifying the decision-relevant configuration (``decisions``): two runs with
+        different thresholds, windows or allow-lists have different digests."""
+        raw = json.dumps(self.decisions(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hashlib.sha256(raw).hexdigest()[:8]
+
+    def versioned_policy(self) -> str:
+        """``policy_version`` with the digest after its name (``dg-policy-1.1@1a2b3c4d``), before any
+        ``+suffix`` (``dg-policy-1.1@1a2b3c4d+replay``): what actions carry, so an action says which
+        configuration decided it."""
+        head, sep, tail = self.policy_version.partition("+")
+        return f"{head}@{self.digest()}{sep}{tail}"
 
     @classmethod
     def from_settings(cls, settings: Any) -> DetectionConfig:

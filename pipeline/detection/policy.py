@@ -111,6 +111,7 @@ class Policy:
     def __init__(self, cfg: DetectionConfig, signing_key: bytes) -> None:
         self.cfg = cfg
         self.key = signing_key
+        self.policy_version = cfg.versioned_policy()  # the name and the digest of the configuration
 
     def action_for(self, f: Finding, state: PolicyState) -> str | None:
         if f.severity >= CRITICAL:
@@ -198,7 +199,7 @@ class Policy:
     def action(self, f: Finding, ladder: Ladder, name: str, alert_ids: list[str]) -> EnforcementAction:
         body: dict[str, Any] = {
             "schema_version": 1,
-            "action_id": stable_id("act", self.cfg.policy_version, f.account, f.kind, ladder.episode_start, name),
+            "action_id": stable_id("act", self.policy_version, f.account, f.kind, ladder.episode_start, name),
             "ts": f.ts,
             "account_id": f.account,
             "action": name,
@@ -207,7 +208,7 @@ class Policy:
             "alert_ids": alert_ids,
             # within the schema's bound whatever the finding's time (the worker bounds it by broker time)
             "expires_ts": None if name == "ban" else min(f.ts + self.cfg.action_ttl_ms, TS_MAX_EXCLUSIVE - 1),
-            "policy_version": self.cfg.policy_version,
+            "policy_version": self.policy_version,
         }
         body["signature"] = sign(body, self.key)
         return body  # type: ignore[return-value]

@@ -137,6 +137,10 @@ def security_problems(doc: dict[str, Any]) -> list[str]:
         env = services.get(name, {}).get("environment", {})
         if not str(env.get("DG_SECURITY_PROTOCOL", "")).startswith("SASL_") or env.get("DG_SASL_USERNAME") != user:
             problems.append(f"{name} must log in to Kafka as {user} (DG_SECURITY_PROTOCOL SASL_*, DG_SASL_USERNAME)")
+    worker_env = services.get("worker", {}).get("environment", {})
+    for key in ("DG_SIGNING_KEY", "DG_ANALYST_KEY"):  # actions out, verdicts in: each with its own key
+        if not str(worker_env.get(key, "")).startswith(f"${{{key}:?"):
+            problems.append(f"worker must take {key} from the environment, required")
     provision = services.get("kafka-provision", {})
     users = str(provision.get("environment", {}).get("DG_SASL_USERS", ""))
     if provision.get("command") != ["kafka", "provision"] or sorted(re.findall(r"(\w+):\$", users)) != sorted(ROLES):
@@ -274,6 +278,7 @@ def test_compose_schema_check_fails_on_a_broken_copy(tmp_path: Path, mutate: Any
         (lambda d: d["services"]["kafka-provision"]["environment"].__setitem__(
             "DG_SASL_USERS", "worker:${DG_WORKER_PASSWORD:?x}"), "a login for each of"),
         (lambda d: d["services"]["worker"]["depends_on"].pop("kafka-provision"), "wait for kafka-provision"),
+        (lambda d: d["services"]["worker"]["environment"].pop("DG_ANALYST_KEY"), "worker must take DG_ANALYST_KEY"),
     ],
 )
 def test_deployment_rules_fail_on_a_broken_copy(mutate: Any, complaint: str) -> None:

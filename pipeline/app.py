@@ -759,13 +759,14 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 log.warning("verdict", outcome="refused", reason=exc.reason, partition=message.partition,
                             offset=message.offset)
                 return
-            if _partition(verdict["account_id"], n_parts) != message.partition:
-                to_dlq(outbox, message, WRONG_PARTITION)
-                return
-            refused = engine.on_verdict(verdict)
             about = {"account_id": verdict["account_id"], "verdict": verdict["verdict"],
                      "alert_id": verdict["alert_id"], "kind": verdict["kind"], "campaign_id": verdict["campaign_id"],
                      "analyst": verdict["analyst"], "partition": message.partition, "offset": message.offset}
+            if _partition(verdict["account_id"], n_parts) != message.partition:
+                to_dlq(outbox, message, WRONG_PARTITION)
+                log.warning("verdict", outcome="refused", reason=WRONG_PARTITION, **about)
+                return
+            refused = engine.on_verdict(verdict)
             if refused is not None:
                 to_dlq(outbox, message, f"verdict: {refused}")
                 log.warning("verdict", outcome="refused", reason=refused, **about)

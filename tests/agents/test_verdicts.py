@@ -81,7 +81,7 @@ def _rest(parts: dict[str, Any], events: list[dict[str, Any]]) -> list[dict[str,
     return _sent(parts, "alerts")[before:]
 
 
-def test_a_forged_false_positive_naming_anything_is_refused_and_the_harvester_is_still_alerted(parts, caplog):
+def test_a_forged_false_positive_naming_anything_is_refused_and_the_harvester_is_still_alerted(parts, capsys):
     alert, rest = _harvester_until_first_alert(parts)
     forged = [
         {"schema_version": 1, "alert_id": "anything", "account_id": "harvester", "verdict": "false_positive",
@@ -100,15 +100,18 @@ def test_a_forged_false_positive_naming_anything_is_refused_and_the_harvester_is
     assert reasons[1] == "verdict: signature: no signature field"
     assert reasons[2].startswith("verdict: signature: signature does not match")
     assert reasons[3].startswith("verdict: unknown_alert")
+    assert capsys.readouterr().out.count("outcome=refused") == 4, "each refused verdict is logged"
     later = _rest(parts, rest)
     assert [a["severity"] for a in later] == ["high"], "the harvester is alerted on as before"
     assert any(a["action"] == "require_verification" for a in _sent(parts, "actions"))
 
 
-def test_a_signed_false_positive_on_a_received_alert_silences_that_kind(parts):
+def test_a_signed_false_positive_on_a_received_alert_silences_that_kind(parts, capsys):
     alert, rest = _harvester_until_first_alert(parts)
     _verdicts(parts, verdict_for_alert(alert, "false_positive", "ana", alert["ts"] + 1, ANALYST_KEY))
     assert parts["sent"]["dlq"].messages == []
+    logged = [line for line in capsys.readouterr().out.splitlines() if "outcome=" in line]
+    assert len(logged) == 1 and "outcome=accepted" in logged[0] and "analyst=ana" in logged[0], logged
     n_actions = len(parts["sent"]["actions"].messages)
     assert _rest(parts, rest) == [], "no more alerts for the account's own behaviour"
     assert len(parts["sent"]["actions"].messages) == n_actions

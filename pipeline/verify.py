@@ -69,7 +69,11 @@ def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
             yield "line 1", whole
             return
     except DuplicateKey as exc:
-        if "\n" not in text.strip():
+        try:
+            single = isinstance(json.loads(text), dict)  # one object (with a key twice), not JSONL
+        except ValueError:
+            single = False
+        if single:
             yield "line 1", exc
             return
     except ValueError:

@@ -214,6 +214,9 @@ def test_verify_rejects_a_key_named_twice(tmp_path: Path, monkeypatch: pytest.Mo
     text = json.dumps(signed).replace('"action": "suspend"', '"action": "ban", "action": "suspend"')
     code, out = _verify(tmp_path, monkeypatch, capsys, text.encode())
     assert code == 1 and out.startswith("FAIL") and "duplicate key 'action'" in out
+    pretty = json.dumps(signed, indent=2).replace('"action": "suspend"', '"action": "ban",\n  "action": "suspend"')
+    code, out = _verify(tmp_path, monkeypatch, capsys, pretty.encode())
+    assert code == 1 and out.count("FAIL") == 1 and "duplicate key 'action'" in out
     packed = b"\x8b" + msgpack.packb("action") + msgpack.packb("ban") + msgpack.packb(signed)[1:]
     code, out = _verify(tmp_path, monkeypatch, capsys, packed)
     assert code == 1 and "duplicate key 'action'" in out

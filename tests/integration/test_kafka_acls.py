@@ -8,8 +8,11 @@ the ACLs of ``pipeline.kafka_acls``) for the whole module. The refusals are the 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -256,3 +259,27 @@ def test_a_worker_whose_login_is_revoked_exits_72_instead_of_running_blind(
         admin.close()
         if worker.alive():
             worker.stop()
+
+
+def test_the_backtest_command_as_replay_writes_its_sandbox_and_nothing_else(settings: Settings) -> None:
+    """``backtest --topic … --to-prefix`` run as the replay principal: the real command fits its ACLs, and
+    a prefix outside the sandbox is refused by the broker (exit 3, the cause named)."""
+    from pipeline.proc import REPO
+
+    replay = as_role(settings, "replay")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DG_")}, **replay.to_env(),
+           "PYTHONPATH": str(REPO)}
+
+    def backtest(prefix: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipeline", "backtest", "--topic", "usage-events",
+                               "--to-prefix", prefix, "--quiet"],
+                              env=env, capture_output=True, text=True, timeout=180)
+
+    inside = backtest(f"{settings.replay_prefix}bt-")
+    assert inside.returncode in (0, 1), inside.stdout + inside.stderr  # 1: the bad records other tests sent
+    assert "Authorization" not in inside.stdout + inside.stderr
+    actions = consume(settings, "admin", f"{settings.replay_prefix}bt-enforcement-actions", group=None, want=1)
+    alerts = consume(settings, "admin", f"{settings.replay_prefix}bt-anomaly-alerts", group=None, want=1)
+    assert alerts or actions, "the harvester of the worker test should have been found again"
+    outside = backtest("elsewhere-")
+    assert outside.returncode == 3 and "TopicAuthorizationFailed" in outside.stderr, outside.stderr[-2000:]

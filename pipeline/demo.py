@@ -49,6 +49,7 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
     from kafka import KafkaConsumer
 
     from pipeline import codec, kafka_local, simulate, topics
+    from pipeline.kafka_config import kafka_python_config
     from pipeline.lag import group_lag
     from pipeline.metrics import Evaluation
     from pipeline.proc import WorkerProcess
@@ -85,7 +86,7 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
               f"{len(sim.info.get('campaigns', {}))} campaigns", flush=True)
 
         out_topics = [settings.topic("anomaly-alerts"), settings.topic("enforcement-actions")]
-        consumer = KafkaConsumer(*out_topics, bootstrap_servers=settings.bootstrap, auto_offset_reset="earliest",
+        consumer = KafkaConsumer(*out_topics, **kafka_python_config(settings), auto_offset_reset="earliest",
                                  enable_auto_commit=False, consumer_timeout_ms=500)
         producer = make_producer(settings)
         t0 = time.monotonic()
@@ -119,7 +120,8 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
             now = time.monotonic()
             if got:
                 last_new = now
-            if caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic) == 0:
+            if caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic,
+                                                  settings=settings) == 0:
                 caught_up_at = now
             if caught_up_at is not None and now - last_new > 2 and now - caught_up_at > 2:
                 break

@@ -494,10 +494,92 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _topic_reader_error(exc: Exception) -> CommandError:
+    return CommandError(str(exc), EXIT_SERVICE if getattr(exc, "service", False) else EXIT_USAGE)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline import tail, topic_reader
+    from pipeline.replay import ReplayError
+
+    settings = _settings(args)
+    if args.max is not None and args.max < 1:
+        raise CommandError(f"--max must be at least 1, got {args.max}")
+    try:
+        topic, _ = topic_reader.manifest_topic(settings, args.topic)
+        start = tail.parse_start(args.from_ts)
+    except (topic_reader.TopicReadError, ReplayError) as exc:
+        raise CommandError(str(exc)) from exc
+    shown = 0
+    try:
+        consumer = topic_reader.open_consumer(settings, "tail")
+        try:
+            for msg in topic_reader.read(consumer, topic, start, follow=args.follow, bootstrap=settings.bootstrap):
+                rec = tail.record(msg)
+                if not tail.matches(rec, args.account, args.severity):
+                    continue
+                if args.values:
+                    line = rec["value"] if rec["value"] is not None else {
+                        k: rec.get(k) for k in ("partition", "offset", "error", "value_b64")}
+                else:
+                    line = rec
+                print(json.dumps(line, separators=(",", ":"), ensure_ascii=False), flush=args.follow)
+                shown += 1
+                if args.max is not None and shown >= args.max:
+                    break
+        finally:
+            consumer.close()
+    except topic_reader.TopicReadError as exc:
+        raise _topic_reader_error(exc) from exc
+    except BrokenPipeError:  # the reader went away (| head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return EXIT_OK
+
+
+def cmd_check_partitioning(args: argparse.Namespace) -> int:
+    from pipeline import partitioning, topic_reader
+
+    settings = _settings(args)
+    if args.sample < 1:
+        raise CommandError(f"--sample must be at least 1, got {args.sample}")
+    try:
+        topic, entry = topic_reader.manifest_topic(settings, args.topic)
+    except topic_reader.TopicReadError as exc:
+        raise CommandError(str(exc)) from exc
+    if not partitioning.is_account_keyed(entry):
+        raise CommandError(f"{args.topic} is keyed by {entry.get('key')}, not by account id: there is no "
+                           "partition to check its keys against")
+    try:
+        consumer = topic_reader.open_consumer(settings, "check-partitioning")
+        try:
+            n_parts = len(topic_reader.partitions(consumer, topic, settings.bootstrap))
+            per_partition = -(-args.sample // n_parts)
+            report = partitioning.check_messages(topic, n_parts, topic_reader.read(
+                consumer, topic, topic_reader.Start(last=per_partition), follow=False,
+                bootstrap=settings.bootstrap))
+        finally:
+            consumer.close()
+    except topic_reader.TopicReadError as exc:
+        raise _topic_reader_error(exc) from exc
+    for m in report.misplaced[:args.show]:
+        print(f"MISPLACED {m}")
+    if len(report.misplaced) > args.show:
+        print(f"… and {len(report.misplaced) - args.show} more")
+    print(f"{topic}: checked the last {report.checked} messages ({per_partition} at most per partition, "
+          f"{n_parts} partitions): {len(report.misplaced)} on the wrong partition", file=sys.stderr)
+    return EXIT_PROBLEM if report.misplaced else EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipeline.tail import SEVERITIES
+
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
         description="Detect distillation attacks on an LLM API from a stream of usage events (Kafka + Faust).",
@@ -650,6 +732,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--send", action="store_true", help="also produce it to the analyst-verdicts topic")
     _add_kafka_opts(p)
     p.set_defaults(func=cmd_verdict)
+
+    p = sub.add_parser(
+        "tail", help="print a topic's messages as JSON lines (key, partition, offset, timestamp, headers, value)",
+        description="Print the messages of TOPIC, one JSON object per line: topic, partition, offset, timestamp "
+                    "(epoch ms), key, headers ([name, value] pairs), encoding and value (decoded from msgpack, "
+                    "or JSON on the input topics). A value that is neither, or names a key twice, is shown as "
+                    "value_b64 with an error. Reads without a consumer group: the worker's offsets never move. "
+                    "Without --follow it stops at the end of every partition. Pipe it into 'verify --input -' "
+                    "to check enforcement actions, or into jq.")
+    p.add_argument("topic", metavar="TOPIC",
+                   help="a topic of the manifest (schemas/topics.json), e.g. anomaly-alerts; the prefix is added")
+    p.add_argument("--from", dest="from_ts", metavar="TIME",
+                   help="start at this message time: epoch ms, ISO 8601, a duration back from now (15m, 2h, 7d) "
+                        "or now (only new messages); default: the beginning of each partition")
+    p.add_argument("--account", metavar="ID",
+                   help="only messages keyed by ID, or whose account_id is ID or related_accounts name it")
+    p.add_argument("--severity", choices=list(SEVERITIES),
+                   help="only messages (alerts) of this severity or higher")
+    p.add_argument("--follow", "-f", action="store_true", help="keep waiting for new messages (Ctrl-C stops)")
+    p.add_argument("--max", type=int, metavar="N", help="stop after printing N messages")
+    p.add_argument("--values", action="store_true",
+                   help="print each message's value alone (the undecodable ones as partition, offset, error, "
+                        "value_b64)")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser(
+        "check-partitioning", help="report messages of an account-keyed topic that are on the wrong partition",
+        description="Read the most recent messages of TOPIC (about --sample of them, spread over its partitions) "
+                    "and report every one not where murmur2 of its account id puts it: no key, a key that is "
+                    "not UTF-8, a key murmur2 sends elsewhere (a librdkafka producer without "
+                    "partitioner=murmur2_random), or a key that is not the value's account_id. The worker "
+                    "sends such usage events and verdicts to the DLQ as wrong_partition (docs/producers.md). "
+                    "Exit 0: none found; 1: some found.")
+    p.add_argument("topic", metavar="TOPIC",
+                   help="an account-keyed manifest topic: usage-events, analyst-verdicts, enforcement-actions, "
+                        "anomaly-alerts, findings (the prefix is added)")
+    p.add_argument("--sample", type=int, default=1000, metavar="N",
+                   help="messages to check, the latest of each partition (default 1000)")
+    p.add_argument("--show", type=int, default=50, metavar="N", help="misplaced messages to list (default 50)")
+    _add_kafka_opts(p)
+    p.set_defaults(func=cmd_check_partitioning)
     return parser
 
 

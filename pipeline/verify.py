@@ -11,11 +11,13 @@
   last would act differently), in JSON and in msgpack alike.
 
 Input is JSONL, one JSON object, or concatenated msgpack maps (the topic's own format), told apart by the
-first byte.
+first byte. A line of ``python -m pipeline tail`` stands for its message: the action is its value (from
+its raw bytes when tail could not decode them), named by its partition and offset.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +45,29 @@ def _unique(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
+TAIL_FIELDS = frozenset({"topic", "partition", "offset", "value"})
+"""The fields that make a JSON object a line of ``tail``'s output rather than an action."""
+
+
+def _from_tail(where: str, obj: Any) -> tuple[str, Any]:
+    """A ``tail`` line as (its message's partition and offset, the action in it); anything else unchanged."""
+    if not (isinstance(obj, dict) and obj.keys() >= TAIL_FIELDS and "action_id" not in obj):
+        return where, obj
+    where = f"{where} ({obj['topic']} partition {obj['partition']} offset {obj['offset']})"
+    raw = obj.get("value_b64")
+    if isinstance(raw, str):  # tail could not decode it: judge the bytes themselves, as a consumer would
+        try:
+            inner = list(parse_records(base64.b64decode(raw, validate=True)))
+        except ValueError:
+            return where, ValueError("value_b64 is not base64")
+        if len(inner) == 1:
+            return where, inner[0][1]
+        return where, ValueError(str(obj.get("error") or "not one message"))
+    if obj["value"] is None:
+        return where, ValueError("no value (a tombstone)")
+    return where, obj["value"]
+
+
 def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
     """(where, object or the exception that stopped it) per record: JSONL, one JSON object, or msgpack."""
     stripped = data.lstrip()
@@ -66,7 +91,7 @@ def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
     try:  # a single JSON object (possibly spread over lines) ...
         whole = json.loads(text, object_pairs_hook=_unique)
         if isinstance(whole, dict):
-            yield "line 1", whole
+            yield _from_tail("line 1", whole)
             return
     except DuplicateKey as exc:
         try:
@@ -81,7 +106,7 @@ def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
     for lineno, line in enumerate(text.splitlines(), 1):  # ... or JSONL, one action per line
         if line.strip():
             try:
-                yield f"line {lineno}", json.loads(line, object_pairs_hook=_unique)
+                yield _from_tail(f"line {lineno}", json.loads(line, object_pairs_hook=_unique))
             except DuplicateKey as exc:
                 yield f"line {lineno}", exc
             except ValueError as exc:

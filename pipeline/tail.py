@@ -79,21 +79,23 @@ def decode_value(raw: bytes | None) -> tuple[str | None, Any, str | None]:
     ``(None, None, None)``."""
     if raw is None:
         return None, None, None
-    try:
-        value = msgpack.unpackb(raw, raw=False, strict_map_key=False, object_pairs_hook=_unique)
-        return "msgpack", _jsonable(value), None
-    except DuplicateKey as exc:
-        return None, None, f"msgpack map with {exc}"
-    except Exception as exc:  # msgpack raises many kinds; the reason is all that matters
-        problem = f"msgpack: {type(exc).__name__}" + (f" ({exc})" if str(exc) else "")
-    if raw.lstrip()[:1] in (b"{", b"["):
+    if raw.lstrip(b" \t\r\n")[:1] in (b"{", b"["):  # the codec's rule: as msgpack these are two small ints
         try:
             return "json", json.loads(raw.decode("utf-8"), object_pairs_hook=_unique), None
         except DuplicateKey as exc:
             return None, None, f"JSON object with {exc}"
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            problem += f"; JSON: {exc}"
-    return None, None, f"neither msgpack nor JSON: {problem[:300]}"
+            return None, None, f"neither msgpack nor JSON: JSON: {str(exc)[:300]}"
+    try:
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=False, object_pairs_hook=_unique)
+        return "msgpack", _jsonable(value), None
+    except DuplicateKey as exc:
+        return None, None, f"msgpack map with {exc}"
+    except msgpack.ExtraData as exc:
+        problem = f"{len(exc.extra)} bytes of trailing data after the msgpack value"
+    except Exception as exc:  # msgpack raises many kinds; the reason is all that matters
+        problem = type(exc).__name__ + (f" ({exc})" if str(exc) else "")
+    return None, None, f"neither msgpack nor JSON: msgpack: {problem[:300]}"
 
 
 def _text_or_b64(data: bytes) -> Any:

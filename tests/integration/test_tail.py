@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,13 @@ def test_the_readme_pipe_from_tail_into_verify_passes_real_actions_and_fails_a_t
     assert done.returncode == 0, done.stdout + done.stderr
     oks = [line for line in done.stdout.splitlines() if line.startswith("OK")]
     assert len(oks) == len(actions) and all("enforcement-actions partition" in line for line in oks)
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat is not None:  # the README's kcat line, with the test broker and prefix
+        topic = settings.topic("enforcement-actions")
+        line = (f"{kcat} -b {settings.bootstrap} -C -t {topic} -e -q -f '%s' | DG_SIGNING_KEY={SIGNING_KEY} "
+                f"{py} verify --input -")
+        done = subprocess.run(line, shell=True, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0 and done.stdout.count("OK") == len(actions), done.stdout + done.stderr
 
     tampered = {**actions[0], "action": "ban"}
     _send(settings, "enforcement-actions", [(tampered["account_id"].encode(), codec.encode(tampered), None)])

@@ -574,6 +574,30 @@ def cmd_check_partitioning(args: argparse.Namespace) -> int:
     return EXIT_PROBLEM if report.misplaced else EXIT_OK
 
 
+def cmd_simhash(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeline.prompt_simhash import VERSION, features, normalise, simhash_text
+
+    if (args.text is None) == (args.input is None):
+        raise CommandError("give the prompt TEXT, or --input FILE (- for standard input)")
+    if args.input is not None:
+        try:
+            data = sys.stdin.buffer.read() if str(args.input) == "-" else args.input.read_bytes()
+        except OSError as exc:
+            raise CommandError(f"cannot read {args.input}: {exc}") from exc
+        text = data.decode("utf-8", errors="replace")  # the specification's rule for invalid UTF-8
+    else:
+        text = args.text
+    if args.explain:
+        n = normalise(text)
+        print(json.dumps({"version": VERSION, "normalised": n, "features": len(features(n)),
+                          "simhash": simhash_text(text)}, ensure_ascii=False))
+    else:
+        print(simhash_text(text))
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------- parser
 
 
@@ -774,6 +798,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=50, metavar="N", help="misplaced messages to list (default 50)")
     _add_kafka_opts(p)
     p.set_defaults(func=cmd_check_partitioning)
+
+    p = sub.add_parser(
+        "simhash", help="print the prompt_simhash of a text (the reference of docs/producers.md)",
+        description="Compute prompt_simhash v1 of a prompt text as the reference implementation does "
+                    "(pipeline/prompt_simhash.py): clean, NFKC and case folding, whitespace runs to one space, "
+                    "SimHash of 5-code-point shingles hashed with SHA-256. For a gateway team to check its own "
+                    "implementation; the test vectors are in schemas/examples/simhash/vectors.json.")
+    p.add_argument("text", nargs="?", metavar="TEXT", help="the prompt text")
+    p.add_argument("--input", "-i", type=Path, metavar="FILE",
+                   help="read the text from a file (UTF-8; - for standard input) instead, taken whole: a final "
+                        "newline is whitespace and makes no difference")
+    p.add_argument("--explain", action="store_true",
+                   help="print a JSON object with the normalised text and the number of features as well")
+    p.set_defaults(func=cmd_simhash)
     return parser
 
 

@@ -78,3 +78,18 @@ def test_normalisation_is_idempotent_and_leaves_no_edge_or_double_space(text: st
     n = normalise(text)
     assert normalise(n) == n
     assert n == n.strip(" ") and "  " not in n
+
+
+def test_simhash_command_prints_the_vectors_hash_from_an_argument_or_a_file(tmp_path, capsys) -> None:
+    from pipeline.cli import main
+
+    for v in VECTORS[:12]:
+        assert main(["simhash", v["text"]]) == 0
+        assert capsys.readouterr().out == v["simhash"] + "\n"
+    template = next(v for v in VECTORS if v["name"] == "template_a")
+    path = tmp_path / "prompt.txt"
+    path.write_text(template["text"] + "\n", encoding="utf-8")
+    assert main(["simhash", "--input", str(path), "--explain"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == {"version": VERSION, "normalised": template["normalised"], "features": template["features"],
+                   "simhash": template["simhash"]}

@@ -472,8 +472,8 @@ class Outbox:
         self.wire = wire
         self.link_topic, self.findings_topic, self.partitions = link_topic, findings_topic, partitions
         self.signals_topic = signals_topic
-        self.signals: list[GroupSignal] = []
         self.items: list[tuple[str, bytes | None, bytes | None, Any]] = []
+        self.signals: list[GroupSignal] = []
         self.links: dict[int, list[LinkUpdate]] = {}
         self.findings: dict[int, list[Finding]] = {}
         self.tripped = False  # the invalid-input breaker fired during this batch
@@ -766,12 +766,14 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
                 to_dlq(outbox, message, WRONG_PARTITION)
                 log.warning("verdict", outcome="refused", reason=WRONG_PARTITION, **about)
                 return
-            refused = engine.on_verdict(verdict)
+            refused, outs = engine.on_verdict(verdict)
             if refused is not None:
                 to_dlq(outbox, message, f"verdict: {refused}")
                 log.warning("verdict", outcome="refused", reason=refused, **about)
             else:
-                log.info("verdict", outcome="accepted", **about)
+                log.info("verdict", outcome="accepted", lifted=bool(outs), **about)
+                for out in outs:  # a false positive lifts the account's active actions
+                    emit(outbox, out, message)
 
     def link_message(outbox: Outbox, message: Any) -> None:
         links.partition = message.partition

@@ -38,6 +38,7 @@ DEVELOPMENT_KEYS = frozenset({
     b"distillation-guard-development-key:not-for-enforcement",  # the engine's shadow-mode default
     b"change-me-dev-only-signing-key",  # the fallback docker/compose.yaml once had
     b"example-analyst-key-public-in-schemas-examples",  # signs the Verdict v2 examples in schemas/examples
+    b"example-action-key-public-in-schemas-examples",  # signs the EnforcementAction v2 (lift) examples
     b"signing-vector-key-1: public, signs nothing real",  # the signing test vectors, schemas/examples/signing
     b"signing-vector-key-2: public as well, the wrong key for vector 1",
 })

@@ -135,7 +135,9 @@ def check(obj: Any, keys: Mapping[str, bytes], now_ms: int, max_age_ms: int | No
     if isinstance(obj, Exception):
         res.problems.append(str(obj))
         return res
-    res.problems += [f"schema: {e}" for e in schemas.errors("enforcement_action", obj)[:3]]
+    # v2 is a lift (it ends earlier actions); every other action is v1
+    schema_v: int = obj["schema_version"] if isinstance(obj, dict) and obj.get("schema_version") in (1, 2) else 1
+    res.problems += [f"schema: {e}" for e in schemas.errors("enforcement_action", obj, schema_v)[:3]]
     if not isinstance(obj, dict):
         return res
     res.where += f" action_id={obj.get('action_id')!r} account_id={obj.get('account_id')!r}"

@@ -247,16 +247,19 @@ class Engine:
             out.append(Output(ACTIONS, f.account, dict(action)))
         return out
 
-    def on_verdict(self, v: SignedVerdict) -> str | None:
-        """Apply an authenticated verdict (``pipeline/verdicts.py`` checked its signature); the reason it is
-        refused, or None. A refused verdict changes no state, and creates none."""
+    def on_verdict(self, v: SignedVerdict) -> tuple[str | None, list[Output]]:
+        """Apply an authenticated verdict (``pipeline/verdicts.py`` checked its signature): the reason it is
+        refused (or None), and what to send: a false positive on an account with an active action lifts
+        it (``Policy.lift``). A refused verdict changes no state, and creates none."""
         ps: PolicyState | None = self.policy_states.get(v["account_id"])
         if ps is None:
-            return "unknown_alert: the account has received no alert"
+            return "unknown_alert: the account has received no alert", []
         refused = self.policy.apply_verdict(v, ps)
-        if refused is None:
-            self.policy_states[v["account_id"]] = ps
-        return refused
+        if refused is not None:
+            return refused, []
+        lift = self.policy.lift(v, ps, v["account_id"])
+        self.policy_states[v["account_id"]] = ps
+        return None, [] if lift is None else [Output(ACTIONS, v["account_id"], dict(lift))]
 
     # ------------------------------------------------------------------------------ in process
 

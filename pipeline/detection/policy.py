@@ -170,6 +170,36 @@ class Policy:
         state.verdicts = verdicts
         return None
 
+    def lift(self, v: Mapping[str, Any], state: PolicyState, account: str) -> EnforcementAction | None:
+        """After an accepted ``false_positive`` verdict: the signed lift (EnforcementAction v2) of the
+        actions the account's ladder of that kind took in its episode, once (the ladder then holds no
+        action, so a redelivered or repeated verdict lifts nothing more); None when nothing is active.
+        Its id follows from the episode and the alert the verdict names, so a replay gives the same id."""
+        if v["verdict"] != "false_positive":
+            return None
+        ladder = state.campaign if v["kind"] == CAMPAIGN else state.own
+        if not ladder.action or ladder.episode_start is None:
+            return None
+        names = LADDER[:ladder.action]
+        ids = [stable_id("act", self.policy_version, account, v["kind"], ladder.episode_start, n) for n in names]
+        ladder.action = 0
+        body: dict[str, Any] = {
+            "schema_version": 2,
+            "action_id": stable_id("lift", self.policy_version, account, v["kind"], ladder.episode_start,
+                                   v["alert_id"]),
+            "ts": min(max(ladder.last_ts, 1), TS_MAX_EXCLUSIVE - 1),
+            "account_id": account,
+            "action": "lift",
+            "mode": "shadow" if self.cfg.shadow else "enforce",
+            "reason_codes": ["analyst_false_positive"],
+            "alert_ids": [v["alert_id"]],
+            "lifts": ids,
+            "expires_ts": None,
+            "policy_version": self.policy_version,
+        }
+        body["signature"] = sign(body, self.key)
+        return body  # type: ignore[return-value]
+
     def alert_id(self, f: Finding, ladder: Ladder) -> str:
         return stable_id("alr", self.cfg.detector_version, f.account, f.kind, ladder.episode_start,
                          ladder.severity)

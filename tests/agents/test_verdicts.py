@@ -154,3 +154,40 @@ def test_without_an_analyst_key_every_verdict_is_refused(make_settings):
     _verdicts(parts, verdict_for_alert(alert, "false_positive", "ana", alert["ts"], ANALYST_KEY))
     assert _dlq_reasons(parts) == ["verdict: no analyst key is configured (DG_ANALYST_KEY): a verdict cannot be "
                                    "authenticated"]
+
+
+def test_a_false_positive_lifts_the_accounts_active_actions_once_with_a_replayable_id(make_settings):
+    """Issue 21: dismissing an alert undoes what was done, not only what is to come. The lift is a signed
+    EnforcementAction v2 naming the actions it ends; a repeated verdict lifts nothing more; a replay of the
+    same input gives the same lift."""
+    from pipeline import schemas, verify
+    from pipeline.signing import check
+
+    def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        parts = make_parts(make_settings(store="memory://", signing_key=ACTION_KEY, analyst_key=ANALYST_KEY.decode()))
+        _, rest = _harvester_until_first_alert(parts)
+        _rest(parts, rest[:600])  # on to a stronger action
+        before = _sent(parts, "actions")
+        assert any(a["action"] != "flag_for_review" for a in before), before
+        (latest,) = [a for a in _sent(parts, "alerts") if a["account_id"] == "harvester"][-1:]
+        verdict = verdict_for_alert(latest, "false_positive", "ana", latest["ts"] + 1, ANALYST_KEY)
+        _verdicts(parts, verdict)
+        _verdicts(parts, verdict)  # the same verdict again (another offset): nothing more to lift
+        return before, _sent(parts, "actions")[len(before):]
+
+    before, lifts = run()
+    assert len(lifts) == 1, lifts
+    (lift,) = lifts
+    assert schemas.errors("enforcement_action", lift, 2) == []
+    assert lift["action"] == "lift" and lift["schema_version"] == 2 and lift["expires_ts"] is None
+    assert {a["action_id"] for a in before} <= set(lift["lifts"]), "every action taken is named"
+    assert check(lift, {"k": ACTION_KEY.encode()}) == "k"
+    assert verify.check(lift, {"k": ACTION_KEY.encode()}, now_ms=lift["ts"]).problems == []
+    assert run()[1] == lifts, "a replay gives the same lift, byte for byte"
+
+
+def test_a_true_positive_lifts_nothing(parts):
+    alert, _ = _harvester_until_first_alert(parts)
+    n = len(parts["sent"]["actions"].messages)
+    _verdicts(parts, verdict_for_alert(alert, "true_positive", "ana", alert["ts"] + 1, ANALYST_KEY))
+    assert len(parts["sent"]["actions"].messages) == n

@@ -138,7 +138,7 @@ def test_an_engine_refuses_a_verdict_for_an_account_without_alerts_and_keeps_no_
     engine = Engine(CFG)
     v = {"alert_id": "anything", "account_id": "nobody", "kind": "account_behaviour", "campaign_id": None,
          "verdict": "false_positive"}
-    assert engine.on_verdict(v) is not None  # type: ignore[arg-type]
+    assert engine.on_verdict(v)[0] is not None  # type: ignore[arg-type]
     assert engine.policy_states == {}
 
 

@@ -43,7 +43,9 @@ def manifest_topic(settings: Settings, name: str) -> tuple[str, dict[str, Any]]:
 
 
 def open_consumer(settings: Settings, purpose: str) -> Any:
-    """A kafka-python consumer with no group (nothing is committed) and the settings' TLS/SASL."""
+    """A kafka-python consumer with no group (nothing is committed), the settings' TLS/SASL, and no topic
+    creation as a side effect of looking (a broker with ``auto.create.topics.enable`` would otherwise
+    create a mistyped prefix's topic)."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
@@ -51,7 +53,7 @@ def open_consumer(settings: Settings, purpose: str) -> Any:
 
     try:
         return KafkaConsumer(**kafka_python_config(settings), group_id=None, enable_auto_commit=False,
-                             client_id=f"{settings.app_id}-{purpose}")
+                             allow_auto_create_topics=False, client_id=f"{settings.app_id}-{purpose}")
     except KafkaConfigError as exc:
         raise TopicReadError(str(exc)) from exc
     except KafkaError as exc:

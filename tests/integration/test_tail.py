@@ -165,3 +165,20 @@ def test_unknown_and_unkeyed_topics_are_clear_usage_errors(make_settings, capsys
     assert code == 2 and "unknown topic 'alerts'" in err and "anomaly-alerts" in err
     code, _, err = _cli(capsys, "check-partitioning", "usage-events-dlq")
     assert code == 2 and "not by account id" in err
+
+
+def test_a_topic_missing_on_the_cluster_is_reported_and_not_created_by_looking(
+        kafka_bootstrap, make_settings, capsys) -> None:
+    from kafka import KafkaAdminClient
+
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    kafka = ["--bootstrap", settings.bootstrap, "--topic-prefix", settings.topic_prefix]
+    code, _, err = _cli(capsys, "tail", "anomaly-alerts", *kafka)
+    assert code == 2 and "does not exist" in err
+    code, _, err = _cli(capsys, "check-partitioning", "usage-events", *kafka)
+    assert code == 2 and "does not exist" in err
+    admin = KafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    try:
+        assert not [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
+    finally:
+        admin.close()

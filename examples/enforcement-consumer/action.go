@@ -1,7 +1,8 @@
 // What the enforcement service checks of one action before it acts, and what it would do.
 //
 // The same checks as the pipeline's own `python -m pipeline verify` (pipeline/verify.py): the signature,
-// the fields of EnforcementAction v1, an enforce-mode key that is no public key and at least 32 bytes, no
+// the fields of EnforcementAction v1 or v2 (v2: the verb lift, which ends the actions named in lifts), an
+// enforce-mode key that is no public key and at least 32 bytes, no
 // replay in enforce mode, and freshness against now.
 package main
 
@@ -39,7 +40,9 @@ var publicKeys = map[string]bool{
 }
 
 var verbs = map[string]bool{"flag_for_review": true, "require_verification": true, "throttle": true,
-	"suspend": true, "ban": true}
+	"suspend": true, "ban": true, "lift": true}
+
+const maxLifts = 64 // EnforcementAction v2: at most this many ids in lifts
 
 func newKey(name string, secret []byte) Key {
 	sum := sha256.Sum256(secret)
@@ -64,12 +67,14 @@ func keysFromEnv(currentVar, previousVar string) ([]Key, error) {
 	return keys, nil
 }
 
-// Action is the part of an EnforcementAction v1 the service acts on.
+// Action is the part of an EnforcementAction (v1, or v2 for a lift) the service acts on.
 type Action struct {
+	Version                                uint64
 	ID, Account, Verb, Mode, PolicyVersion string
 	Ts                                     int64
 	Expires                                *int64 // nil: never
 	ReasonCodes, AlertIDs                  []string
+	Lifts                                  []string // v2: the action ids a lift ends
 }
 
 func field[T any](m map[string]any, name string, problems *[]string) (T, bool) {
@@ -116,13 +121,14 @@ func stringList(m map[string]any, name string, problems *[]string) []string {
 	return out
 }
 
-// parseAction checks the fields of EnforcementAction v1 the service relies on. Fields it does not know
-// are ignored (they were covered by the signature all the same).
+// parseAction checks the fields of EnforcementAction v1 or v2 the service relies on. Fields it does not
+// know are ignored (they were covered by the signature all the same).
 func parseAction(m map[string]any) (Action, []string) {
 	var p []string
 	var a Action
-	if v, ok := m["schema_version"].(uint64); !ok || v != 1 {
-		p = append(p, "schema_version is not 1")
+	a.Version, _ = m["schema_version"].(uint64)
+	if a.Version != 1 && a.Version != 2 {
+		p = append(p, "schema_version is neither 1 nor 2")
 	}
 	a.ID = boundedString(m, "action_id", &p)
 	a.Account = boundedString(m, "account_id", &p)
@@ -155,6 +161,14 @@ func parseAction(m map[string]any) (Action, []string) {
 	}
 	a.ReasonCodes = stringList(m, "reason_codes", &p)
 	a.AlertIDs = stringList(m, "alert_ids", &p)
+	if a.Version == 2 {
+		a.Lifts = stringList(m, "lifts", &p)
+		if len(a.Lifts) > maxLifts {
+			p = append(p, fmt.Sprintf("lifts names %d ids, more than %d", len(a.Lifts), maxLifts))
+		}
+	} else if a.Verb == "lift" {
+		p = append(p, "lift is a verb of EnforcementAction v2, not v1")
+	}
 	return a, p
 }
 
@@ -206,8 +220,10 @@ func (c *Checker) Check(raw []byte, nowMs int64) (Action, *Key, []string) {
 	return a, key, problems
 }
 
-// Would says, in words, what the service would do with an accepted action.
-func Would(a Action) string {
+// Would says, in words, what the service would do with an accepted action. For a lift, ended lists the
+// named actions this service had acted on for the same account (the others it never took, or took for
+// another account, which a lift of this account cannot end).
+func Would(a Action, ended []string) string {
 	until := "with no expiry"
 	if a.Expires != nil {
 		until = "until " + when(*a.Expires)
@@ -225,6 +241,11 @@ func Would(a Action) string {
 		do = "suspend " + account + " " + until
 	case "ban":
 		do = "ban " + account + " " + until
+	case "lift":
+		do = fmt.Sprintf("lift %d action(s) on %s: ended=%s", len(ended), account, strings.Join(ended, ","))
+		if other := len(a.Lifts) - len(ended); other > 0 {
+			do += fmt.Sprintf(" (%d other named id(s) were never acted on here for this account)", other)
+		}
 	}
 	if a.Mode == "shadow" {
 		return "would only record (shadow mode): " + do
@@ -238,6 +259,7 @@ func Would(a Action) string {
 type Seen struct {
 	Limit   int
 	first   map[string]string // action_id -> where it was first seen
+	account map[string]string // action_id -> its account
 	expires map[string]int64
 	order   []string
 }
@@ -248,12 +270,19 @@ func (s *Seen) Where(id string) (string, bool) {
 	return w, ok
 }
 
+// Account returns the account of an action acted on, if it was.
+func (s *Seen) Account(id string) (string, bool) {
+	a, ok := s.account[id]
+	return a, ok
+}
+
 // Add remembers an acted-on action.
 func (s *Seen) Add(a Action, where string, nowMs int64) {
 	if s.first == nil {
-		s.first, s.expires = map[string]string{}, map[string]int64{}
+		s.first, s.account, s.expires = map[string]string{}, map[string]string{}, map[string]int64{}
 	}
 	s.first[a.ID] = where
+	s.account[a.ID] = a.Account
 	if a.Expires != nil {
 		s.expires[a.ID] = *a.Expires
 	}
@@ -267,6 +296,7 @@ func (s *Seen) Add(a Action, where string, nowMs int64) {
 		exp, expires := s.expires[id]
 		if (expires && exp <= nowMs) || i < drop {
 			delete(s.first, id)
+			delete(s.account, id)
 			delete(s.expires, id)
 			continue
 		}

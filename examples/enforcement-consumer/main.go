@@ -1,5 +1,5 @@
 // A small enforcement service, as an example of consuming the pipeline from another language: it reads
-// EnforcementAction v1 records from the enforcement-actions topic, verifies each one's signature by the
+// EnforcementAction v1 and v2 (lift) records from the enforcement-actions topic, verifies each one's signature by the
 // published rules (schemas/examples/signing/README.md), checks freshness, acts on each action_id once,
 // and prints one line per record: ACCEPT with what it would do, REJECT with the reasons, or DUPLICATE.
 //
@@ -124,14 +124,20 @@ func (s *service) handle(r *kgo.Record) {
 		fmt.Fprintf(s.out, "DUPLICATE %s %s: already handled at %s\n", where, ids, first)
 		return
 	}
-	s.seen.Add(a, where, now)
+	var ended []string // for a lift: the named actions taken here on the same account
+	for _, id := range a.Lifts {
+		if account, taken := s.seen.Account(id); taken && account == a.Account {
+			ended = append(ended, id)
+		}
+	}
+	s.seen.Add(a, where, now) // a lifted action stays remembered: its re-delivery must not apply it again
 	s.accepted++
 	keyNote := key.Name
 	if sent := header(r, keyIDHeader); sent != "" && sent != key.ID {
 		keyNote += fmt.Sprintf(" (the header named key %q)", clip(sent))
 	}
 	fmt.Fprintf(s.out, "ACCEPT %s %s action=%s mode=%s key=%s reasons=%s: %s\n", where, ids, a.Verb, a.Mode,
-		keyNote, strings.Join(a.ReasonCodes, ","), Would(a))
+		keyNote, strings.Join(a.ReasonCodes, ","), Would(a, ended))
 }
 
 // consume reads the topic until the context ends, or until it has been idle for cfg.idle.

@@ -82,11 +82,33 @@ func TestSeenForgetsExpiredAndOldestIdsPastItsLimit(t *testing.T) {
 func TestWouldSaysShadowActionsAreOnlyRecorded(t *testing.T) {
 	exp := int64(1_772_409_600_000)
 	a := Action{Account: "acct-1", Verb: "throttle", Mode: "shadow", Expires: &exp}
-	if got := Would(a); got != `would only record (shadow mode): throttle "acct-1" until 2026-03-02T00:00:00Z` {
+	if got := Would(a, nil); got != `would only record (shadow mode): throttle "acct-1" until 2026-03-02T00:00:00Z` {
 		t.Error(got)
 	}
 	a.Mode = "enforce"
-	if got := Would(a); !strings.HasPrefix(got, `would throttle "acct-1"`) {
+	if got := Would(a, nil); !strings.HasPrefix(got, `would throttle "acct-1"`) {
 		t.Error(got)
+	}
+}
+
+func TestALiftEndsOnlyWhatItNamesThatWasTakenHere(t *testing.T) {
+	a := Action{Account: "acct-1", Verb: "lift", Mode: "enforce", Lifts: []string{"act-1", "act-2", "act-3"}}
+	got := Would(a, []string{"act-2"})
+	want := `would lift 1 action(s) on "acct-1": ended=act-2 (2 other named id(s) were never acted on here for this account)`
+	if got != want {
+		t.Errorf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestAV1ActionCannotBeALift(t *testing.T) {
+	m := map[string]any{"schema_version": uint64(1), "action_id": "x", "account_id": "a", "policy_version": "p",
+		"action": "lift", "mode": "enforce", "ts": uint64(1), "expires_ts": nil, "reason_codes": []any{},
+		"alert_ids": []any{}}
+	if _, problems := parseAction(m); len(problems) != 1 || !strings.Contains(problems[0], "v2") {
+		t.Errorf("problems %v", problems)
+	}
+	m["schema_version"], m["lifts"] = uint64(2), []any{"act-1"}
+	if a, problems := parseAction(m); len(problems) != 0 || len(a.Lifts) != 1 {
+		t.Errorf("v2 lift refused: %v", problems)
 	}
 }

@@ -1,6 +1,7 @@
-"""The Go enforcement consumer (``examples/enforcement-consumer``), a client in another language that nobody
-wrote against the Python code, verifies the pipeline's real actions on a real Kafka, refuses tampered,
-forged, stale and ambiguous ones, acts on each action id once, and matches the signing test vectors."""
+"""The Go enforcement consumer (``examples/enforcement-consumer``), a client in another language written from
+the contract, verifies the pipeline's real actions on a real Kafka (a lift after an analyst's false-positive
+verdict among them), refuses tampered, forged, stale and ambiguous ones, acts on each action id once, and
+matches the signing test vectors."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import msgpack
 import pytest
 from kafka import KafkaProducer
 
-from pipeline import signing, verify
+from pipeline import signing, topics, verify
 from pipeline.simulate import generate
-from tests.integration.workers import read_all, run_to_idle
+from pipeline.verdicts import verdict_for_alert
+from tests.integration.workers import Worker, produce_events, read_all, wait_until_idle
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +30,7 @@ CONSUMER = REPO / "examples" / "enforcement-consumer"
 VECTORS = REPO / "schemas" / "examples" / "signing"
 KEY = "integration-enforcement-key-6f1d0c9b8a7e5d4c3b2a"  # 32+ bytes and not public: may sign enforce actions
 DEV_KEY = "distillation-guard-development-key:not-for-enforcement"  # public in the source
+ANALYST_KEY = "integration-analyst-key-for-the-go-consumer-test-0123"
 LINE = re.compile(r"^(ACCEPT|REJECT|DUPLICATE) (\S+)\[(\d+)\]@(\d+) action_id=\"([^\"]*)\" account_id=\"[^\"]*\""
                   r"(.*)$")
 
@@ -96,15 +99,40 @@ def _duplicate_action_key(action: dict[str, Any]) -> bytes:
     return bytes([body[0] + 1]) + body[1:] + msgpack.packb("action") + msgpack.packb("ban")
 
 
+def run_pipeline_with_a_false_positive(settings: Any, log: Path) -> str:
+    """Run a worker on the tiny scenario, then send an analyst's signed false-positive verdict on the alert
+    behind the last action, so that the worker lifts that account's actions; returns the account."""
+    topics.create_topics(settings)
+    worker = Worker(settings, log)
+    try:
+        produce_events(settings, generate("tiny", 1).events)
+        wait_until_idle(settings, [worker])
+        actions = [msgpack.unpackb(m.value) for m in read_all(settings.bootstrap, settings.topic("enforcement-actions"))]
+        alerts = {a["alert_id"]: a for a in (msgpack.unpackb(m.value) for m in
+                                             read_all(settings.bootstrap, settings.topic("anomaly-alerts")))}
+        assert actions, "the tiny scenario's campaigns lead to enforcement actions"
+        alert = alerts[actions[-1]["alert_ids"][0]]
+        verdict = verdict_for_alert(alert, "false_positive", "integration", alert["ts"], ANALYST_KEY.encode())
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+        producer.send(settings.topic("analyst-verdicts"), key=alert["account_id"].encode(),
+                      value=msgpack.packb(verdict)).get(timeout=30)
+        producer.close()
+        wait_until_idle(settings, [worker])
+    finally:
+        worker.stop()
+    return str(alert["account_id"])
+
+
 def test_go_consumer_accepts_every_real_action_and_rejects_tampered_forged_and_stale_ones(
         consumer: Path, kafka_bootstrap: str, make_settings: Any, tmp_path: Path) -> None:
-    settings = make_settings(bootstrap=kafka_bootstrap, enforce=True, signing_key=KEY)
-    run_to_idle(settings, generate("tiny", 1).events, tmp_path / "worker.log")
+    settings = make_settings(bootstrap=kafka_bootstrap, enforce=True, signing_key=KEY, analyst_key=ANALYST_KEY)
+    dismissed = run_pipeline_with_a_false_positive(settings, tmp_path / "worker.log")
     topic = settings.topic("enforcement-actions")
     real = read_all(settings.bootstrap, topic)
-    assert real, "the tiny scenario's campaigns lead to enforcement actions"
     actions = [msgpack.unpackb(m.value) for m in real]
     assert {a["mode"] for a in actions} == {"enforce"}
+    (lift,) = [a for a in actions if a["action"] == "lift"]
+    assert lift["account_id"] == dismissed and lift["schema_version"] == 2
     now = max(a["ts"] for a in actions) + 60_000  # judged as at the end of the scenario: event time is in 2026-03
     for a in actions:  # the pipeline's own verifier agrees they are good at that time
         assert not verify.check(a, {"current": KEY.encode()}, now).problems
@@ -155,6 +183,12 @@ def test_go_consumer_accepts_every_real_action_and_rejects_tampered_forged_and_s
             accepted.add(action_id)
             assert "mode=enforce key=current" in rest and ": would " in rest and "shadow" not in rest
     assert accepted == {a["action_id"] for a in actions}
+
+    # the lift ends the dismissed account's actions that the consumer had taken, and names them
+    lift_line = next(rest for verdict, action_id, rest in lines.values() if action_id == lift["action_id"])
+    ended = set(lift_line.split("ended=")[1].split(" ")[0].split(","))
+    taken = {a["action_id"] for a in actions if a["account_id"] == dismissed and a["action"] != "lift"}
+    assert ended == taken & set(lift["lifts"]) and ended, lift_line
 
     for (partition, offset), name in sent.items():
         verdict, action_id, rest = lines[(partition, offset)]

@@ -198,3 +198,47 @@ def test_go_consumer_accepts_every_real_action_and_rejects_tampered_forged_and_s
         else:
             assert verdict == "REJECT", (name, rest)
             assert want in rest, (name, rest)
+
+
+def test_go_consumer_logs_in_as_the_enforcement_principal_of_a_sasl_broker(
+        consumer: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """On a broker with SCRAM logins and ACLs (``kafka start --sasl``), the consumer runs with the
+    ``enforcement`` role's env file as it is, and reads and verifies what the worker principal wrote."""
+    from kafka.errors import KafkaError
+
+    from pipeline import kafka_local
+    from pipeline.kafka_config import kafka_python_config
+    from pipeline.settings import Settings
+    from tests.conftest import _free_port
+
+    tag = uuid.uuid4().hex[:8]
+    data = tmp_path_factory.mktemp("kafka-sasl")
+    base = Settings(kafka_port=_free_port(), kafka_controller_port=_free_port(), kafka_data_dir=data,
+                    kafka_sasl=True, topic_prefix=f"ec{tag}-", app_id=f"dg-ec-{tag}")
+    kafka_local.start(base, timeout=120.0)
+    try:
+        for attempt in range(3):  # the admin client may ask before it knows the controller
+            try:
+                topics.create_topics(kafka_local.role_settings(base, "admin"))
+                break
+            except KafkaError:
+                if attempt == 2:
+                    raise
+        action = _resign({"schema_version": 1, "action_id": "act-sasl", "ts": 1_772_409_600_000,
+                          "account_id": "acct-1", "action": "throttle", "mode": "enforce", "reason_codes": [],
+                          "alert_ids": ["alr-1"], "expires_ts": 1_772_409_600_000 + 3_600_000,
+                          "policy_version": "p"}, KEY.encode())
+        producer = KafkaProducer(**kafka_python_config(kafka_local.role_settings(base, "worker")), acks="all")
+        producer.send(base.topic("enforcement-actions"), key=b"acct-1", value=msgpack.packb(action)).get(timeout=30)
+        producer.close()
+
+        login = (data / "sasl" / "enforcement.env").read_text().splitlines()
+        env = {**os.environ, **dict(line.split("=", 1) for line in login if "=" in line and not line.startswith("#")),
+               "DG_SIGNING_KEY": KEY, "DG_TOPIC_PREFIX": base.topic_prefix}
+        done = subprocess.run([str(consumer), "-group", f"enforcement-{tag}", "-now", str(action["ts"]),
+                               "-idle", "5s"], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        kafka_local.stop(base, data_dir=data)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith(f'ACCEPT {base.topic("enforcement-actions")}[') and 'action_id="act-sasl"' in \
+        done.stdout and ": would throttle" in done.stdout, done.stdout + done.stderr

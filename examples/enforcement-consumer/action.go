@@ -35,6 +35,7 @@ var publicKeys = map[string]bool{
 	"distillation-guard-development-key:not-for-enforcement":           true,
 	"change-me-dev-only-signing-key":                                   true,
 	"example-analyst-key-public-in-schemas-examples":                   true,
+	"example-action-key-public-in-schemas-examples":                    true,
 	"signing-vector-key-1: public, signs nothing real":                 true,
 	"signing-vector-key-2: public as well, the wrong key for vector 1": true,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,13 @@ def test_vector_keys_are_public_so_the_pipeline_refuses_them_for_enforcement() -
     for path in _vectors():
         key = _load(path)["key_text"].encode("utf-8")
         assert signing.enforce_key_problem(key) == "it is a development key, public in the source"
+
+
+def test_the_go_consumer_refuses_for_enforcement_exactly_the_keys_the_pipeline_refuses() -> None:
+    """``examples/enforcement-consumer/action.go`` keeps its own copy of the public keys: it must not drift."""
+    source = (Path(__file__).resolve().parents[2] / "examples" / "enforcement-consumer" / "action.go").read_text(
+        "utf-8")
+    block = re.search(r"var publicKeys = map\[string\]bool\{(.*?)\n\}", source, re.S)
+    assert block, "publicKeys not found in action.go"
+    go_keys = {k.encode("utf-8") for k in re.findall(r'"([^"]+)":\s*true', block.group(1))}
+    assert go_keys == set(signing.DEVELOPMENT_KEYS)

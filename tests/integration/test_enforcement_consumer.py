@@ -101,7 +101,8 @@ def _duplicate_action_key(action: dict[str, Any]) -> bytes:
 
 def run_pipeline_with_a_false_positive(settings: Any, log: Path) -> str:
     """Run a worker on the tiny scenario, then send an analyst's signed false-positive verdict on the alert
-    behind the last action, so that the worker lifts that account's actions; returns the account."""
+    behind the latest action (by event time, then id: the same whatever the partitions' interleaving), so
+    that the worker lifts that account's actions; returns the account."""
     topics.create_topics(settings)
     worker = Worker(settings, log)
     try:
@@ -111,7 +112,8 @@ def run_pipeline_with_a_false_positive(settings: Any, log: Path) -> str:
         alerts = {a["alert_id"]: a for a in (msgpack.unpackb(m.value) for m in
                                              read_all(settings.bootstrap, settings.topic("anomaly-alerts")))}
         assert actions, "the tiny scenario's campaigns lead to enforcement actions"
-        alert = alerts[actions[-1]["alert_ids"][0]]
+        latest = max(actions, key=lambda a: (a["ts"], a["action_id"]))
+        alert = alerts[latest["alert_ids"][0]]
         verdict = verdict_for_alert(alert, "false_positive", "integration", alert["ts"], ANALYST_KEY.encode())
         producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
         producer.send(settings.topic("analyst-verdicts"), key=alert["account_id"].encode(),
@@ -163,7 +165,7 @@ def test_go_consumer_accepts_every_real_action_and_rejects_tampered_forged_and_s
            # the development key as a "previous" key: its actions verify, but may not be enforced
            "DG_SIGNING_KEYS_PREVIOUS": DEV_KEY}
     done = subprocess.run([str(consumer), "-bootstrap", settings.bootstrap, "-group", f"enforcement-{uuid.uuid4().hex}",
-                           "-now", str(now), "-idle", "5s"], env=env, capture_output=True, text=True, timeout=180)
+                           "-now", str(now), "-idle", "8s"], env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     lines: dict[tuple[int, int], tuple[str, str, str]] = {}
     for line in done.stdout.splitlines():
@@ -236,7 +238,7 @@ def test_go_consumer_logs_in_as_the_enforcement_principal_of_a_sasl_broker(
         env = {**os.environ, **dict(line.split("=", 1) for line in login if "=" in line and not line.startswith("#")),
                "DG_SIGNING_KEY": KEY, "DG_TOPIC_PREFIX": base.topic_prefix}
         done = subprocess.run([str(consumer), "-group", f"enforcement-{tag}", "-now", str(action["ts"]),
-                               "-idle", "5s"], env=env, capture_output=True, text=True, timeout=180)
+                               "-idle", "8s"], env=env, capture_output=True, text=True, timeout=180)
     finally:
         kafka_local.stop(base, data_dir=data)
     assert done.returncode == 0, done.stdout + done.stderr

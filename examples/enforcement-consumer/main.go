@@ -166,7 +166,7 @@ func consume(ctx context.Context, cfg config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer cl.Close()
+	defer cl.CloseAllowingRebalance() // Close would wait for a rebalance this loop may be blocking
 
 	s := &service{cfg: cfg, seen: Seen{Limit: 1_000_000}, out: out}
 	defer func() {

@@ -202,6 +202,20 @@ def test_go_consumer_accepts_every_real_action_and_rejects_tampered_forged_and_s
             assert want in rest, (name, rest)
 
 
+    # run as a service (no -idle): SIGTERM stops it promptly and cleanly, leaving its group
+    service = subprocess.Popen([str(consumer), "-bootstrap", settings.bootstrap, "-group",
+                                f"enforcement-{uuid.uuid4().hex}", "-now", str(now)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert service.stdout is not None and service.stdout.readline().startswith("ACCEPT ")
+        service.terminate()
+        out, err = service.communicate(timeout=30)
+    finally:
+        if service.poll() is None:
+            service.kill()
+    assert service.returncode == 0 and " accepted, " in err, err
+
+
 def test_go_consumer_logs_in_as_the_enforcement_principal_of_a_sasl_broker(
         consumer: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
     """On a broker with SCRAM logins and ACLs (``kafka start --sasl``), the consumer runs with the

@@ -194,9 +194,12 @@ func consume(ctx context.Context, cfg config, out io.Writer) error {
 			s.handle(r)
 		})
 		if n > 0 {
-			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+			// not ctx: what was handled is committed on SIGTERM too, so a restart does not read it again
+			commitCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := cl.CommitUncommittedOffsets(commitCtx); err != nil {
 				fmt.Fprintf(os.Stderr, "commit failed (the records will be read again): %v\n", err)
 			}
+			done()
 		}
 		cl.AllowRebalance()
 		if n == 0 && cfg.idle > 0 {

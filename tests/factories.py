@@ -68,7 +68,7 @@ def malformed(i: int, rng: random.Random) -> bytes:
     if kind == 8:
         return msgpack.packb({**good, "reasoning_requested": "yes"})
     if kind == 9:
-        return msgpack.packb({**good, "schema_version": 2})
+        return msgpack.packb({**good, "schema_version": 3})  # a version that does not exist (1 and 2 do)
     if kind == 10:
         return b'{"schema_version": 1, "event_id": '  # truncated JSON
     if kind == 11:

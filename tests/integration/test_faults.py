@@ -600,8 +600,8 @@ def test_raw_text_never_reaches_state_logs_or_outputs_and_dlq_copies_are_redacte
         kafka_bootstrap, make_settings, tmp_path):
     """Valid events carrying ``prompt``, ``completion`` or ``messages`` are processed with those fields
     dropped: the text is in no topic the worker writes (outputs, internal topics, changelogs) nor in its
-    log. With ``DG_DLQ_REDACT_TEXT=true`` the DLQ copies of invalid events lose those fields and carry
-    ``dlq.redacted: true``."""
+    log. With ``DG_DLQ_REDACT_TEXT=true`` (the default) the DLQ copies of invalid events keep those fields
+    with their values replaced by markers naming type and size only, and carry ``dlq.redacted: true``."""
     fig = Figures("privacy", tmp_path)
     settings = make_settings(bootstrap=kafka_bootstrap, dlq_redact_text=True)
     topics.create_topics(settings)
@@ -641,6 +641,8 @@ def test_raw_text_never_reaches_state_logs_or_outputs_and_dlq_copies_are_redacte
         headers = dict(m.headers)
         assert headers.get("dlq.redacted") == b"true", headers
         kept = json.loads(m.value) if m.value[:1] == b"{" else msgpack.unpackb(m.value)
-        assert not {"prompt", "completion", "messages"} & set(kept) and kept["input_tokens"] == -1
+        text = {"prompt", "completion", "messages"} & set(kept)
+        assert text and all(str(kept[k]).startswith("[redacted: ") for k in text), kept
+        assert kept["input_tokens"] == -1, kept
     assert scanned[settings.topic("anomaly-alerts")] > 0, "the harvester was still detected"
     assert scanned[f"{settings.app_id}-account-state-changelog"] > 0, fig

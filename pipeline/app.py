@@ -313,12 +313,18 @@ class TableManager(faust.tables.TableManager):
 
 class Sweeper:
     """Deletes state idle for longer than ``idle_ms`` of event time, a chunk of keys per call, so a
-    million one-off accounts or link keys do not accumulate (RocksDB partitions of this worker only)."""
+    million one-off accounts or link keys do not accumulate (RocksDB partitions of this worker only).
 
-    def __init__(self, table: PartitionedTable, last_ts: Callable[[bytes], int], idle_ms: int) -> None:
+    A standby partition (``standby()``: a replica this worker keeps of another worker's state) is never
+    swept: its changelog belongs to the worker that owns the partition, which sweeps it itself; a
+    tombstone from here would delete state under that worker's feet."""
+
+    def __init__(self, table: PartitionedTable, last_ts: Callable[[bytes], int], idle_ms: int,
+                 standby: Callable[[], set[int]] = set) -> None:
         self.table = table
         self.last_ts = last_ts
         self.idle_ms = idle_ms
+        self.standby = standby
         self.cursor: dict[int, bytes | None] = {}
 
     async def sweep(self, watermark: int, chunk: int = SWEEP_CHUNK) -> int:
@@ -327,7 +333,10 @@ class Sweeper:
         if dbs is None or watermark <= 0:
             return 0
         expired: list[tuple[int, bytes]] = []
+        standby = self.standby()
         for partition, db in list(dbs.items()):
+            if partition in standby:
+                continue
             start = self.cursor.get(partition)
             seen = 0
             last_key = None
@@ -916,8 +925,17 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         return max(s.own.last_ts, s.campaign.last_ts, *(alert[3] + verdict_window_ms for alert in s.alerts),
                    *(verdict[1] for verdict in s.verdicts.values()))
 
-    sweepers = [Sweeper(account_table, AccountState.last_ts_of, idle_ms), Sweeper(link_table, LinkGroup.now_of, idle_ms),
-                Sweeper(campaign_table, last_ts_of, idle_ms), Sweeper(policy_table, policy_last_ts, idle_ms)]
+
+    def standby_of(table: PartitionedTable) -> Callable[[], set[int]]:
+        """The partitions of ``table`` this worker keeps as a standby replica (of another worker's)."""
+        def standby() -> set[int]:
+            name = table.changelog_topic.get_topic_name()
+            return {tp.partition for tp in app.assignor.assigned_standbys() if tp.topic == name}
+        return standby
+
+    sweepers = [Sweeper(t, last, idle_ms, standby_of(t)) for t, last in (
+        (account_table, AccountState.last_ts_of), (link_table, LinkGroup.now_of), (campaign_table, last_ts_of),
+        (policy_table, policy_last_ts))]
 
     @app.timer(SWEEP_INTERVAL_S)
     async def expire_idle_state() -> None:

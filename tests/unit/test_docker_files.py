@@ -320,3 +320,22 @@ def test_dashboard_has_the_panels_and_uses_only_exposed_metrics() -> None:
     uid = yaml.safe_load(DATASOURCE.read_text())["datasources"][0]["uid"]
     assert all(p["datasource"]["uid"] == uid for p in dashboard["panels"])
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+def test_prometheus_loads_alert_rules_on_exposed_metrics_for_the_failures_that_matter() -> None:
+    """docker/prometheus/alerts.yml (issue 21): no ready worker, a stall, lag, a DLQ rate; mounted where
+    prometheus.yml looks for it, and every metric it names is one the worker exposes."""
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    rules_file = DOCKER / "prometheus" / "alerts.yml"
+    mounts = _compose()["services"]["prometheus"]["volumes"]
+    assert config["rule_files"] == ["/etc/prometheus/alerts.yml"]
+    assert "./prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro" in mounts
+    rules = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
+    names = {r["alert"] for r in rules}
+    assert {"DistillationGuardNoReadyWorker", "DistillationGuardWorkerStalled", "DistillationGuardConsumerLag",
+            "DistillationGuardDeadLetterRate"} <= names
+    known = set(METRIC_NAMES)
+    for r in rules:
+        used = set(re.findall(r"\bdg_[a-z0-9_]+", r["expr"]))
+        assert used and used <= known, (r["alert"], used - known)
+        assert r["for"] and r["labels"]["severity"] in ("warning", "critical") and r["annotations"]["summary"]

@@ -101,9 +101,10 @@ writes each state it touched once, so a longer window writes less: on the standa
 batches write 249 bytes of account state and 643 of link groups per event, 250-event ones 305 and 971.
 At a steady 4,000 events/s that is 0.1 s or 0.05 s; 0.1 s adds at most that much per stage to the
 event-to-alert latency (``bench/latency.py``)."""
-EXIT_OUTPUT_FAILED = 70
-EXIT_INVALID_FLOOD = 71
-EXIT_BROKER_GONE = 72
+# The worker's own exit codes (README, "Exit codes"): in the sysexits.h range, not with its meanings
+EXIT_OUTPUT_FAILED = 70  # a batch's outputs or state could not be written: exit without committing
+EXIT_INVALID_FLOOD = 71  # too much recent input was invalid (DG_MAX_INVALID_RATIO)
+EXIT_BROKER_GONE = 72  # no broker answered, or the login was refused, for DG_BROKER_TIMEOUT_S
 SWEEP_INTERVAL_S = 30.0
 SWEEP_CHUNK = 20_000
 WATCHDOG_INTERVAL_S = 5.0

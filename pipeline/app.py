@@ -42,7 +42,7 @@ import faust
 from faust.streams import _current_event
 from faust.tables.recovery import Recovery
 
-from pipeline import admission, broker_probe, codec, stall
+from pipeline import admission, broker_probe, codec, signing, stall
 from pipeline.consumer import WorkerConsumer
 from pipeline.detection import Engine
 from pipeline.detection.campaigns import SIGNALS_KEY, decode_record, last_ts_of
@@ -536,17 +536,15 @@ def _fatal(what: str, exc: BaseException | None, code: int = EXIT_OUTPUT_FAILED,
     os._exit(code)
 
 
-SIGNING_KEY_ID_HEADER = "dg.signing-key-id"
+SIGNING_KEY_ID_HEADER = signing.KEY_ID_HEADER
 
 
 def signing_key_id(settings: Settings) -> str:
-    """A public id of the signing key (a hash prefix), sent as a header with each action so a verifier
-    holding several keys during a rotation knows which one signed it."""
-    import hashlib
-
+    """The public id of the signing key (``signing.key_id``), sent as a header with each action so a
+    verifier holding several keys during a rotation knows which one signed it."""
     if settings.signing_key is None:
-        return "development"
-    return hashlib.sha256(settings.signing_key.get_secret_value().encode("utf-8")).hexdigest()[:16]
+        return signing.DEVELOPMENT_KEY_ID
+    return signing.key_id(settings.signing_key.get_secret_value().encode("utf-8"))
 
 
 def table_stats(table: Any) -> tuple[int, int | None]:

@@ -415,20 +415,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
         max_age_ms = verify.parse_duration(args.max_age) if args.max_age else None
     except (ReplayError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    if (args.input is None) == (args.topic is None):
+        raise CommandError("give either --input FILE (or -) or --topic NAME")
+    source = str(args.input) if args.input is not None else f"topic {args.topic}"
     try:
-        if str(args.input) == "-":
+        if args.topic is not None:
+            data = _topic_as_tail_lines(args)
+        elif str(args.input) == "-":
             stdin: Any = getattr(sys.stdin, "buffer", None)
             data = stdin.read() if stdin is not None else sys.stdin.read().encode("utf-8")
         else:
             data = args.input.read_bytes()
     except OSError as exc:
         raise CommandError(f"cannot read {args.input}: {exc}") from exc
-    records = list(verify.parse_records(data))
+    key_ids: dict[str, str] = {}
+    records = list(verify.parse_records(data, key_ids))
     if not records:
-        raise CommandError(f"no actions in {args.input}")
+        raise CommandError(f"no actions in {source}")
     failed = 0
     for where, obj in records:
-        res = verify.check(obj, keys, now_ms, max_age_ms, where=where)
+        res = verify.check(obj, keys, now_ms, max_age_ms, where=where, key_id=key_ids.get(where))
         tag = " REPLAY (shadow)" if res.replay else ""
         if res.problems:
             failed += 1
@@ -437,6 +443,33 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"OK   {res.where}{tag} (key {res.key_name})")
     print(f"{len(records) - failed} ok, {failed} failed", file=sys.stderr)
     return EXIT_PROBLEM if failed else EXIT_OK
+
+
+def _topic_as_tail_lines(args: argparse.Namespace) -> bytes:
+    """``verify --topic``: the topic's messages (from ``--from``, to its current end) as ``tail`` prints
+    them, headers included, so they are checked as ``tail … | verify --input -`` would check them."""
+    import json
+
+    from pipeline import tail, topic_reader
+    from pipeline.replay import ReplayError
+
+    settings = _settings(args)
+    try:
+        topic, _ = topic_reader.manifest_topic(settings, args.topic)
+        start = tail.parse_start(args.from_ts)
+    except (topic_reader.TopicReadError, ReplayError) as exc:
+        raise CommandError(str(exc)) from exc
+    lines = []
+    try:
+        consumer = topic_reader.open_consumer(settings, "verify")
+        try:
+            for msg in topic_reader.read(consumer, topic, start, follow=False, bootstrap=settings.bootstrap):
+                lines.append(json.dumps(tail.record(msg), separators=(",", ":"), ensure_ascii=False))
+        finally:
+            consumer.close()
+    except topic_reader.TopicReadError as exc:
+        raise _topic_reader_error(exc) from exc
+    return "\n".join(lines).encode("utf-8")
 
 
 def cmd_verdict(args: argparse.Namespace) -> int:
@@ -713,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify", help="check the schema and HMAC signature of enforcement actions",
-        description="Check EnforcementActions (JSONL, one JSON object, or msgpack) as a consumer must: "
+        description="Check EnforcementActions (JSONL, one JSON object, msgpack, tail's lines, or --topic "
+                    "straight from Kafka) as a consumer must: "
                     "schema, signature, freshness (expired actions fail; --max-age), no key named twice, and "
                     "in enforce mode a key of at least 32 bytes that is not a development key and no "
                     "replay. Prints OK or FAIL with the reasons per action (REPLAY marks a backtest's "
@@ -721,9 +755,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "environment: the current key from --key-env, and, during a key rotation, earlier keys "
                     "(comma separated) from --previous-keys-env. Exit 0: all ok; 1: any failed; 2: no key "
                     "or unreadable input.")
-    p.add_argument("--input", "-i", required=True, type=Path, metavar="FILE",
-                   help="actions file: JSONL, one JSON object, or concatenated msgpack maps (as on the "
-                        "topic); - for standard input")
+    p.add_argument("--input", "-i", type=Path, metavar="FILE",
+                   help="actions file: JSONL, one JSON object, concatenated msgpack maps (as on the "
+                        "topic), or tail's JSON lines; - for standard input")
+    p.add_argument("--topic", metavar="NAME",
+                   help="instead of --input: read a topic of the manifest (e.g. enforcement-actions, prefix "
+                        "applied) from --from to its current end; each action's dg.signing-key-id header "
+                        "must name the key that signed it")
+    p.add_argument("--from", dest="from_ts", metavar="TIME",
+                   help="with --topic: start at this time (epoch ms, ISO 8601, or a duration back from now "
+                        "such as 2h); default: the oldest message kept")
     p.add_argument("--max-age", metavar="DURATION",
                    help="fail actions issued longer ago than this (e.g. 15m, 24h, 7d); default: no limit")
     p.add_argument("--now", metavar="TIME",

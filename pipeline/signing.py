@@ -32,6 +32,22 @@ __all__ = ["DEVELOPMENT_KEYS", "MIN_ENFORCE_KEY_BYTES", "REPLAY_MARK", "SIGNATUR
 SIGNATURE_FIELD = "signature"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
+KEY_ID_HEADER = "dg.signing-key-id"
+"""Header the worker sends with each action: the public id of the key that signed it (:func:`key_id`)."""
+DEVELOPMENT_KEY_ID = "development"
+"""The key id a worker without ``DG_SIGNING_KEY`` sends (it signs with the engine's development key)."""
+
+
+def key_id(key: bytes) -> str:
+    """A key's public id: the first 16 hex characters of its SHA-256, so a verifier holding several keys
+    during a rotation knows which one signed an action, and nothing about the key itself.
+
+    >>> key_id(b"k" * 32)
+    '5e318f8cf9cbe249'
+    """
+    return hashlib.sha256(key).hexdigest()[:16]
+
+
 MIN_ENFORCE_KEY_BYTES = 32
 """An enforce-mode key is at least this long (HMAC-SHA256 keys shorter than its 32-byte output are weak)."""
 DEVELOPMENT_KEYS = frozenset({

@@ -49,11 +49,16 @@ TAIL_FIELDS = frozenset({"topic", "partition", "offset", "value"})
 """The fields that make a JSON object a line of ``tail``'s output rather than an action."""
 
 
-def _from_tail(where: str, obj: Any) -> tuple[str, Any]:
-    """A ``tail`` line as (its message's partition and offset, the action in it); anything else unchanged."""
+def _from_tail(where: str, obj: Any, key_ids: dict[str, str] | None = None) -> tuple[str, Any]:
+    """A ``tail`` line as (its message's partition and offset, the action in it); anything else unchanged.
+    The line's ``dg.signing-key-id`` header, if any, goes into ``key_ids`` under the returned ``where``."""
     if not (isinstance(obj, dict) and obj.keys() >= TAIL_FIELDS and "action_id" not in obj):
         return where, obj
     where = f"{where} ({obj['topic']} partition {obj['partition']} offset {obj['offset']})"
+    if key_ids is not None:
+        for header in obj.get("headers") or []:
+            if isinstance(header, list) and len(header) == 2 and header[0] == signing.KEY_ID_HEADER:
+                key_ids[where] = header[1] if isinstance(header[1], str) else "(not text)"
     raw = obj.get("value_b64")
     if isinstance(raw, str):  # tail could not decode it: judge the bytes themselves, as a consumer would
         try:
@@ -68,8 +73,9 @@ def _from_tail(where: str, obj: Any) -> tuple[str, Any]:
     return where, obj["value"]
 
 
-def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
-    """(where, object or the exception that stopped it) per record: JSONL, one JSON object, or msgpack."""
+def parse_records(data: bytes, key_ids: dict[str, str] | None = None) -> Iterator[tuple[str, Any]]:
+    """(where, object or the exception that stopped it) per record: JSONL, one JSON object, or msgpack.
+    ``key_ids`` collects the key-id header of each ``tail`` line that has one, by ``where``."""
     stripped = data.lstrip()
     if not stripped:
         return
@@ -91,7 +97,7 @@ def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
     try:  # a single JSON object (possibly spread over lines) ...
         whole = json.loads(text, object_pairs_hook=_unique)
         if isinstance(whole, dict):
-            yield _from_tail("line 1", whole)
+            yield _from_tail("line 1", whole, key_ids)
             return
     except DuplicateKey as exc:
         try:
@@ -106,7 +112,7 @@ def parse_records(data: bytes) -> Iterator[tuple[str, Any]]:
     for lineno, line in enumerate(text.splitlines(), 1):  # ... or JSONL, one action per line
         if line.strip():
             try:
-                yield _from_tail(f"line {lineno}", json.loads(line, object_pairs_hook=_unique))
+                yield _from_tail(f"line {lineno}", json.loads(line, object_pairs_hook=_unique), key_ids)
             except DuplicateKey as exc:
                 yield f"line {lineno}", exc
             except ValueError as exc:
@@ -126,7 +132,7 @@ class Result:
 
 
 def check(obj: Any, keys: Mapping[str, bytes], now_ms: int, max_age_ms: int | None = None,
-          where: str = "") -> Result:
+          where: str = "", key_id: str | None = None) -> Result:
     """The :class:`Result` of one record: ``obj`` is a decoded action, or the error that stopped decoding."""
     res = Result(where)
     if isinstance(obj, DuplicateKey):
@@ -145,6 +151,8 @@ def check(obj: Any, keys: Mapping[str, bytes], now_ms: int, max_age_ms: int | No
         res.key_name = signing.check(obj, keys)
     except signing.SignatureError as exc:
         res.problems.append(str(exc))
+    if key_id is not None:
+        res.problems += _key_id_problems(key_id, keys, res.key_name)
     version = obj.get("policy_version")
     res.replay = isinstance(version, str) and version.endswith(signing.REPLAY_MARK)
     if obj.get("mode") == "enforce":
@@ -163,6 +171,25 @@ def check(obj: Any, keys: Mapping[str, bytes], now_ms: int, max_age_ms: int | No
         if ts > now_ms + FUTURE_SKEW_MS:
             res.problems.append(f"issued in the future: {_when(ts)} (now {_when(now_ms)})")
     return res
+
+
+def _key_id_problems(header: str, keys: Mapping[str, bytes], signed_by: str) -> list[str]:
+    """What is wrong with an action's key-id header (:data:`signing.KEY_ID_HEADER`), given the keys held
+    and the name of the one its signature matched (empty if none did)."""
+    from pipeline.detection.engine import DEV_SIGNING_KEY
+
+    ids = {signing.key_id(k): name for name, k in keys.items()}
+    for name, k in keys.items():
+        if k == DEV_SIGNING_KEY:  # a worker without DG_SIGNING_KEY names its key "development"
+            ids[signing.DEVELOPMENT_KEY_ID] = name
+    named = ids.get(header)
+    if named is None:
+        held = ", ".join(f"{name} {signing.key_id(k)}" for name, k in keys.items())
+        return [f"its {signing.KEY_ID_HEADER} header names key {header!r}, none of the keys held ({held}): "
+                "the worker signs with a key this check was not given"]
+    if signed_by and named != signed_by:
+        return [f"signed with the {signed_by} key, but its {signing.KEY_ID_HEADER} header names the {named} key"]
+    return []
 
 
 def parse_duration(text: str) -> int:

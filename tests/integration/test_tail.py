@@ -182,3 +182,38 @@ def test_a_topic_missing_on_the_cluster_is_reported_and_not_created_by_looking(
         assert not [t for t in admin.list_topics() if t.startswith(settings.topic_prefix)]
     finally:
         admin.close()
+
+
+def test_verify_reads_the_topic_itself_and_checks_the_key_id_header(
+        kafka_bootstrap, make_settings, capsys, monkeypatch) -> None:
+    """``verify --topic enforcement-actions`` (issue 21): the topic's msgpack read directly, and each
+    action's ``dg.signing-key-id`` header, as the worker sends it, must name the key its signature matched."""
+    from pipeline.app import SIGNING_KEY_ID_HEADER, signing_key_id
+
+    settings = make_settings(bootstrap=kafka_bootstrap, signing_key=SIGNING_KEY)
+    topics.create_topics(settings, ["enforcement-actions"])
+    actions = [o.value for o in _engine_outputs(settings) if o.topic == "enforcement-actions"]
+    assert actions
+    header = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode())]
+    producer = make_producer(settings)
+    for a in actions:
+        producer.send(settings.topic("enforcement-actions"), key=a["account_id"].encode(), value=codec.encode(a),
+                      headers=header)
+    producer.flush(timeout=60)
+    monkeypatch.setenv("DG_BOOTSTRAP", settings.bootstrap)
+    monkeypatch.setenv("DG_TOPIC_PREFIX", settings.topic_prefix)
+    monkeypatch.setenv("DG_SIGNING_KEY", SIGNING_KEY)
+    code, lines, err = _cli(capsys, "verify", "--topic", "enforcement-actions")
+    assert code == 0, lines + [err]
+    assert len(lines) == len(actions) and all(line.startswith("OK ") for line in lines)
+
+    # the same action relabelled as signed by another key (a mixed-up rotation, or a forged header)
+    producer.send(settings.topic("enforcement-actions"), key=actions[0]["account_id"].encode(),
+                  value=codec.encode(actions[0]), headers=[(SIGNING_KEY_ID_HEADER, b"0123456789abcdef")])
+    producer.flush(timeout=60)
+    producer.close(timeout=30)
+    code, lines, _ = _cli(capsys, "verify", "--topic", "enforcement-actions")
+    (fail,) = [line for line in lines if line.startswith("FAIL")]
+    assert code == 1 and "header names key '0123456789abcdef', none of the keys held" in fail
+    code, _, err = _cli(capsys, "verify")
+    assert code == 2 and "either --input" in err

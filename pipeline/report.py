@@ -22,15 +22,21 @@ def write_report(out_dir: Path, evaluation: Evaluation, metrics: dict[str, Any],
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "metrics.json"]
     files[0].write_text(json.dumps({"meta": meta, **metrics}, indent=2, sort_keys=True) + "\n")
-    plots = _plots(out_dir, evaluation, metrics)
+    try:
+        import matplotlib  # noqa: F401  (the report extra: the worker's image does not install it)
+    except ImportError:
+        plots, note = [], ("No plots: matplotlib is not installed (`pip install 'distillation-guard[report]'`, "
+                           "or `./run`, whose environment has it).")
+    else:
+        plots, note = _plots(out_dir, evaluation, metrics), ""
     files += plots
     md = out_dir / "report.md"
-    md.write_text(_markdown(metrics, meta, [p.name for p in plots]))
+    md.write_text(_markdown(metrics, meta, [p.name for p in plots], note))
     files.append(md)
     return files
 
 
-def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str]) -> str:
+def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str], note: str = "") -> str:
     lines = [
         "# Backtest report",
         "",
@@ -73,7 +79,7 @@ def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {tier} | {t['distillation_accounts']} | {t['benign_accounts']} | "
                      f"{_fmt(t['account_recall'])} | {_fmt(t['benign_fpr'], pct=True)} |")
     lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({name})\n" for name in plots]
+    lines += [f"![{name}]({name})\n" for name in plots] or [note]
     return "\n".join(lines) + "\n"
 
 

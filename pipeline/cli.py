@@ -43,15 +43,26 @@ def _settings(args: argparse.Namespace) -> Settings:
         raise CommandError(f"invalid settings: {problems}") from exc
 
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
-    """A ``--name VALUE`` flag for every setting the parser does not have yet (secrets excepted: they come
-    from the environment only, never from a command line that other users can see)."""
+def _detection_settings() -> frozenset[str]:
+    """The settings that change what the detection decides (``DetectionConfig`` reads them)."""
+    from dataclasses import fields
+
+    from pipeline.detection.config import DetectionConfig
+
+    return frozenset(f.name for f in fields(DetectionConfig)) & frozenset(Settings.model_fields)
+
+
+def _add_settings_flags(p: argparse.ArgumentParser, only: frozenset[str] | None = None) -> None:
+    """A ``--name VALUE`` flag for every setting the parser does not have yet, or for those in ``only`` (a
+    command shows the settings it uses, not the worker's ports and stores); secrets excepted: they come
+    from the environment only, never from a command line that other users can see."""
     from pydantic import SecretStr
 
     g = p.add_argument_group("settings (each flag overrides the DG_<NAME> environment variable)")
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
-        if flag in p._option_string_actions or field.annotation in (SecretStr, SecretStr | None):
+        if (flag in p._option_string_actions or field.annotation in (SecretStr, SecretStr | None)
+                or (only is not None and name not in only)):
             continue
         default = field.default if field.default_factory is None else "per user"
         g.add_argument(flag, dest=name, metavar="V",
@@ -731,7 +742,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_kafka_opts(p)
-    _add_settings_flags(p)
+    # what a replay uses: the detection's thresholds and lists, and the bounds it applies to input
+    _add_settings_flags(p, _detection_settings() | {"max_event_skew_ms", "max_message_bytes", "replay_prefix"})
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("config", help="show the effective settings (secrets masked)",

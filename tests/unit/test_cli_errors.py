@@ -65,3 +65,15 @@ def test_report_without_labels_and_replay_without_output_are_refused(capsys, tmp
 def test_invalid_setting_value_is_named(capsys):
     code, out = run(capsys, "config", "show", "--campaign-high", "7")
     assert code == 2 and "campaign_high" in out
+
+
+def test_backtest_offers_the_settings_a_replay_uses_not_the_workers_ports_and_stores(capsys):
+    """Issue 21: ``backtest --help`` listed every setting, --web-port and --metrics-port included."""
+    code, out = run(capsys, "backtest", "--help")
+    assert code == 0
+    for flag in ("--campaign-high", "--account-high", "--allowlist-orgs", "--max-event-skew-ms", "--bootstrap"):
+        assert flag in out, flag
+    for flag in ("--web-port", "--metrics-port", "--store-dir", "--standby-replicas", "--kafka-port"):
+        assert flag not in out, flag
+    code, out = run(capsys, "backtest", "--input", "x.jsonl", "--web-port", "1")
+    assert code == 2 and "unrecognized arguments: --web-port" in out

@@ -251,6 +251,14 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from pipeline.runtime import tune_gc
 
     tune_gc()
+    if args.compare is not None:
+        from pipeline.report import CompareError, compare
+
+        try:
+            print(compare(*args.compare), end="")
+        except CompareError as exc:
+            raise CommandError(str(exc)) from exc
+        return EXIT_OK
     if (args.input is None) == (args.topic is None):
         raise CommandError("give either --input FILE (an events file) or --topic NAME (a stored topic)")
     if args.input is None and (args.alerts_out is None and args.actions_out is None and args.to_prefix is None):
@@ -739,7 +747,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alerts-out", type=Path, metavar="FILE", help="write AnomalyAlerts here (JSONL)")
     p.add_argument("--actions-out", type=Path, metavar="FILE", help="write EnforcementActions here (JSONL)")
     p.add_argument("--labels", type=Path, metavar="FILE", help="labels file: score the run against it")
-    p.add_argument("--report", type=Path, metavar="DIR", help="write metrics.json and report.md with plots here")
+    p.add_argument("--report", type=Path, metavar="DIR",
+                   help="write metrics.json, accounts.json, report.md with plots and a self-contained report.html here")
+    p.add_argument("--compare", nargs=2, type=Path, metavar=("RUN_A", "RUN_B"),
+                   help="instead of a replay: compare two --report directories (settings that differ, figures, "
+                        "and the accounts flagged in one run only, with labels and reasons)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     _add_kafka_opts(p)
     # what a replay uses: the detection's thresholds and lists, and the bounds it applies to input

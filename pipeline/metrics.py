@@ -84,6 +84,8 @@ class Evaluation:
     # detected campaign ids: account -> ids it was named under; id -> the id it merged into (union-find)
     account_campaigns: dict[str, set[str]] = field(default_factory=dict)
     campaign_parent: dict[str, str] = field(default_factory=dict)
+    # account -> reason codes of the output that first flagged it (what an analyst reads first)
+    flag_reasons: dict[str, list[str]] = field(default_factory=dict)
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         acc = event["account_id"]
@@ -117,6 +119,23 @@ class Evaluation:
                         self.campaign_parent[r] = root
             ids.add(cid)
 
+    def accounts(self) -> dict[str, list[dict[str, Any]]]:
+        """The accounts behind the figures, for a reviewer: every flagged account (label, campaign, the
+        reason codes of its first flag, the detected campaign ids it was named under, after merges), and
+        the distillation accounts never flagged."""
+        def campaigns(acc: str) -> list[str]:
+            return sorted({self._root(c) for c in self.account_campaigns.get(acc, ())})
+
+        flagged = [{"account_id": a, "label": self.labels.get(a, ("unlabelled", None))[0],
+                    "campaign": self.labels.get(a, ("", None))[1], "reasons": self.flag_reasons.get(a, []),
+                    "detected_campaigns": campaigns(a), "events": self.account_events[a]}
+                   for a in sorted(self.first_flag)]
+        missed = [{"account_id": a, "campaign": camp, "events": self.account_events[a],
+                   "max_alert_score": round(self.max_score.get(a, 0.0), 4), "detected_campaigns": campaigns(a)}
+                  for a, (lab, camp) in sorted(self.labels.items())
+                  if lab == "distillation" and a in self.account_events and a not in self.first_flag]
+        return {"flagged": flagged, "missed": missed}
+
     def campaign_ids(self, members: Iterable[str]) -> int:
         """Distinct detected campaigns (after merges) that named any of ``members``."""
         return len({self._root(c) for a in members for c in self.account_campaigns.get(a, ())})
@@ -146,6 +165,8 @@ class Evaluation:
             camp = self.labels.get(acc, ("benign", None))[1]
             seen = self.campaign_events[camp] if camp is not None else 0
             self.first_flag[acc] = (self.n_events, ts, seen)
+            self.flag_reasons[acc] = ([r["code"] for r in value.get("reasons") or []] if topic == "anomaly-alerts"
+                                      else list(value.get("reason_codes") or []))
             self.flag_timeline.append((ts, acc, camp))
             if camp is not None and camp not in self.campaign_first_flag:
                 self.campaign_first_flag[camp] = (self.n_events, ts, seen)

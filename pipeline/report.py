@@ -1,7 +1,10 @@
-"""The backtest report: ``metrics.json`` for machines, ``report.md`` with PNG plots for people."""
+"""The backtest report: ``metrics.json`` and ``accounts.json`` for machines; ``report.md`` with PNG plots and a
+self-contained ``report.html`` for people; and the comparison of two reports (``compare``)."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,18 @@ def _fmt(v: Any, pct: bool = False) -> str:
     return str(v)
 
 
+LISTED = 100
+"""Rows of each account list in report.md / report.html (accounts.json has them all)."""
+
+
 def write_report(out_dir: Path, evaluation: Evaluation, metrics: dict[str, Any], meta: dict[str, Any]) -> list[Path]:
-    """Write metrics.json, report.md and the plots into ``out_dir``; return the files written."""
+    """Write metrics.json, accounts.json, the plots, report.md and a self-contained report.html into
+    ``out_dir``; return the files written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    files = [out_dir / "metrics.json"]
+    files = [out_dir / "metrics.json", out_dir / "accounts.json"]
     files[0].write_text(json.dumps({"meta": meta, **metrics}, indent=2, sort_keys=True) + "\n")
+    accounts = evaluation.accounts()
+    files[1].write_text(json.dumps(accounts, indent=1, sort_keys=True) + "\n")
     try:
         import matplotlib  # noqa: F401  (the report extra: the worker's image does not install it)
     except ImportError:
@@ -30,57 +40,134 @@ def write_report(out_dir: Path, evaluation: Evaluation, metrics: dict[str, Any],
     else:
         plots, note = _plots(out_dir, evaluation, metrics), ""
     files += plots
+    sections = _sections(metrics, meta, accounts)
     md = out_dir / "report.md"
-    md.write_text(_markdown(metrics, meta, [p.name for p in plots], note))
-    files.append(md)
+    md.write_text(_markdown(sections, [p.name for p in plots], note))
+    html = out_dir / "report.html"
+    html.write_text(_html(sections, plots, note))
+    files += [md, html]
     return files
 
 
-def _markdown(m: dict[str, Any], meta: dict[str, Any], plots: list[str], note: str = "") -> str:
-    lines = [
-        "# Backtest report",
-        "",
-        f"Input `{meta.get('input')}`, labels `{meta.get('labels')}`, detector `{meta.get('detector_version')}`, "
-        f"policy `{meta.get('policy_version')}` (the digest after `@` covers every setting that changes a decision; "
-        "`metrics.json` lists them under `meta.detection_config`).",
-        "",
-        "| metric | value |",
-        "| --- | --- |",
-        f"| events | {m['events']} |",
-        f"| accounts (distillation / benign / unlabelled) | {m['accounts']} ({m['distillation_accounts']} / "
-        f"{m['benign_accounts']} / {m['unlabelled_accounts']}) |",
-        f"| campaigns found | {m['campaigns_found']} of {m['campaigns']} |",
-        f"| campaign recall | {_fmt(m['campaign_recall'])} |",
-        f"| account recall | {_fmt(m['account_recall'])} |",
-        f"| precision | {_fmt(m['precision'])} |",
-        f"| benign false-positive rate | {_fmt(m['benign_fpr'], pct=True)} ({m['benign_false_positives']} accounts) |",
-        f"| benign review load | {_fmt(m['benign_review_load'], pct=True)} ({m['benign_reviewed']} accounts) |",
-        f"| median detection delay (share of campaign events) | {_fmt(m['median_delay_event_share'], pct=True)} |",
-        f"| median detection delay (event-time minutes) | {_fmt(m['median_delay_minutes'])} |",
-        "",
-        "An account counts as flagged when a high or critical alert, or an action stronger than "
-        "`flag_for_review`, names it; a benign account counts as reviewed when any alert or action names it "
-        "(definitions in `pipeline/metrics.py`).",
-        "",
-        "## Campaigns",
-        "",
-        "| campaign | accounts | flagged | events | found | delay (share of events) | delay (minutes) |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for camp, c in m["per_campaign"].items():
-        lines.append(
-            f"| {camp} | {c['accounts']} | {c['accounts_flagged']} | {c['events']} | "
-            f"{'yes' if c['found'] else '**no**'} | {_fmt(c['delay_event_share'], pct=True)} | "
-            f"{_fmt(c['delay_minutes'])} |"
-        )
-    lines += ["", "## By account tier", "", "| tier | distillation accounts | benign accounts | account recall | benign FPR |",
-              "| --- | --- | --- | --- | --- |"]
-    for tier, t in m["per_tier"].items():
-        lines.append(f"| {tier} | {t['distillation_accounts']} | {t['benign_accounts']} | "
-                     f"{_fmt(t['account_recall'])} | {_fmt(t['benign_fpr'], pct=True)} |")
-    lines += ["", "## Plots", ""]
+Section = dict[str, Any]
+"""``title``, ``text`` (paragraphs), and optionally a table: ``header`` and ``rows`` (lists of cells)."""
+
+
+def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[dict[str, Any]]]) -> list[Section]:
+    """The report's content, once, for both renderings."""
+    summary = {
+        "title": "Summary",
+        "text": [f"Input `{meta.get('input')}`, labels `{meta.get('labels')}`, detector "
+                 f"`{meta.get('detector_version')}`, policy `{meta.get('policy_version')}` (the digest after `@` "
+                 "covers every setting that changes a decision; `metrics.json` lists them under "
+                 "`meta.detection_config`).",
+                 "An account counts as flagged when a high or critical alert, or an action stronger than "
+                 "`flag_for_review`, names it; a benign account counts as reviewed when any alert or action names "
+                 "it (definitions in `pipeline/metrics.py`)."],
+        "header": ["metric", "value"],
+        "rows": [
+            ["events", m["events"]],
+            ["accounts (distillation / benign / unlabelled)", f"{m['accounts']} ({m['distillation_accounts']} / "
+             f"{m['benign_accounts']} / {m['unlabelled_accounts']})"],
+            ["campaigns found", f"{m['campaigns_found']} of {m['campaigns']}"],
+            ["campaign recall", _fmt(m["campaign_recall"])],
+            ["account recall", _fmt(m["account_recall"])],
+            ["precision", _fmt(m["precision"])],
+            ["benign false-positive rate", f"{_fmt(m['benign_fpr'], pct=True)} ({m['benign_false_positives']} accounts)"],
+            ["benign review load", f"{_fmt(m['benign_review_load'], pct=True)} ({m['benign_reviewed']} accounts)"],
+            ["median detection delay (share of campaign events)", _fmt(m["median_delay_event_share"], pct=True)],
+            ["median detection delay (event-time minutes)", _fmt(m["median_delay_minutes"])],
+        ],
+    }
+    detected: dict[str, set[str]] = {}
+    for a in accounts["flagged"]:
+        if a["campaign"]:
+            detected.setdefault(a["campaign"], set()).update(a["detected_campaigns"])
+    campaigns = {
+        "title": "Campaigns",
+        "text": ["Each labelled campaign, the members found and missed, and the detected campaign ids that named "
+                 "its members (after merges: one id means it was seen as one campaign)."],
+        "header": ["campaign", "accounts", "flagged", "missed", "events", "found", "delay (share of events)",
+                   "delay (minutes)", "detected campaign ids"],
+        "rows": [[camp, c["accounts"], c["accounts_flagged"], c["accounts"] - c["accounts_flagged"], c["events"],
+                  "yes" if c["found"] else "NO", _fmt(c["delay_event_share"], pct=True), _fmt(c["delay_minutes"]),
+                  ", ".join(sorted(detected.get(camp, ()))) or "–"]
+                 for camp, c in m["per_campaign"].items()],
+    }
+    false = [a for a in accounts["flagged"] if a["label"] != "distillation"]
+    falsely = {
+        "title": f"Benign and unlabelled accounts flagged ({len(false)})",
+        "text": [f"The first {LISTED} (all in `accounts.json`), with the reasons of the output that first "
+                 "flagged each." if len(false) > LISTED else "With the reasons of the output that first flagged each."],
+        "header": ["account", "label", "events", "reasons", "detected campaign ids"],
+        "rows": [[a["account_id"], a["label"], a["events"], ", ".join(a["reasons"]),
+                  ", ".join(a["detected_campaigns"]) or "–"] for a in false[:LISTED]],
+    }
+    missed = accounts["missed"]
+    missing = {
+        "title": f"Campaign accounts missed ({len(missed)})",
+        "text": [f"The first {LISTED} (all in `accounts.json`); the highest alert score shows how close each came."
+                 if len(missed) > LISTED else "The highest alert score shows how close each came."],
+        "header": ["account", "campaign", "events", "highest alert score", "named in campaigns"],
+        "rows": [[a["account_id"], a["campaign"], a["events"], a["max_alert_score"],
+                  ", ".join(a["detected_campaigns"]) or "–"] for a in missed[:LISTED]],
+    }
+    tiers = {
+        "title": "By account tier", "text": [],
+        "header": ["tier", "distillation accounts", "benign accounts", "account recall", "benign FPR"],
+        "rows": [[tier, t["distillation_accounts"], t["benign_accounts"], _fmt(t["account_recall"]),
+                  _fmt(t["benign_fpr"], pct=True)] for tier, t in m["per_tier"].items()],
+    }
+    return [summary, campaigns, falsely, missing, tiers]
+
+
+def _markdown(sections: list[Section], plots: list[str], note: str = "") -> str:
+    lines = ["# Backtest report", ""]
+    for sec in sections:
+        lines += [f"## {sec['title']}", ""]
+        for para in sec["text"]:
+            lines += [para, ""]
+        if sec.get("rows"):
+            lines += ["| " + " | ".join(sec["header"]) + " |", "|" + " --- |" * len(sec["header"])]
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in sec["rows"]]
+            lines.append("")
+    lines += ["## Plots", ""]
     lines += [f"![{name}]({name})\n" for name in plots] or [note]
     return "\n".join(lines) + "\n"
+
+
+_CSS = ("body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:.25em .6em;"
+        "text-align:left;vertical-align:top}th{background:#f2f2f2}tr:nth-child(even) td{background:#fafafa}"
+        "code{background:#f2f2f2;padding:0 .2em}img{max-width:100%;border:1px solid #ddd;margin:.5em 0}")
+
+
+def _inline(text: str) -> str:
+    """Escape, then `code` spans as <code>."""
+    parts = html.escape(str(text)).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _html(sections: list[Section], plots: list[Path], note: str = "") -> str:
+    """One file, no external asset (the plots are inlined as data URIs): opens anywhere, offline."""
+    out = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+           "<title>Backtest report</title>", f"<style>{_CSS}</style></head><body>", "<h1>Backtest report</h1>"]
+    for sec in sections:
+        out.append(f"<h2>{_inline(sec['title'])}</h2>")
+        out += [f"<p>{_inline(para)}</p>" for para in sec["text"]]
+        if sec.get("rows"):
+            out.append("<table><thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in sec["header"])
+                       + "</tr></thead><tbody>")
+            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in sec["rows"]]
+            out.append("</tbody></table>")
+    out.append("<h2>Plots</h2>")
+    for path in plots:
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        out.append(f'<img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">')
+    if not plots:
+        out.append(f"<p>{_inline(note)}</p>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
 
 
 def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
@@ -144,3 +231,56 @@ def _save(fig: Any, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+class CompareError(ValueError):
+    """A report directory that cannot be compared (missing or unreadable files), said plainly."""
+
+
+def _load_run(run: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+        accounts = json.loads((run / "accounts.json").read_text())
+    except FileNotFoundError as exc:
+        raise CompareError(f"{run}: no {Path(exc.filename).name}: give a directory that backtest --report "
+                           "wrote") from exc
+    except (OSError, ValueError) as exc:
+        raise CompareError(f"{run}: cannot read its report: {exc}") from exc
+    return metrics, accounts
+
+
+def compare(run_a: Path, run_b: Path, listed: int = 50) -> str:
+    """What changed from report ``run_a`` to ``run_b`` (two ``backtest --report`` directories): the
+    settings that differ, the figures, and the accounts flagged in one run only, with their labels and
+    reasons: what a threshold change would have done, account by account."""
+    (ma, aa), (mb, ab) = _load_run(run_a), _load_run(run_b)
+    ca, cb = ma["meta"].get("detection_config") or {}, mb["meta"].get("detection_config") or {}
+    lines = [f"A: {run_a}  policy {ma['meta'].get('policy_version')}",
+             f"B: {run_b}  policy {mb['meta'].get('policy_version')}", ""]
+    changed = sorted(k for k in set(ca) | set(cb) if ca.get(k) != cb.get(k))
+    lines.append("settings that differ: " + (", ".join(f"{k} {ca.get(k)!r} -> {cb.get(k)!r}" for k in changed)
+                                             or "none"))
+    lines.append("")
+    figures = [("campaigns found", "campaigns_found", False), ("account recall", "account_recall", False),
+               ("precision", "precision", False), ("benign FPR", "benign_fpr", True),
+               ("benign review load", "benign_review_load", True),
+               ("median delay (share of events)", "median_delay_event_share", True)]
+    width = max(len(name) for name, _, _ in figures)
+    for name, key, pct in figures:
+        lines.append(f"{name:<{width}}  {_fmt(ma.get(key), pct):>10}  ->  {_fmt(mb.get(key), pct):>10}")
+    flags_a = {a["account_id"]: a for a in aa["flagged"]}
+    flags_b = {a["account_id"]: a for a in ab["flagged"]}
+    for title, only, other in (("flagged in A only", flags_a, flags_b), ("flagged in B only", flags_b, flags_a)):
+        ids = sorted(set(only) - set(other))
+        by_label: dict[str, int] = {}
+        for acc in ids:
+            by_label[only[acc]["label"]] = by_label.get(only[acc]["label"], 0) + 1
+        counts = ", ".join(f"{n} {label}" for label, n in sorted(by_label.items()))
+        lines += ["", f"{title}: {len(ids)}" + (f" ({counts})" if ids else "")]
+        for acc in ids[:listed]:
+            a = only[acc]
+            lines.append(f"  {acc}  {a['label']}{' ' + a['campaign'] if a.get('campaign') else ''}  "
+                         f"reasons: {', '.join(a['reasons']) or '-'}")
+        if len(ids) > listed:
+            lines.append(f"  … and {len(ids) - listed} more (accounts.json)")
+    return "\n".join(lines) + "\n"

@@ -46,7 +46,7 @@ def tiny_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def test_two_backtests_with_different_thresholds_say_so_in_actions_and_report(
-        tiny_files: tuple[Path, Path], tmp_path: Path) -> None:
+        tiny_files: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     events, labels = tiny_files
     seen = {}
     for name, flags in (("default", []), ("strict", ["--campaign-high", "0.9"])):
@@ -59,5 +59,19 @@ def test_two_backtests_with_different_thresholds_say_so_in_actions_and_report(
         assert f"`{meta['policy_version']}`" in (report / "report.md").read_text()
         seen[name] = meta
     assert seen["default"]["policy_version"] != seen["strict"]["policy_version"]
+    # the analyst's view of the same two runs: a self-contained HTML report, and what the change did
+    page = (tmp_path / "default" / "report.html").read_text()
+    assert page.startswith("<!doctype html>") and "data:image/png;base64," in page
+    assert "http://" not in page and "https://" not in page and "<script" not in page, "nothing from a network"
+    assert "Campaign accounts missed" in page and "detected campaign ids" in page
+    accounts = json.loads((tmp_path / "default" / "accounts.json").read_text())
+    assert accounts["flagged"] and all(a["reasons"] for a in accounts["flagged"])
+    capsys.readouterr()
+    assert cli.main(["backtest", "--compare", str(tmp_path / "default"), str(tmp_path / "strict")]) == 0
+    out = capsys.readouterr().out
+    assert "settings that differ: campaign_high 0.3 -> 0.9" in out
+    only_default = int(out.split("flagged in A only: ")[1].split()[0])
+    assert only_default > 0 and "flagged in B only: 0" in out, out
+    assert cli.main(["backtest", "--compare", str(tmp_path / "default"), str(tmp_path / "nowhere")]) == 2
     assert (seen["default"]["detection_config"]["campaign_high"], seen["strict"]["detection_config"]["campaign_high"]) \
         == (DetectionConfig().campaign_high, 0.9)

@@ -29,6 +29,7 @@ from typing import Any
 import msgpack
 
 from pipeline.topic_reader import Start
+from pipeline.verify import DuplicateKey, unique_keys
 
 __all__ = ["SEVERITIES", "decode_value", "matches", "parse_start", "record"]
 
@@ -60,19 +61,6 @@ def _jsonable(obj: Any, depth: int = 0) -> Any:
     return repr(obj)
 
 
-class DuplicateKey(ValueError):
-    """A map that names a key twice: readers keeping the first or the last value would disagree."""
-
-
-def _unique(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
-    out: dict[Any, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise DuplicateKey(f"duplicate key {k!r}" if isinstance(k, str) and len(k) <= 64 else "duplicate key")
-        out[k] = v
-    return out
-
-
 def decode_value(raw: bytes | None) -> tuple[str | None, Any, str | None]:
     """``(encoding, value, error)``: ``("msgpack" | "json", value, None)``, or ``(None, None, reason)``
     when the bytes are neither one msgpack value nor UTF-8 JSON. A null value (a tombstone) is
@@ -81,13 +69,13 @@ def decode_value(raw: bytes | None) -> tuple[str | None, Any, str | None]:
         return None, None, None
     if raw.lstrip(b" \t\r\n")[:1] in (b"{", b"["):  # the codec's rule: as msgpack these are two small ints
         try:
-            return "json", json.loads(raw.decode("utf-8"), object_pairs_hook=_unique), None
+            return "json", json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys), None
         except DuplicateKey as exc:
             return None, None, f"JSON object with {exc}"
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             return None, None, f"neither msgpack nor JSON: JSON: {str(exc)[:300]}"
     try:
-        value = msgpack.unpackb(raw, raw=False, strict_map_key=False, object_pairs_hook=_unique)
+        value = msgpack.unpackb(raw, raw=False, strict_map_key=False, object_pairs_hook=unique_keys)
         return "msgpack", _jsonable(value), None
     except DuplicateKey as exc:
         return None, None, f"msgpack map with {exc}"

@@ -33,10 +33,12 @@ FUTURE_SKEW_MS = 5 * 60_000
 
 
 class DuplicateKey(ValueError):
-    """A map that names a key twice."""
+    """A map that names a key twice: readers keeping the first or the last value would disagree."""
 
 
-def _unique(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+def unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """A map from its pairs (``object_pairs_hook`` of json and msgpack); :class:`DuplicateKey` on a key
+    named twice."""
     out: dict[Any, Any] = {}
     for k, v in pairs:
         if k in out:
@@ -80,7 +82,7 @@ def parse_records(data: bytes, key_ids: dict[str, str] | None = None) -> Iterato
     if not stripped:
         return
     if stripped[:1] != b"{":
-        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, object_pairs_hook=_unique,
+        unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, object_pairs_hook=unique_keys,
                                     max_buffer_size=max(len(data), 1))
         unpacker.feed(data)
         n = 0
@@ -95,7 +97,7 @@ def parse_records(data: bytes, key_ids: dict[str, str] | None = None) -> Iterato
         return
     text = data.decode("utf-8", errors="replace")
     try:  # a single JSON object (possibly spread over lines) ...
-        whole = json.loads(text, object_pairs_hook=_unique)
+        whole = json.loads(text, object_pairs_hook=unique_keys)
         if isinstance(whole, dict):
             yield _from_tail("line 1", whole, key_ids)
             return
@@ -112,7 +114,7 @@ def parse_records(data: bytes, key_ids: dict[str, str] | None = None) -> Iterato
     for lineno, line in enumerate(text.splitlines(), 1):  # ... or JSONL, one action per line
         if line.strip():
             try:
-                yield _from_tail(f"line {lineno}", json.loads(line, object_pairs_hook=_unique), key_ids)
+                yield _from_tail(f"line {lineno}", json.loads(line, object_pairs_hook=unique_keys), key_ids)
             except DuplicateKey as exc:
                 yield f"line {lineno}", exc
             except ValueError as exc:

@@ -63,7 +63,7 @@ from pipeline.detection.messages import (
 from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import PolicyState
 from pipeline.guard import InvalidRateGuard
-from pipeline.logs import get_logger
+from pipeline.logs import faust_logging_config, get_logger
 from pipeline.observability import WorkerMetrics, default_metrics
 from pipeline.privacy import redact
 from pipeline.settings import Settings
@@ -614,6 +614,7 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
         store=settings.store,
         datadir=str(settings.store_dir),
         autodiscover=False,
+        logging_config=faust_logging_config(),  # one log format: libraries' lines as structlog's (JSON)
         producer_acks=-1,
         # a batch's state records go out together: let them share produce requests (aiokafka's 16 KiB
         # default puts a large link group in a request of its own)

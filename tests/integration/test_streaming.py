@@ -3,6 +3,7 @@ across workers, and with analyst feedback."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -65,6 +66,13 @@ def test_tiny_scenario_streamed_flags_the_same_accounts_as_the_backtest(kafka_bo
     expected = backtest_flags(settings, tiny.events)
     assert expected, "the tiny scenario's campaigns are flagged by the backtest"
     assert streamed_flags(alerts, actions) == expected
+    # one log format: Faust's, mode's and aiokafka's lines are JSON like ours (only Faust's start-up
+    # banner, which it prints rather than logs, is a table)
+    lines = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.strip()]
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert all(line.startswith(("{", "+", "|")) for line in lines), [ln for ln in lines if ln[:1] not in "{+|"][:5]
+    assert {"faust.worker", "aiokafka.consumer.group_coordinator"} & {e.get("logger") for e in logged}
+    assert any(e.get("component") == "worker" for e in logged), "and structlog's own lines"
 
 
 def test_tiny_scenario_trickled_in_flags_the_same_accounts_as_the_backtest(kafka_bootstrap, make_settings,

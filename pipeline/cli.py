@@ -201,6 +201,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         raise CommandError(f"--scale must be > 0, got {args.scale}")
     t0 = time.perf_counter()
     try:
+        print(f"generating scenario {args.scenario} seed {args.seed} scale {args.scale:g} … (the standard "
+              "scenario takes some seconds, realistic about a minute)", file=sys.stderr, flush=True)
         sim = simulate.generate(args.scenario, args.seed, scale=args.scale)
     except simulate.UnknownScenario as exc:
         raise CommandError(str(exc)) from exc
@@ -322,7 +324,11 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             producer.send(sandbox.topic(topic_name), key=key.encode("utf-8"), value=codec.encode(value))
 
     label = args.input.name if args.input is not None else args.topic
-    bar = tqdm(desc=f"backtest {label}", unit=" ev", file=sys.stderr, disable=args.quiet, mininterval=0.5)
+    from pipeline.eventfile import count_records
+
+    total = count_records(args.input) if args.input is not None and not args.quiet else None
+    bar = tqdm(desc=f"backtest {label}", unit=" ev", file=sys.stderr, disable=args.quiet, mininterval=0.5,
+               total=total)
     ticks = 0
 
     def tick() -> None:

@@ -99,6 +99,29 @@ def iter_raw_records(path: str | Path) -> Iterator[tuple[str, bytes, Any]]:
         fh.close()
 
 
+def count_records(path: str | Path) -> int | None:
+    """How many records an events file holds, for a progress bar's total (and so its ETA): non-blank lines
+    of JSONL, top-level values of msgpack (skipped, not decoded); None if the file cannot be read to the
+    end that way (the reading proper then reports what is wrong). A pass costs a small fraction of a
+    backtest: 300,000 msgpack events in well under a second."""
+    p = Path(path)
+    try:
+        fmt, gz = file_format(p)
+        with _open_read(p, gz) as fh:
+            if fmt == "jsonl":
+                return sum(1 for line in fh if line.strip())
+            unpacker = msgpack.Unpacker(fh, max_buffer_size=16 * 1024 * 1024)
+            n = 0
+            while True:
+                try:
+                    unpacker.skip()
+                except msgpack.OutOfData:
+                    return n
+                n += 1
+    except (OSError, EOFError, ValueError, EventFileError, msgpack.UnpackException):
+        return None
+
+
 def _iter_jsonl(p: Path, fh: IO[bytes]) -> Iterator[tuple[str, bytes, Any]]:
     for n, line in enumerate(fh, start=1):
         raw = line.rstrip(b"\r\n")

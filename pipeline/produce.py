@@ -11,7 +11,7 @@ import msgpack
 from tqdm import tqdm
 
 from pipeline import codec
-from pipeline.eventfile import BadRecord, EventFileError, iter_raw_records, read_events
+from pipeline.eventfile import BadRecord, EventFileError, count_records, iter_raw_records, read_events
 from pipeline.settings import Settings
 
 MAX_LISTED_BAD = 20
@@ -78,7 +78,9 @@ def produce_file(settings: Settings, path: Path, *, raw: bool = False, progress:
             records = ((ev["account_id"].encode("utf-8"), codec.encode(ev)) for ev in read_events(path, on_bad))
         producer = make_producer(settings)
         try:
-            with tqdm(desc=f"produce {path.name}", unit=" ev", disable=not progress, file=sys.stderr) as bar:
+            total = count_records(path) if progress else None  # a total, so the bar shows an ETA
+            with tqdm(desc=f"produce {path.name}", unit=" ev", disable=not progress, file=sys.stderr,
+                      total=total) as bar:
                 for key, value in records:
                     producer.send(topic, key=key, value=value)
                     stats.sent += 1

@@ -56,7 +56,9 @@ def replay(
     sink: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> BacktestCounts:
     """Feed events in order through ``engine``; write its outputs as JSON lines (and to ``sink``);
-    return the counts."""
+    return the counts. With an ``evaluation``, every account's harvest score reaches it too."""
+    if evaluation is not None:
+        engine.observe_score = evaluation.observe_score
     counts = counts or BacktestCounts()
     for event in events:
         counts.events += 1

@@ -86,6 +86,13 @@ class Evaluation:
     campaign_parent: dict[str, str] = field(default_factory=dict)
     # account -> reason codes of the output that first flagged it (what an analyst reads first)
     flag_reasons: dict[str, list[str]] = field(default_factory=dict)
+    # account -> highest account-level harvest score at any window update (``Engine.observe_score``)
+    harvest: dict[str, float] = field(default_factory=dict)
+
+    def observe_score(self, account: str, score: float) -> None:
+        """An account's harvest score at a window update, alerting or not."""
+        if score > self.harvest.get(account, -1.0):
+            self.harvest[account] = score
 
     def observe_event(self, event: Mapping[str, Any]) -> None:
         acc = event["account_id"]

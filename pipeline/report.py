@@ -38,7 +38,7 @@ def write_report(out_dir: Path, evaluation: Evaluation, metrics: dict[str, Any],
         plots, note = [], ("No plots: matplotlib is not installed (`pip install 'distillation-guard[report]'`, "
                            "or `./run`, whose environment has it).")
     else:
-        plots, note = _plots(out_dir, evaluation, metrics), ""
+        plots, note = _plots(out_dir, evaluation, {"meta": meta, **metrics}), ""
     files += plots
     sections = _sections(metrics, meta, accounts)
     md = out_dir / "report.md"
@@ -182,27 +182,40 @@ def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
     distill = [a for a, (lab, _) in labelled.items() if lab == "distillation"]
     benign = [a for a, (lab, _) in labelled.items() if lab == "benign"]
 
+    # every account's own harvest score (the highest at any window update, alerting or not), so the margin
+    # between benign and campaign accounts shows, and one scale: campaign scores are another judgement
+    harvest = ev.harvest
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = [i / 20 for i in range(21)]
-    ax.hist(ev.scores(benign), bins=bins, alpha=0.6, label=f"benign ({len(benign)})", color="tab:blue", log=True)
-    ax.hist(ev.scores(distill), bins=bins, alpha=0.6, label=f"distillation ({len(distill)})", color="tab:red", log=True)
-    ax.set_xlabel("highest alert score per account (0 = never alerted)")
+    bins = [i / 40 for i in range(41)]
+    ax.hist([harvest.get(a, 0.0) for a in benign], bins=bins, alpha=0.6, label=f"benign ({len(benign)})",
+            color="tab:blue", log=True)
+    ax.hist([harvest.get(a, 0.0) for a in distill], bins=bins, alpha=0.6, label=f"distillation ({len(distill)})",
+            color="tab:red", log=True)
+    for name, t in (("medium", meta_cfg(m, "account_medium")), ("high", meta_cfg(m, "account_high"))):
+        if t is not None:
+            ax.axvline(t, color="grey", linestyle="--", linewidth=1)
+            ax.text(t, ax.get_ylim()[1], f" {name}", va="top", fontsize=8, color="grey")
+    ax.set_xlabel("account-level harvest score (highest per account over the run)")
     ax.set_ylabel("accounts (log)")
-    ax.set_title("Score distribution: benign against campaign accounts")
+    ax.set_title("Own-behaviour score: benign against campaign accounts")
     ax.legend()
     written.append(_save(fig, out_dir / "scores.png"))
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    curve = m["threshold_curve"]
-    xs = [p["threshold"] for p in curve]
-    ax.plot(xs, [p["precision"] if p["precision"] is not None else float("nan") for p in curve], label="precision")
-    ax.plot(xs, [p["recall"] if p["recall"] is not None else float("nan") for p in curve], label="account recall")
-    ax.plot(xs, [p["benign_fpr"] if p["benign_fpr"] is not None else float("nan") for p in curve],
-            label="benign FPR")
-    ax.set_xlabel("alert score threshold")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Precision and recall against the alert threshold")
-    ax.legend()
+    xs = [i / 40 for i in range(41)]
+    d_set, b_set = set(distill), set(benign)
+    recall, fpr = [], []
+    for t in xs:
+        hit = {a for a, s in harvest.items() if s >= t}
+        recall.append(len(hit & d_set) / len(d_set) if d_set else float("nan"))
+        fpr.append(len(hit & b_set) / len(b_set) if b_set else float("nan"))
+    ax.plot(xs, recall, label="campaign accounts reaching it (own behaviour alone)")
+    ax.plot(xs, fpr, label="benign accounts reaching it")
+    ax.set_yscale("symlog", linthresh=1e-3)
+    ax.set_xlabel("account-level threshold (DG_ACCOUNT_HIGH is the one that flags)")
+    ax.set_ylim(0, 1.05)
+    ax.set_title("Who reaches an account-level threshold (campaigns aside)")
+    ax.legend(fontsize=8)
     written.append(_save(fig, out_dir / "threshold.png"))
 
     camps = sorted(m["per_campaign"])
@@ -222,6 +235,12 @@ def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
     ax.set_title("Detection timeline per campaign")
     written.append(_save(fig, out_dir / "timeline.png"))
     return written
+
+
+def meta_cfg(m: dict[str, Any], name: str) -> float | None:
+    """A detection setting recorded in the report's metrics (``meta.detection_config``), if any."""
+    value = ((m.get("meta") or {}).get("detection_config") or {}).get(name)
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -14,7 +14,7 @@ State lives in the stores the engine is given (dicts in a backtest, Faust tables
 from __future__ import annotations
 
 import math
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -89,6 +89,9 @@ class Engine:
         self.campaign_stage = Campaigns(cfg, {} if campaigns is None else campaigns)
         self.models = PopulationModels(cfg)
         self._partition_cache: dict[str, int] = {}
+        self.observe_score: Callable[[str, float], None] | None = None
+        """Called with (account, harvest score) at each window update, alerting or not: a backtest's
+        report sweeps thresholds over every account's score, not only over those that alerted."""
 
     @classmethod
     def from_config(cls, settings: Any, **stores: Any) -> Engine:
@@ -138,6 +141,8 @@ class Engine:
     def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int,
                          p: dict[str, float]) -> Finding | None:
         hs = harvest_score(p)
+        if self.observe_score is not None:
+            self.observe_score(ev["account_id"], hs)
         cfg = self.cfg
         # the population model decides nothing unless ``population_review`` asks it to (see the config)
         pop = self.models.score(st.tier or "unknown", partition, p) if cfg.population_review else _NO_POPULATION

@@ -258,3 +258,18 @@ def test_evaluation_threshold_curve() -> None:
     # at 0.45, b1 (0.45), a1 (0.95), a2 (0.7) and zz (0.9, unlabelled) are hit: precision among labelled
     assert curve[0.45] == {"threshold": 0.45, "precision": 1.0, "recall": 0.75, "benign_fpr": 0.0}
     assert curve[1.0] == {"threshold": 1.0, "precision": None, "recall": 0.0, "benign_fpr": 0.0}
+
+
+def test_every_accounts_harvest_score_reaches_the_evaluation_not_only_alerting_ones() -> None:
+    """The report's score plots sweep every account's own score (issue 21: with alert scores only, every
+    benign account sat at 0 and no margin showed)."""
+    from pipeline.backtest import replay
+    from pipeline.simulate import generate
+
+    sim = generate("tiny", 1)
+    labels = {r["account_id"]: (r["label"], r["campaign_id"]) for r in sim.labels}
+    ev = Evaluation(labels)
+    replay(sim.events, Engine(DetectionConfig()), evaluation=ev)
+    benign_scored = {a for a in ev.harvest if labels.get(a, ("benign", None))[0] == "benign"}
+    assert benign_scored - set(ev.max_score), "benign accounts that never alerted have a score too"
+    assert all(0.0 <= s <= 1.0 for s in ev.harvest.values())

@@ -18,9 +18,10 @@ def test_a_report_without_matplotlib_has_everything_but_the_plots(tmp_path: Path
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
     ev = hand_made_evaluation()
     files = write_report(tmp_path, ev, ev.compute(), {"input": "x", "policy_version": "p@1"})
-    assert [f.name for f in files] == ["metrics.json", "report.md"]
+    assert [f.name for f in files] == ["metrics.json", "accounts.json", "report.md", "report.html"]
     assert json.loads((tmp_path / "metrics.json").read_text())["meta"]["policy_version"] == "p@1"
     assert "No plots: matplotlib is not installed" in (tmp_path / "report.md").read_text()
+    assert "No plots: matplotlib is not installed" in (tmp_path / "report.html").read_text()
 
 
 def test_the_image_installs_no_plotting() -> None:

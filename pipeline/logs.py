@@ -8,7 +8,7 @@ from typing import Any
 
 import structlog
 
-_JSON = [True]  # the format ``configure`` chose, for ``format_stdlib``
+_JSON = [True]  # the format ``configure`` chose, for ``stdlib_formatter``
 
 
 def _renderer(json: bool) -> structlog.types.Processor:

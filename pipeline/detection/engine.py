@@ -1,12 +1,15 @@
-"""The detection engine: three pure stages the worker runs as agents and the backtest runs in process.
+"""The detection engine: pure stages the worker runs as agents and the backtest runs in process.
 
 1. ``on_event`` (keyed by account): de-duplicate, update the account's behaviour state, and at each
    window update score it (harvest profile, population model, change against its own past), hand the
    account-level finding to the policy, and address a member summary to each of its link keys.
 2. ``on_link_update`` (keyed by link key): update the link group, judge it for campaign traits, and
-   name the members that behave like its core (findings), plus a campaign alert when it first fires
-   or grows.
-3. ``on_finding`` (keyed by account): the policy turns a finding into at most one alert and one action.
+   name the members that behave like its core: a group signal when it fires, names new members, or
+   rises.
+3. ``on_group_signal`` (one key): groups that name the same accounts are one campaign
+   (``campaigns``): the campaign alert when one is due, and the members' findings under its id.
+4. ``on_finding`` and ``on_verdict`` (keyed by account): the policy turns a finding into at most one
+   alert and one action, and an analyst's verdict into a scope it holds for (and a lift).
 
 State lives in the stores the engine is given (dicts in a backtest, Faust tables in the worker).
 """

@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from pipeline import kafka_acls, kafka_local, topics
 from pipeline.broker_probe import probe
 from pipeline.kafka_config import kafka_python_config
 from pipeline.settings import Settings
+from tests.integration.workers import free_ports
 
 pytestmark = [
     pytest.mark.integration,
@@ -56,16 +56,6 @@ def test_image_property_names_follow_the_image_rule() -> None:
     assert image_property_name("KAFKA_SUPER_USERS") == "super.users"
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
 
 class Cluster:
     """kafka-1 of the compose file on loopback, with made-up secrets for the file's ``${VAR:?}``s."""
@@ -73,7 +63,7 @@ class Cluster:
     def __init__(self, tmp: Path) -> None:
         self.doc: dict[str, Any] = yaml.safe_load(COMPOSE.read_text())
         self.secrets: dict[str, str] = {}
-        self.client, self.internal, self.controller = _free_ports(3)
+        self.client, self.internal, self.controller = free_ports(3)
         self.data = tmp
 
     def interpolate(self, value: Any) -> str:

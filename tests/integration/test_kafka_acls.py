@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from pipeline.broker_probe import probe
 from pipeline.kafka_config import kafka_python_config
 from pipeline.settings import Settings
 from tests import factories
-from tests.integration.workers import Worker
+from tests.integration.workers import Worker, free_ports
 
 pytestmark = [
     pytest.mark.integration,
@@ -46,21 +45,11 @@ pytestmark = [
 REFUSED = (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings of a pipeline on a SASL-mode broker of its own (started once for the module)."""
-    port, controller_port, web_port, metrics_port = _free_ports(4)
+    port, controller_port, web_port, metrics_port = free_ports(4)
     tag = uuid.uuid4().hex[:8]
     base = Settings(
         kafka_port=port, kafka_controller_port=controller_port, kafka_data_dir=tmp_path_factory.mktemp("kafka-sasl"),

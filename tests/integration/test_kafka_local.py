@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from pipeline import kafka_local, topics
 from pipeline.settings import Settings
+from tests.integration.workers import free_ports
 
 pytestmark = [
     pytest.mark.integration,
@@ -23,21 +23,10 @@ pytestmark = [
 ]
 
 
-def _free_ports(count: int) -> list[int]:
-    """Distinct loopback ports that are free right now (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
-
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    port, controller_port = _free_ports(2)
+    port, controller_port = free_ports(2)
     return Settings(
         kafka_port=port,
         kafka_controller_port=controller_port,

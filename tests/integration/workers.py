@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +69,18 @@ def check_workers(workers: list[Worker]) -> None:
         stalled = w.stall_report()
         if stalled:
             raise AssertionError(f"worker stalled:\n{stalled}")
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct loopback ports that are free right now (held open together so they differ)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 240.0) -> None:

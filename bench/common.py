@@ -64,7 +64,7 @@ def cached_events(scenario: str = "standard", seed: int = 1, scale: float = 3.5)
     """A simulated events file (msgpack), generated once and kept under ``bench/.cache/``."""
     path = CACHE / f"{scenario}-s{seed}-x{scale:g}.msgpack"
     if not path.exists():
-        from pipeline.eventfile import write_records
+        from pipeline.contract.eventfile import write_records
         from pipeline.simulate import generate
 
         print(f"generating {path.name} (once) ...", flush=True)
@@ -78,8 +78,8 @@ def cached_events(scenario: str = "standard", seed: int = 1, scale: float = 3.5)
 
 def raw_messages(path: Path, limit: int | None = None) -> list[tuple[bytes, bytes]]:
     """``(key, value)`` pairs as the producer sends them: account id, the event as a msgpack map."""
-    from pipeline import codec
-    from pipeline.eventfile import read_events
+    from pipeline.contract import codec
+    from pipeline.contract.eventfile import read_events
 
     out: list[tuple[bytes, bytes]] = []
     for ev in read_events(path, lambda bad: None):
@@ -106,7 +106,7 @@ def local_kafka() -> Iterator[str]:
     if external:
         yield external
         return
-    from pipeline import kafka_local
+    from pipeline.kafka import local as kafka_local
 
     with tempfile.TemporaryDirectory(prefix="dg-bench-kafka-") as tmp:
         data = Path(tmp)
@@ -132,7 +132,7 @@ def bench_settings(bootstrap: str, workdir: Path, partitions: int = 4, **overrid
 
 
 def create_topics(settings: Settings) -> None:
-    from pipeline.topics import create_topics as create
+    from pipeline.kafka.admin import create_topics as create
 
     create(settings)
 
@@ -154,7 +154,7 @@ def produce(settings: Settings, messages: list[tuple[bytes, bytes]], topic: str 
 
 
 def group_lag(settings: Settings, topic: str) -> int | None:
-    from pipeline.lag import group_lag as lag
+    from pipeline.kafka.lag import group_lag as lag
 
     return lag(settings.bootstrap, settings.app_id, settings.topic(topic))
 

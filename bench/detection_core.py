@@ -4,7 +4,7 @@
 
 The file is ``standard`` seed 1 at scale 3.5 (about a million events), simulated once and cached under
 ``bench/.cache/``. The baseline reads and validates every event of the file and does nothing else: the
-floor any Python consumer of the file pays. The backtest is ``pipeline.backtest.backtest_file``, i.e.
+floor any Python consumer of the file pays. The backtest is ``pipeline.offline.backtest.backtest_file``, i.e.
 the same decode plus the whole detection engine in process. Both run in this process, one after the
 other, on one core, with the garbage-collector settings of the backtest command (``pipeline.runtime``). The digest of the outputs shows that a change left the detection's answers alone.
 """
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import cached_events, figure, header  # noqa: E402
 
-from pipeline.backtest import backtest_file  # noqa: E402
-from pipeline.eventfile import read_events  # noqa: E402
+from pipeline.contract.eventfile import read_events  # noqa: E402
+from pipeline.offline.backtest import backtest_file  # noqa: E402
 from pipeline.runtime import tune_gc  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 

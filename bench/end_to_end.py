@@ -9,7 +9,7 @@ each from the start of the same topic with its own consumer group:
 1. a bare aiokafka consumer that decodes and counts (in this process);
 2. a Faust agent that decodes and counts (``bench/faust_count.py``, same batching as the worker), with
    Faust's own consumer: the baseline of the goal;
-3. the same agent with the worker's consumer (``pipeline.consumer.WorkerConsumer``), to show how much
+3. the same agent with the worker's consumer (``pipeline.worker.consumer.WorkerConsumer``), to show how much
    of the worker's figure is that consumer's doing;
 4. ``python -m pipeline worker``: full detection, state in RocksDB, outputs acknowledged before state.
 
@@ -51,10 +51,10 @@ from common import (  # noqa: E402
     wait_ready,
 )
 
-from pipeline import codec  # noqa: E402
-from pipeline.app import BATCH_MAX  # noqa: E402
+from pipeline.contract import codec  # noqa: E402
 from pipeline.proc import ChildProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
+from pipeline.worker.app import BATCH_MAX  # noqa: E402
 
 GOAL_RATE = 20_000
 GOAL_RATIO = 0.6

@@ -53,7 +53,7 @@ def changelog_records(settings: Settings) -> int:
     """Records in the worker tables' changelog topics (the sum of their partitions' end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    from pipeline.kafka_config import kafka_python_config
+    from pipeline.kafka.config import kafka_python_config
 
     consumer = KafkaConsumer(**kafka_python_config(settings))
     try:

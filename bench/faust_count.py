@@ -6,7 +6,7 @@ Same broker, same topic and partitions, same batching (``take_events`` of the wo
 same process settings (``pipeline.runtime``) as the worker's account agent; no state, no outputs. It
 writes its running count to ``BENCH_COUNT_FILE`` after each batch, which the end-to-end benchmark polls
 exactly as it polls the worker's metrics. With ``BENCH_CONSUMER=worker`` it uses the worker's consumer
-(``pipeline.consumer.WorkerConsumer``) instead of Faust's own.
+(``pipeline.worker.consumer.WorkerConsumer``) instead of Faust's own.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import faust
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline import codec  # noqa: E402
-from pipeline.app import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
-from pipeline.consumer import WorkerConsumer  # noqa: E402
+from pipeline.contract import codec  # noqa: E402
 from pipeline.runtime import quiet_root_logger, tune_gc  # noqa: E402
+from pipeline.worker.app import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
+from pipeline.worker.consumer import WorkerConsumer  # noqa: E402
 
 app = faust.App(
     os.environ["BENCH_GROUP"],

@@ -43,7 +43,7 @@ from common import (  # noqa: E402
     wait_ready,
 )
 
-from pipeline import codec  # noqa: E402
+from pipeline.contract import codec  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 GOAL_P99_S = 1.0

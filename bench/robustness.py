@@ -5,7 +5,7 @@
 
 Default: standard, hard, every ``standard+<population>`` variant and realistic, seeds 1 2 3. Each run
 simulates, replays through the detection engine in process and scores against labels
-(``pipeline.robustness``). One table row per scenario, pessimistic over seeds; below it, per scenario,
+(``pipeline.offline.robustness``). One table row per scenario, pessimistic over seeds; below it, per scenario,
 the benign populations with flagged or reviewed accounts and the campaigns with recall below 1.
 ``--set`` overrides ``DetectionConfig`` fields (ints, floats and booleans parsed) for ablations.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.robustness import run_variant, summarise  # noqa: E402
+from pipeline.offline.robustness import run_variant, summarise  # noqa: E402
 from pipeline.simulate import SCENARIOS  # noqa: E402
 
 DEFAULT_SCENARIOS = ["standard", "hard", *(s for s in SCENARIOS if s.startswith("standard+")), "realistic"]

@@ -45,11 +45,11 @@ from common import (  # noqa: E402
     start_worker,
 )
 
-from pipeline import codec  # noqa: E402
-from pipeline.app import ROCKSDB_MEMORY, STATS_INTERVAL_S  # noqa: E402
+from pipeline.contract import codec  # noqa: E402
+from pipeline.contract.eventfile import read_events  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
-from pipeline.eventfile import read_events  # noqa: E402
 from pipeline.proc import rss_mib  # noqa: E402
+from pipeline.worker.app import ROCKSDB_MEMORY, STATS_INTERVAL_S  # noqa: E402
 
 GOAL_BYTES = 1024
 

@@ -85,7 +85,7 @@ def _add_local_kafka_opts(p: argparse.ArgumentParser) -> None:
     g.add_argument("--controller-port", dest="kafka_controller_port", type=int, metavar="N",
                    help="KRaft controller port on 127.0.0.1 (env DG_KAFKA_CONTROLLER_PORT; default 9093)")
     g.add_argument("--sasl", dest="kafka_sasl", action="store_const", const=True,
-                   help="SASL/SCRAM-SHA-512 logins and per-role ACLs (pipeline/kafka_acls.py); each role's login "
+                   help="SASL/SCRAM-SHA-512 logins and per-role ACLs (pipeline/kafka/acls.py); each role's login "
                         "goes to DIR/sasl/<role>.env (env DG_KAFKA_SASL; fixed when DIR is first formatted)")
 
 
@@ -93,7 +93,7 @@ def _add_local_kafka_opts(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    from pipeline import kafka_local
+    from pipeline.kafka import local as kafka_local
 
     settings = _settings(args)
     try:
@@ -120,7 +120,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def _provision(settings: Settings) -> int:
-    from pipeline import kafka_acls
+    from pipeline.kafka import acls as kafka_acls
 
     try:
         users, acls = kafka_acls.provision(settings)
@@ -134,7 +134,7 @@ def _provision(settings: Settings) -> int:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from pipeline import topics
+    from pipeline.kafka import admin as topics
 
     settings = _settings(args)
     try:
@@ -148,10 +148,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from pipeline import logs
-    from pipeline.app import create_app
     from pipeline.detection import DetectionConfig
-    from pipeline.observability import WorkerMetrics, start_metrics_server
     from pipeline.runtime import quiet_root_logger, tune_gc
+    from pipeline.worker.app import create_app
+    from pipeline.worker.observability import WorkerMetrics, start_metrics_server
 
     settings = _settings(args)
     logs.configure(args.loglevel)
@@ -172,7 +172,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_produce(args: argparse.Namespace) -> int:
-    from pipeline.produce import ProduceError, produce_file
+    from pipeline.kafka.produce import ProduceError, produce_file
 
     settings = _settings(args)
     try:
@@ -188,7 +188,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import time
 
     from pipeline import simulate
-    from pipeline.eventfile import EventFileError, file_format, write_jsonl, write_records
+    from pipeline.contract.eventfile import EventFileError, file_format, write_jsonl, write_records
 
     if args.out is None and not args.topic:
         raise CommandError("give --out FILE and/or --topic")
@@ -220,8 +220,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     except EventFileError as exc:
         raise CommandError(str(exc)) from exc
     if args.topic:
-        from pipeline import codec
-        from pipeline.produce import ProduceError, make_producer
+        from pipeline.contract import codec
+        from pipeline.kafka.produce import ProduceError, make_producer
 
         settings = _settings(args)
         try:
@@ -244,17 +244,17 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from pipeline import codec
-    from pipeline.backtest import backtest_file
+    from pipeline.contract import codec
+    from pipeline.contract.eventfile import EventFileError, file_format, read_labels
     from pipeline.detection import DetectionConfig
-    from pipeline.eventfile import EventFileError, file_format, read_labels
-    from pipeline.metrics import Evaluation
-    from pipeline.replay import ReplayError, parse_time, read_range
+    from pipeline.kafka.replay import ReplayError, parse_time, read_range
+    from pipeline.offline.backtest import backtest_file
+    from pipeline.offline.evaluation import Evaluation
     from pipeline.runtime import tune_gc
 
     tune_gc()
     if args.compare is not None:
-        from pipeline.report import CompareError, compare
+        from pipeline.offline.report import CompareError, compare
 
         try:
             print(compare(*args.compare), end="")
@@ -307,8 +307,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if args.to_prefix == settings.topic_prefix:
             raise CommandError(f"--to-prefix {args.to_prefix!r} is the live topic prefix: a replay never writes "
                                "to live output topics; choose a sandbox prefix")
-        from pipeline import topics
-        from pipeline.produce import ProduceError, make_producer
+        from pipeline.kafka import admin as topics
+        from pipeline.kafka.produce import ProduceError, make_producer
 
         sandbox = settings.model_copy(update={"topic_prefix": args.to_prefix})
         try:
@@ -324,7 +324,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
             producer.send(sandbox.topic(topic_name), key=key.encode("utf-8"), value=codec.encode(value))
 
     label = args.input.name if args.input is not None else args.topic
-    from pipeline.eventfile import count_records
+    from pipeline.contract.eventfile import count_records
 
     total = count_records(args.input) if args.input is not None and not args.quiet else None
     bar = tqdm(desc=f"backtest {label}", unit=" ev", file=sys.stderr, disable=args.quiet, mininterval=0.5,
@@ -361,7 +361,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
               f"precision {m['precision']}; benign FPR {m['benign_fpr']}; "
               f"median delay {m['median_delay_event_share']} of campaign events")
         if args.report is not None:
-            from pipeline.report import write_report
+            from pipeline.offline.report import write_report
 
             cfg = DetectionConfig.from_settings(settings)
             meta = {"input": str(args.input), "labels": str(args.labels),
@@ -373,8 +373,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pipeline import kafka_local
     from pipeline.demo import DemoOptions, run_demo
+    from pipeline.kafka import local as kafka_local
 
     settings = _settings(args)
     opts = DemoOptions(scenario=args.scenario, seed=args.seed, max_seconds=args.max_seconds,
@@ -425,8 +425,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from pipeline import verify
-    from pipeline.replay import ReplayError, parse_time
+    from pipeline.contract import verify
+    from pipeline.kafka.replay import ReplayError, parse_time
 
     current = os.environ.get(args.key_env, "")
     if not current:
@@ -475,8 +475,9 @@ def _topic_as_tail_lines(args: argparse.Namespace) -> bytes:
     them, headers included, so they are checked as ``tail … | verify --input -`` would check them."""
     import json
 
-    from pipeline import tail, topic_reader
-    from pipeline.replay import ReplayError
+    from pipeline.kafka import reader as topic_reader
+    from pipeline.kafka import tail
+    from pipeline.kafka.replay import ReplayError
 
     settings = _settings(args)
     try:
@@ -501,9 +502,9 @@ def cmd_verdict(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from pipeline import codec
-    from pipeline.replay import ReplayError, parse_time
-    from pipeline.verdicts import VERDICT_VERSION, analyst_keys, decode_verdict, sign_verdict
+    from pipeline.contract import codec
+    from pipeline.contract.verdicts import VERDICT_VERSION, analyst_keys, decode_verdict, sign_verdict
+    from pipeline.kafka.replay import ReplayError, parse_time
 
     settings = _settings(args)
     keys = analyst_keys(settings)
@@ -538,7 +539,7 @@ def cmd_verdict(args: argparse.Namespace) -> int:
         raise CommandError(f"this verdict would be refused: {exc.reason}") from exc
     print(json.dumps(verdict, separators=(",", ":")))
     if args.send:
-        from pipeline.produce import ProduceError, make_producer
+        from pipeline.kafka.produce import ProduceError, make_producer
 
         topic = settings.topic("analyst-verdicts")
         try:
@@ -559,8 +560,9 @@ def _topic_reader_error(exc: Exception) -> CommandError:
 def cmd_tail(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline import tail, topic_reader
-    from pipeline.replay import ReplayError
+    from pipeline.kafka import reader as topic_reader
+    from pipeline.kafka import tail
+    from pipeline.kafka.replay import ReplayError
 
     settings = _settings(args)
     if args.max is not None and args.max < 1:
@@ -599,7 +601,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
 
 
 def cmd_check_partitioning(args: argparse.Namespace) -> int:
-    from pipeline import partitioning, topic_reader
+    from pipeline.kafka import partitioning
+    from pipeline.kafka import reader as topic_reader
 
     settings = _settings(args)
     if args.sample < 1:
@@ -635,7 +638,7 @@ def cmd_check_partitioning(args: argparse.Namespace) -> int:
 def cmd_simhash(args: argparse.Namespace) -> int:
     import json
 
-    from pipeline.prompt_simhash import VERSION, features, normalise, simhash_text
+    from pipeline.contract.prompt_simhash import VERSION, features, normalise, simhash_text
 
     if (args.text is None) == (args.input is None):
         raise CommandError("give the prompt TEXT, or --input FILE (- for standard input)")
@@ -660,7 +663,7 @@ def cmd_simhash(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipeline.tail import SEVERITIES
+    from pipeline.kafka.tail import SEVERITIES
 
     parser = argparse.ArgumentParser(
         prog="python -m pipeline",
@@ -696,7 +699,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(cached under ~/.cache/distillation-guard), run with the machine's Java.")
     p.add_argument("action", choices=["start", "stop", "status", "provision"],
                    help="provision: on the DG_BOOTSTRAP cluster, logged in as its admin (DG_SASL_*), create the "
-                        "role logins of DG_SASL_USERS and the ACLs of pipeline/kafka_acls.py")
+                        "role logins of DG_SASL_USERS and the ACLs of pipeline/kafka/acls.py")
     p.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for start or stop (default 90)")
     _add_local_kafka_opts(p)
     p.set_defaults(func=cmd_kafka)
@@ -873,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "simhash", help="print the prompt_simhash of a text (the reference of docs/producers.md)",
         description="Compute prompt_simhash v1 of a prompt text as the reference implementation does "
-                    "(pipeline/prompt_simhash.py): clean, NFKC and case folding, whitespace runs to one space, "
+                    "(pipeline/contract/prompt_simhash.py): clean, NFKC and case folding, whitespace runs to one space, "
                     "SimHash of 5-code-point shingles hashed with SHA-256. For a gateway team to check its own "
                     "implementation; the test vectors are in schemas/examples/simhash/vectors.json.")
     p.add_argument("text", nargs="?", metavar="TEXT", help="the prompt text")

@@ -48,12 +48,15 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
     """Run the demo; returns the process exit code."""
     from kafka import KafkaConsumer
 
-    from pipeline import codec, kafka_local, simulate, topics
-    from pipeline.kafka_config import kafka_python_config
-    from pipeline.lag import group_lag
-    from pipeline.metrics import Evaluation
+    from pipeline import simulate
+    from pipeline.contract import codec
+    from pipeline.kafka import admin as topics
+    from pipeline.kafka import local as kafka_local
+    from pipeline.kafka.config import kafka_python_config
+    from pipeline.kafka.lag import group_lag
+    from pipeline.kafka.produce import make_producer
+    from pipeline.offline.evaluation import Evaluation
     from pipeline.proc import WorkerProcess
-    from pipeline.produce import make_producer
 
     colour = opts.colour and sys.stdout.isatty()
     started_kafka = False
@@ -147,7 +150,7 @@ def run_demo(base: Settings, opts: DemoOptions) -> int:
         if worker is not None:
             worker.stop(timeout=30)
         if started_kafka:
-            from pipeline import kafka_local
+            from pipeline.kafka import local as kafka_local
 
             kafka_local.stop(settings)
             print("· local Kafka stopped", flush=True)

@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     ssl_certfile: Path | None = Field(None, description="client certificate (PEM) for mutual TLS")
     ssl_keyfile: Path | None = Field(None, description="private key (PEM) of the client certificate")
     sasl_users: SecretStr | None = Field(None, description="logins that 'kafka provision' creates: user:password "
-                                         "pairs, comma separated, for the roles of pipeline/kafka_acls.py")
+                                         "pairs, comma separated, for the roles of pipeline/kafka/acls.py")
     replay_prefix: str = Field("sandbox-", description="topic prefix of replay output (backtest --to-prefix): "
                                "the replay principal's ACLs let it write only topics starting with this")
 
@@ -61,12 +61,12 @@ class Settings(BaseSettings):
                                      "this many hours of event time without activity (bounded state)")
     max_event_skew_ms: int = Field(10 * 60_000, ge=0, description="an event whose ts is further ahead of its "
                                    "Kafka message timestamp (broker time) than this goes to the DLQ as "
-                                   "ts_in_future: one message cannot move event time (pipeline/admission.py)")
+                                   "ts_in_future: one message cannot move event time (pipeline/contract/admission.py)")
     broker_timeout_s: float = Field(300, gt=0, description="exit with a clear error when no Kafka broker has "
                                     "answered for this many seconds (the worker rides out shorter outages)")
     dlq_redact_text: bool = Field(True, description="DLQ copies without raw text: fields named like prompt/"
                                   "content/messages at any depth and free-text strings are replaced by their "
-                                  "type and size (pipeline/privacy.py); false keeps the original bytes")
+                                  "type and size (pipeline/contract/privacy.py); false keeps the original bytes")
     metrics_port: int = Field(9108, ge=0, le=65535, description="Prometheus /metrics port of the worker; 0: off")
     standby_replicas: int = Field(0, ge=0, description="warm copies of each table partition other workers keep "
                                   "(Faust's table_standby_replicas): a failover then skips most of the changelog "
@@ -127,7 +127,7 @@ class Settings(BaseSettings):
             raise ValueError("enforce mode needs a signing key: set DG_SIGNING_KEY, or leave DG_ENFORCE off "
                              "(shadow mode)")
         if self.enforce and self.signing_key is not None:
-            from pipeline.signing import enforce_key_problem
+            from pipeline.contract.signing import enforce_key_problem
 
             problem = enforce_key_problem(self.signing_key.get_secret_value().encode("utf-8"))
             if problem:
@@ -139,7 +139,7 @@ class Settings(BaseSettings):
     def _check_analyst_keys(self) -> None:
         """Analyst keys are strong and are not action keys: whoever holds the key that signs actions (every
         worker) must not be able to sign verdicts too, nor the other way round."""
-        from pipeline.signing import enforce_key_problem
+        from pipeline.contract.signing import enforce_key_problem
 
         action_keys = {k.strip() for k in (self.signing_keys_previous.get_secret_value().split(",")
                                            if self.signing_keys_previous else []) if k.strip()}
@@ -162,7 +162,7 @@ class Settings(BaseSettings):
         """Partitions of the input topic (and of everything co-partitioned with it)."""
         if self.partitions is not None:
             return self.partitions
-        from pipeline.topics import load_manifest
+        from pipeline.contract.manifest import load_manifest
 
         return int(load_manifest()["usage-events"]["partitions"])
 

@@ -1,7 +1,7 @@
 """Shared fixtures: settings factories and the real Apache Kafka broker for integration tests.
 
 Integration tests use the broker named by ``DG_TEST_BOOTSTRAP`` when it is set; otherwise a session
-fixture starts the project's local Kafka (``pipeline.kafka_local``) on free ports in a temporary
+fixture starts the project's local Kafka (``pipeline.kafka.local``) on free ports in a temporary
 directory and stops it at the end.
 """
 
@@ -32,7 +32,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    from pipeline import kafka_local
+    from pipeline.kafka import local as kafka_local
 
     data = tmp_path_factory.mktemp("kafka")
     settings = Settings(kafka_port=_free_port(), kafka_controller_port=_free_port(), kafka_data_dir=data)

@@ -6,7 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pipeline.models import (
+from pipeline.contract.models import (
     ASN_MAX,
     CAPABILITIES,
     INT64_MAX,

@@ -27,11 +27,11 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from pipeline.contract.models import Reason
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.messages import Finding, GroupSignal
 from pipeline.detection.packing import field_of
-from pipeline.models import Reason
 
 MEMBERS_LISTED = 1000
 """Accounts a campaign lists (the alert's ``related_accounts`` holds at most 1,000): its record is

@@ -22,6 +22,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
+from pipeline.contract import manifest
+from pipeline.contract.models import SignedVerdict, UsageEvent
+from pipeline.contract.signing import DEV_SIGNING_KEY
+from pipeline.contract.simhash import lsh_bands
 from pipeline.detection.campaigns import Campaigns
 from pipeline.detection.config import DAY_MS, DetectionConfig
 from pipeline.detection.features import AccountState, event_id_hash
@@ -45,12 +49,9 @@ from pipeline.detection.scoring import (
     regularity,
     shift_score,
 )
-from pipeline.models import SignedVerdict, UsageEvent
-from pipeline.simhash import lsh_bands
 
-ALERTS = "anomaly-alerts"
-ACTIONS = "enforcement-actions"
-DEV_SIGNING_KEY = b"distillation-guard-development-key:not-for-enforcement"
+ALERTS = manifest.ALERTS
+ACTIONS = manifest.ACTIONS
 
 
 _NO_POPULATION = PopulationScore(0.0, None, False)
@@ -256,7 +257,7 @@ class Engine:
         return out
 
     def on_verdict(self, v: SignedVerdict) -> tuple[str | None, list[Output]]:
-        """Apply an authenticated verdict (``pipeline/verdicts.py`` checked its signature): the reason it is
+        """Apply an authenticated verdict (``pipeline/contract/verdicts.py`` checked its signature): the reason it is
         refused (or None), and what to send: a false positive on an account with an active action lifts
         it (``Policy.lift``). A refused verdict changes no state, and creates none."""
         ps: PolicyState | None = self.policy_states.get(v["account_id"])

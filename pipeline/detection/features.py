@@ -27,9 +27,9 @@ from typing import Any
 
 import msgpack
 
+from pipeline.contract.models import UsageEvent
 from pipeline.detection.config import DAY_MS, HOUR_MS, DetectionConfig
 from pipeline.detection.packing import field_of
-from pipeline.models import UsageEvent
 
 CAPABILITIES = ("coding", "math", "reasoning", "agentic", "chat", "writing", "analysis", "vision",
                 "translation", "other")

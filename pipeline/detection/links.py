@@ -23,10 +23,10 @@ from typing import Any
 
 import msgpack
 
+from pipeline.contract.models import Reason
 from pipeline.detection.config import HOUR_MS, DetectionConfig
 from pipeline.detection.messages import CRITICAL, HIGH, Finding, GroupSignal, MemberSummary
 from pipeline.detection.packing import field_of
-from pipeline.models import Reason
 
 QUIET_MS = 6 * HOUR_MS
 TEMPLATE_MATCH_BITS = 14

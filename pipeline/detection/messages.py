@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from pipeline.models import Reason
+from pipeline.contract.models import Reason
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
 LOW, MEDIUM, HIGH, CRITICAL = 1, 2, 3, 4

@@ -13,7 +13,7 @@ Scoring says how suspicious; the policy decides what to tell people and what to 
   (own behaviour) or ``throttle`` (campaign member); critical → ``suspend``; an analyst's confirmed true
   positive turns critical into ``ban``;
 - allow-listed accounts and organisations never get more than ``flag_for_review``;
-- an analyst's verdict (authenticated by ``pipeline/verdicts.py`` before it gets here) must name an alert
+- an analyst's verdict (authenticated by ``pipeline/contract/verdicts.py`` before it gets here) must name an alert
   the account received, one of the last ``ALERT_MEMORY`` it remembers, and holds for the alert's kind, or
   for its campaign, until ``verdict_ttl_hours`` of event time after that alert: a false positive silences
   that ladder (or campaign), a true positive turns its critical findings into ``ban``;
@@ -30,11 +30,11 @@ from typing import Any
 
 import msgpack
 
+from pipeline.contract.models import TS_MAX_EXCLUSIVE, AnomalyAlert, EnforcementAction
+from pipeline.contract.signing import sign
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.ids import stable_id
 from pipeline.detection.messages import CRITICAL, HIGH, MEDIUM, SEVERITIES, Finding
-from pipeline.models import TS_MAX_EXCLUSIVE, AnomalyAlert, EnforcementAction
-from pipeline.signing import sign
 
 LADDER = ("flag_for_review", "require_verification", "throttle", "suspend", "ban")
 _RANK = {a: i + 1 for i, a in enumerate(LADDER)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from pipeline.models import Reason
+from pipeline.contract.models import Reason
 
 
 def _clip(x: float) -> float:

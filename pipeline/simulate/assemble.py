@@ -7,8 +7,8 @@ import hashlib
 
 import numpy as np
 
-from pipeline.models import USAGE_EVENT_FIELDS
-from pipeline.simhash import hex_list
+from pipeline.contract.models import USAGE_EVENT_FIELDS
+from pipeline.contract.simhash import hex_list
 
 from .world import World
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.simhash import flip_bits, random_hashes
+from pipeline.contract.simhash import flip_bits, random_hashes
 
 from .populations import CASUAL_CAPS, CASUAL_CAPS_P, Block
 from .timing import FLAT, HUMAN, diurnal, sessions, steady

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.simhash import flip_bits, random_hashes
+from pipeline.contract.simhash import flip_bits, random_hashes
 
 from .campaigns import HARVEST_CAPS, _mix, _pool, _templated
 from .populations import Block

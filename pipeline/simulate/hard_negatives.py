@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.simhash import flip_bits, random_hashes
+from pipeline.contract.simhash import flip_bits, random_hashes
 
 from .populations import Block, casual_traffic, developer_traffic
 from .timing import EVENING, HUMAN, WORK, diurnal, sessions

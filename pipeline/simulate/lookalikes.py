@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.simhash import flip_bits, random_hashes
+from pipeline.contract.simhash import flip_bits, random_hashes
 
 from .populations import CASUAL_CAPS, CASUAL_CAPS_P, Block, casual_traffic, developer_traffic
 from .timing import FLAT, HUMAN, WORK, diurnal, sessions

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.simhash import flip_bits, random_hashes
+from pipeline.contract.simhash import flip_bits, random_hashes
 
 from .timing import EVENING, HUMAN, WORK, diurnal, sessions
 from .traffic import events, lognormal_int, models, pick

@@ -16,16 +16,7 @@ import msgpack
 import pytest
 from faust.types import Message
 
-from pipeline.app import (
-    DLQ_OFFSET,
-    DLQ_REASON,
-    DLQ_TOPIC,
-    LINK_BUFFER,
-    ROCKSDB_MEMORY,
-    STREAM_BUFFER,
-    create_app,
-    rocksdb_memory,
-)
+from pipeline.contract.schemas import validator
 from pipeline.detection.messages import (
     HIGH,
     Finding,
@@ -37,7 +28,16 @@ from pipeline.detection.messages import (
     encode_link_updates,
 )
 from pipeline.detection.partition import partition_for
-from pipeline.schemas import validator
+from pipeline.worker.app import (
+    DLQ_OFFSET,
+    DLQ_REASON,
+    DLQ_TOPIC,
+    LINK_BUFFER,
+    ROCKSDB_MEMORY,
+    STREAM_BUFFER,
+    create_app,
+    rocksdb_memory,
+)
 from tests import factories
 
 BROKER_S = factories.BASE_TS / 1000 + 365 * 86_400
@@ -254,10 +254,10 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     """A link batch of many groups writes its outputs, then its state, each time the changed state reaches
     ``BATCH_STATE_WEIGHT``, and ends with the state one write at the end would leave; redelivered whole
     after that (a crash before the ack), it changes and sends nothing."""
-    import pipeline.app
+    import pipeline.worker.app
     from pipeline.detection.messages import MemberSummary
 
-    monkeypatch.setattr(pipeline.app, "BATCH_STATE_WEIGHT", 100)
+    monkeypatch.setattr(pipeline.worker.app, "BATCH_STATE_WEIGHT", 100)
     ts = factories.BASE_TS + 12 * 3_600_000
     msgs = []
     for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)
@@ -306,7 +306,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
 
 
 def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
-    from pipeline.app import StateCache
+    from pipeline.worker.app import StateCache
 
     cache = StateCache(10, weight=len)
     cache.keep("a", "xxxx")
@@ -322,7 +322,7 @@ def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
 
 
 def test_state_cache_keeps_state_touched_again_through_a_flood_of_one_off_keys():
-    from pipeline.app import StateCache
+    from pipeline.worker.app import StateCache
 
     cache = StateCache(100)  # 20 on probation, 80 protected
     cache.keep("template-group", "hot")
@@ -378,7 +378,7 @@ def test_recovery_stops_the_input_flow_before_faust_resumes_and_seeks(app_parts,
     # input fetched in between was processed twice and Faust's commit stopped moving (a stalled worker)
     from faust.tables.recovery import Recovery
 
-    from pipeline.app import SeekFirstRecovery
+    from pipeline.worker.app import SeekFirstRecovery
 
     app = app_parts["account_agent"].app
     recovery = app.tables.recovery
@@ -397,7 +397,7 @@ def test_recovery_stops_the_input_flow_before_faust_resumes_and_seeks(app_parts,
 def test_flow_snapshot_of_an_idle_app_is_plain_data(app_parts):
     import json
 
-    from pipeline import stall
+    from pipeline.worker import stall
 
     app = app_parts["account_agent"].app
     topics = {app_parts["settings"].topic("usage-events")}
@@ -410,7 +410,7 @@ def test_flow_snapshot_of_an_idle_app_is_plain_data(app_parts):
 
 
 def test_watchdog_reports_a_stall_once_per_interval_and_not_while_busy():
-    from pipeline import stall
+    from pipeline.worker import stall
 
     now = [0.0]
     dog = stall.Watchdog(clock=lambda: now[0])
@@ -429,7 +429,7 @@ def test_watchdog_reports_a_stall_once_per_interval_and_not_while_busy():
 def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
     from types import SimpleNamespace
 
-    from pipeline.app import worker_ready
+    from pipeline.worker.app import worker_ready
 
     flowing = SimpleNamespace(is_active=lambda: True)
     stopped = SimpleNamespace(is_active=lambda: False)
@@ -457,7 +457,7 @@ def test_standby_replicas_are_off_unless_asked_for(make_settings):
 
 def test_worker_consumer_fetches_with_a_short_broker_wait(make_settings):
     """Faust asks the broker to hold a fetch up to 1.5 s; the worker's consumer asks for FETCH_MAX_WAIT_MS."""
-    from pipeline.consumer import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread
+    from pipeline.worker.consumer import FETCH_MAX_WAIT_MS, PromptFetchConsumerThread
 
     app = create_app(make_settings(store="memory://"))
     thread = app.consumer._thread

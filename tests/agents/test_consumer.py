@@ -1,4 +1,4 @@
-"""The worker's consumer (``pipeline.consumer``) without a broker: its drain loop fed a fetched batch.
+"""The worker's consumer (``pipeline.worker.consumer``) without a broker: its drain loop fed a fetched batch.
 
 ``getmany`` and the conductor's callback are replaced by fakes; the rest (read offsets, the guarded
 wait, the suspend-flow event, the commit bookkeeping) is the real consumer of a real app. That the
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from faust.types import TP, Message
 
-from pipeline.app import BATCH_MAX, STREAM_BUFFER, create_app
-from pipeline.consumer import YIELD_EVERY, WorkerConsumer
+from pipeline.worker.app import BATCH_MAX, STREAM_BUFFER, create_app
+from pipeline.worker.consumer import YIELD_EVERY, WorkerConsumer
 
 
 def _message(tp: TP, offset: int) -> Message:

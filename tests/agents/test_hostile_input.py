@@ -13,8 +13,9 @@ import msgpack
 import pytest
 from faust.types import Message
 
-from pipeline.admission import TS_IN_FUTURE, WRONG_PARTITION
-from pipeline.app import (
+from pipeline.contract.admission import TS_IN_FUTURE, WRONG_PARTITION
+from pipeline.detection.partition import partition_for
+from pipeline.worker.app import (
     DLQ_ORIGINAL_KEY_SHA256,
     DLQ_ORIGINAL_KEY_SIZE,
     DLQ_ORIGINAL_SHA256,
@@ -25,7 +26,6 @@ from pipeline.app import (
     KAFKA_MAX_MESSAGE_BYTES,
     dlq_copy,
 )
-from pipeline.detection.partition import partition_for
 from tests import factories
 from tests.agents.test_agents import BROKER_S, make_parts
 
@@ -122,8 +122,8 @@ def test_an_event_on_another_partition_at_a_huge_offset_makes_no_real_event_a_du
 def test_findings_and_verdicts_on_the_wrong_partition_go_to_the_dlq(make_settings):
     """Attack 4, the account stage's other inputs: a verdict or a findings batch about an account, on a
     partition that is not the account's, changes nothing and goes to the DLQ."""
+    from pipeline.contract.verdicts import sign_verdict
     from pipeline.detection.messages import HIGH, Finding, encode_findings
-    from pipeline.verdicts import sign_verdict
 
     analyst_key = "hostile-input-test-analyst-key-0123456789"
     parts = make_parts(make_settings(store="memory://", analyst_key=analyst_key))
@@ -146,7 +146,7 @@ def test_a_999900_byte_message_goes_to_the_dlq_and_the_worker_goes_on(make_setti
     """Attack 3: a 999,900-byte input is invalid (too large); its DLQ copy, headers and all, is a record
     the worker's producer takes (its ``max_request_size`` is the topics' ``max.message.bytes``, where
     Faust's default of 1,000,000 was not), and the events after it are processed."""
-    from pipeline.app import create_app
+    from pipeline.worker.app import create_app
 
     settings = make_settings(store="memory://")
     assert create_app(settings).conf.producer_max_request_size == KAFKA_MAX_MESSAGE_BYTES

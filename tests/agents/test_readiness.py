@@ -7,9 +7,9 @@ import asyncio
 import json
 from typing import Any
 
-from pipeline import app as app_module
-from pipeline import stall
-from pipeline.observability import WorkerMetrics
+from pipeline.worker import app as app_module
+from pipeline.worker import stall
+from pipeline.worker.observability import WorkerMetrics
 
 
 def test_a_stalled_worker_is_not_ready_and_a_batch_makes_it_ready_again(make_settings, monkeypatch):

@@ -10,12 +10,12 @@ import msgpack
 import pytest
 from faust.types import Message
 
-from pipeline.app import DLQ_REASON
-from pipeline.codec import encode
+from pipeline.contract.codec import encode
+from pipeline.contract.signing import sign
+from pipeline.contract.verdicts import sign_verdict, verdict_for_alert
 from pipeline.detection.messages import CRITICAL, HIGH, Finding, encode_findings
 from pipeline.detection.partition import partition_for
-from pipeline.signing import sign
-from pipeline.verdicts import sign_verdict, verdict_for_alert
+from pipeline.worker.app import DLQ_REASON
 from tests import factories
 from tests.agents.test_agents import make_parts
 
@@ -160,8 +160,8 @@ def test_a_false_positive_lifts_the_accounts_active_actions_once_with_a_replayab
     """Issue 21: dismissing an alert undoes what was done, not only what is to come. The lift is a signed
     EnforcementAction v2 naming the actions it ends; a repeated verdict lifts nothing more; a replay of the
     same input gives the same lift."""
-    from pipeline import schemas, verify
-    from pipeline.signing import check
+    from pipeline.contract import schemas, verify
+    from pipeline.contract.signing import check
 
     def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         parts = make_parts(make_settings(store="memory://", signing_key=ACTION_KEY, analyst_key=ANALYST_KEY.decode()))

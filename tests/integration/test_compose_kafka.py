@@ -25,9 +25,12 @@ import yaml
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from pipeline import kafka_acls, kafka_local, topics
-from pipeline.broker_probe import probe
-from pipeline.kafka_config import kafka_python_config
+from pipeline.contract.manifest import load_manifest
+from pipeline.kafka import acls as kafka_acls
+from pipeline.kafka import admin as topics
+from pipeline.kafka import local as kafka_local
+from pipeline.kafka.config import kafka_python_config
+from pipeline.kafka.probe import probe
 from pipeline.settings import Settings
 from tests.integration.workers import free_ports
 
@@ -149,7 +152,7 @@ def test_the_compose_jobs_provision_logins_acls_and_topics_as_admin(
     users, acls = kafka_acls.provision(provision)
     assert users == len(kafka_acls.ROLES) and acls == len(kafka_acls.grants(provision))
     created = topics.create_topics(cluster.service_settings("topics-init"))
-    assert {t for t, _ in created} == set(topics.load_manifest())
+    assert {t for t, _ in created} == set(load_manifest())
 
 
 def _send(settings: Settings, topic: str) -> int:

@@ -18,9 +18,10 @@ import msgpack
 import pytest
 from kafka import KafkaProducer
 
-from pipeline import signing, topics, verify
+from pipeline.contract import signing, verify
+from pipeline.contract.verdicts import verdict_for_alert
+from pipeline.kafka import admin as topics
 from pipeline.simulate import generate
-from pipeline.verdicts import verdict_for_alert
 from tests.integration.workers import Worker, produce_events, read_all, wait_until_idle
 
 pytestmark = pytest.mark.integration
@@ -222,8 +223,8 @@ def test_go_consumer_logs_in_as_the_enforcement_principal_of_a_sasl_broker(
     ``enforcement`` role's env file as it is, and reads and verifies what the worker principal wrote."""
     from kafka.errors import KafkaError
 
-    from pipeline import kafka_local
-    from pipeline.kafka_config import kafka_python_config
+    from pipeline.kafka import local as kafka_local
+    from pipeline.kafka.config import kafka_python_config
     from pipeline.settings import Settings
     from tests.conftest import _free_port
 

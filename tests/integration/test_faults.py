@@ -27,15 +27,15 @@ import msgpack
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipeline import topics
-from pipeline.app import DLQ_REASON, EXIT_BROKER_GONE, SIGNING_KEY_ID_HEADER, signing_key_id
+from pipeline.contract.signing import verify
 from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
-from pipeline.metrics import flagged_accounts
+from pipeline.kafka import admin as topics
+from pipeline.offline.evaluation import flagged_accounts
 from pipeline.settings import Settings
-from pipeline.signing import verify
 from pipeline.simulate import generate
+from pipeline.worker.app import DLQ_REASON, EXIT_BROKER_GONE, SIGNING_KEY_ID_HEADER, signing_key_id
 from tests import factories
 from tests.integration.workers import (
     PrivateBroker,
@@ -175,7 +175,7 @@ def test_worker_sigkilled_at_random_moments_applies_every_event_exactly_once(
     same content, one id per (account, kind, severity) of account alerts and per (account, kind, action), and the
     same flagged accounts as the undisturbed run (the same detection code in process)."""
     fig = Figures("crashes", tmp_path)
-    # A SIGKILLed member holds its partitions until its session times out (15 s in pipeline/app.py);
+    # A SIGKILLed member holds its partitions until its session times out (15 s in pipeline/worker/app.py);
     # the restarted worker waits for that.
     events = crash_events()
     kills = size(3, 5)
@@ -252,7 +252,7 @@ def test_worker_sigkilled_at_random_moments_applies_every_event_exactly_once(
 def private_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateBroker]:
     """A broker of this module's own, which the outage tests stop and start (the session one is shared)."""
     if os.environ.get("DG_TEST_BOOTSTRAP"):
-        pytest.skip("needs the local Kafka (pipeline.kafka_local) to stop and start a broker")
+        pytest.skip("needs the local Kafka (pipeline.kafka.local) to stop and start a broker")
     data = tmp_path_factory.mktemp("private-kafka")
     broker = PrivateBroker(data, free_port(), free_port())
     broker.start()

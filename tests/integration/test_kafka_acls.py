@@ -1,7 +1,7 @@
 """Kafka ACLs on a real broker: each principal can do its job and is refused everything else.
 
 One local broker in SASL mode (``kafka start --sasl``: SCRAM-SHA-512 logins, the ``StandardAuthorizer``,
-the ACLs of ``pipeline.kafka_acls``) for the whole module. The refusals are the broker's own answers
+the ACLs of ``pipeline.kafka.acls``) for the whole module. The refusals are the broker's own answers
 (``TopicAuthorizationFailedError`` and friends), seen by the same kafka-python clients the pipeline uses.
 """
 
@@ -27,9 +27,10 @@ from kafka.errors import (
 )
 from pydantic import SecretStr
 
-from pipeline import kafka_local, topics
-from pipeline.broker_probe import probe
-from pipeline.kafka_config import kafka_python_config
+from pipeline.kafka import admin as topics
+from pipeline.kafka import local as kafka_local
+from pipeline.kafka.config import kafka_python_config
+from pipeline.kafka.probe import probe
 from pipeline.settings import Settings
 from tests import factories
 from tests.integration.workers import Worker, free_ports
@@ -226,8 +227,8 @@ def test_a_worker_whose_login_is_revoked_exits_72_instead_of_running_blind(
     check it had before kept such a worker 'healthy' forever, unable to reconnect after any broker restart."""
     from kafka import KafkaAdminClient
 
-    from pipeline.app import EXIT_BROKER_GONE
-    from pipeline.kafka_acls import upsert_users
+    from pipeline.kafka.acls import upsert_users
+    from pipeline.worker.app import EXIT_BROKER_GONE
 
     login = as_role(settings, "worker")
     worker = Worker(login.model_copy(update={"broker_timeout_s": 8.0}), tmp_path / "worker.log")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import kafka_local, topics
+from pipeline.contract.manifest import load_manifest
+from pipeline.kafka import admin as topics
+from pipeline.kafka import local as kafka_local
 from pipeline.settings import Settings
 from tests.integration.workers import free_ports
 
@@ -67,7 +69,7 @@ def test_start_again_returns_the_running_broker_without_owning_it(
 def test_create_topics_creates_the_manifest_then_reports_exists(
     settings: Settings, broker: kafka_local.BrokerInfo
 ) -> None:
-    manifest = topics.load_manifest()
+    manifest = load_manifest()
     first = topics.create_topics(settings)
     assert first == [(settings.topic(name), "created") for name in manifest]
     second = topics.create_topics(settings, ["usage-events"])

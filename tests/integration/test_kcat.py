@@ -9,7 +9,7 @@ import subprocess
 import msgpack
 import pytest
 
-from pipeline.schemas import validator
+from pipeline.contract.schemas import validator
 from tests import factories
 from tests.integration.workers import run_to_idle
 

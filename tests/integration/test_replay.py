@@ -7,10 +7,10 @@ import time
 import msgpack
 import pytest
 
-from pipeline import topics
 from pipeline.cli import main
-from pipeline.eventfile import read_jsonl
-from pipeline.metrics import flagged_accounts
+from pipeline.contract.eventfile import read_jsonl
+from pipeline.kafka import admin as topics
+from pipeline.offline.evaluation import flagged_accounts
 from pipeline.simulate import generate
 from tests.integration.workers import produce_events, read_all
 

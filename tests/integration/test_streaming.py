@@ -11,10 +11,10 @@ from typing import Any
 import msgpack
 import pytest
 
-from pipeline import topics
 from pipeline.detection import Engine
 from pipeline.detection.features import AccountState
-from pipeline.metrics import flagged_accounts
+from pipeline.kafka import admin as topics
+from pipeline.offline.evaluation import flagged_accounts
 from pipeline.settings import Settings
 from pipeline.simulate import generate
 from tests.integration.workers import (
@@ -101,7 +101,7 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     settings = make_settings(bootstrap=kafka_bootstrap)
     topics.create_topics(settings)
     produce_events(settings, tiny.events)
-    from pipeline.lag import group_lag
+    from pipeline.kafka.lag import group_lag
 
     worker = Worker(settings, tmp_path / "worker-1.log")
     total = len(tiny.events)
@@ -164,7 +164,7 @@ def test_a_signed_false_positive_stops_further_alerts_and_a_forged_one_goes_to_t
     kind of alert for the account. Both are logged."""
     from kafka import KafkaProducer
 
-    from pipeline.verdicts import verdict_for_alert
+    from pipeline.contract.verdicts import verdict_for_alert
 
     settings = make_settings(bootstrap=kafka_bootstrap, analyst_key=ANALYST_KEY)
     topics.create_topics(settings)

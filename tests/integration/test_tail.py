@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 
-from pipeline import codec, topics
 from pipeline.cli import main
+from pipeline.contract import codec
 from pipeline.detection.engine import Engine
 from pipeline.detection.partition import partition_for
-from pipeline.produce import make_producer
+from pipeline.kafka import admin as topics
+from pipeline.kafka.produce import make_producer
 from pipeline.settings import Settings
 from tests import factories
 
@@ -188,7 +189,7 @@ def test_verify_reads_the_topic_itself_and_checks_the_key_id_header(
         kafka_bootstrap, make_settings, capsys, monkeypatch) -> None:
     """``verify --topic enforcement-actions`` (issue 21): the topic's msgpack read directly, and each
     action's ``dg.signing-key-id`` header, as the worker sends it, must name the key its signature matched."""
-    from pipeline.app import SIGNING_KEY_ID_HEADER, signing_key_id
+    from pipeline.worker.app import SIGNING_KEY_ID_HEADER, signing_key_id
 
     settings = make_settings(bootstrap=kafka_bootstrap, signing_key=SIGNING_KEY)
     topics.create_topics(settings, ["enforcement-actions"])

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 from kafka import KafkaProducer
 
-from pipeline import topics
-from pipeline.app import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
-from pipeline.schemas import validator
+from pipeline.contract.schemas import validator
+from pipeline.kafka import admin as topics
+from pipeline.worker.app import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from tests import factories
 from tests.integration.workers import Worker, read_topic
 

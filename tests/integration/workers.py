@@ -86,7 +86,7 @@ def free_ports(count: int) -> list[int]:
 def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 240.0) -> None:
     """Wait until the app's consumer group has committed everything on its input and internal topics
     (twice in a row, a second apart: a finding may still be on its way after the link stage caught up)."""
-    from pipeline.lag import group_lag
+    from pipeline.kafka.lag import group_lag
 
     names = ["usage-events", "link-updates", "campaign-signals", "findings", "analyst-verdicts"]
     deadline = time.monotonic() + timeout
@@ -117,7 +117,7 @@ def produce_events(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 def run_to_idle(settings: Settings, events: list[dict[str, Any]], log_path: Path) -> None:
     """Create the topics, send ``events``, and run one worker until it has committed everything."""
-    from pipeline import topics
+    from pipeline.kafka import admin as topics
 
     topics.create_topics(settings)
     produce_events(settings, events)
@@ -206,7 +206,7 @@ def latest_values(bootstrap: str, topic: str, timeout: float = 60.0,
 
 def consumed_share(settings: Settings, total: int) -> float:
     """Share of ``total`` input events the app's consumer group has committed (0 before its first commit)."""
-    from pipeline.lag import group_lag
+    from pipeline.kafka.lag import group_lag
 
     lag = group_lag(settings.bootstrap, settings.app_id, settings.topic("usage-events"))
     return 0.0 if lag is None else max(0.0, 1.0 - lag / total)
@@ -235,12 +235,12 @@ class PrivateBroker:
         self.bootstrap = f"127.0.0.1:{port}"
 
     def start(self, timeout: float = 120.0) -> None:
-        from pipeline import kafka_local
+        from pipeline.kafka import local as kafka_local
 
         kafka_local.start(self.settings, data_dir=self.data_dir, timeout=timeout)
 
     def stop(self) -> bool:
-        from pipeline import kafka_local
+        from pipeline.kafka import local as kafka_local
 
         return kafka_local.stop(self.settings, data_dir=self.data_dir)
 

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.kafka_acls import ROLES
-from pipeline.observability import METRIC_NAMES, METRICS
+from pipeline.kafka.acls import ROLES
 from pipeline.settings import Settings
+from pipeline.worker.observability import METRIC_NAMES, METRICS
 
 DOCKER = Path(__file__).resolve().parents[2] / "docker"
 DOCKERFILE = DOCKER / "Dockerfile"
@@ -34,7 +34,7 @@ DASHBOARD = DOCKER / "grafana" / "dashboards" / "distillation-guard.json"
 DATASOURCE = DOCKER / "grafana" / "provisioning" / "datasources" / "prometheus.yaml"
 WORKER_ROLE_SERVICES = ("kafka-provision", "topics-init", "worker", "simulator")
 SERVICE_LOGINS = {"kafka-provision": "admin", "topics-init": "admin", "worker": "worker", "simulator": "gateway"}
-"""The Kafka principal each pipeline service logs in as (pipeline/kafka_acls.py says what each may do)."""
+"""The Kafka principal each pipeline service logs in as (pipeline/kafka/acls.py says what each may do)."""
 SECRET_NAME = re.compile(r"PASSWORD|KEY|SECRET|TOKEN|USERS")
 
 

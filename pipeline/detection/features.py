@@ -175,7 +175,20 @@ class AccountState:
 
     def apply(self, ev: UsageEvent, cfg: DetectionConfig, id_hash: int) -> None:
         """``update`` with the event id's hash already computed (the engine has it from ``seen``)."""
-        ts = ev["ts"]
+        last = self._advance_clock(ev["ts"])
+        # an event counts at ``last_ts`` (a late one too, as if just arrived): weight 1 there is ``g`` here
+        since_ref = last - self.ref_hour * HOUR_MS
+        g, gh = math.exp(_DAY_RATE * since_ref), math.exp(_HOUR_RATE * since_ref)  # as ``_gains``
+        self._count(ev, cfg, g, gh)
+        self._note_attributes(ev, g, gh)
+        ids = self.recent_ids
+        ids.append(id_hash)
+        if len(ids) > RECENT_IDS:
+            del ids[0]
+
+    def _advance_clock(self, ts: int) -> int:
+        """Move the account's clock to an event at ``ts``: pacing, the hours bitmap, the decay reference.
+        Returns ``last_ts`` after it (a late event leaves it where it was)."""
         if self.n == 0:
             self.first_ts = ts
             self.last_ts = ts
@@ -199,10 +212,10 @@ class AccountState:
             if ts - self.ref_hour * HOUR_MS >= RESCALE_MS:
                 self._rescale(ts)
         self.mask |= 1 << (ts // HOUR_MS % 24)  # a late event marks its own hour, as it always did
-        # an event counts at ``last_ts`` (a late one too, as if just arrived): weight 1 there is ``g`` here
-        since_ref = last - self.ref_hour * HOUR_MS
-        g, gh = math.exp(_DAY_RATE * since_ref), math.exp(_HOUR_RATE * since_ref)  # as ``_gains``
+        return last
 
+    def _count(self, ev: UsageEvent, cfg: DetectionConfig, g: float, gh: float) -> None:
+        """Add the event to the decayed daily and hourly counters, with weights ``g`` and ``gh``."""
         day, hour = self.day, self.hour
         self.n += 1
         day[D_N] += g
@@ -232,6 +245,10 @@ class AccountState:
         if simhash is not None and self._template_hit(int(simhash, 16), cfg, g):
             day[D_TPL_HIT] += g
             hour[H_TPL_HIT] += gh
+
+    def _note_attributes(self, ev: UsageEvent, g: float, gh: float) -> None:
+        """The model mix, and the latest of each identity attribute the event carries (tier, org, card,
+        client, network)."""
         model = ev["model"]
         for m in self.models:
             if m[0] == model:
@@ -255,10 +272,6 @@ class AccountState:
         v = ev["ip_prefix"]
         if v is not None:
             self.network = v
-        ids = self.recent_ids
-        ids.append(id_hash)
-        if len(ids) > RECENT_IDS:
-            del ids[0]
 
     def _template_hit(self, h: int, cfg: DetectionConfig, g: float) -> bool:
         radius = cfg.template_radius

@@ -1,0 +1,109 @@
+"""The console store: numbered migrations, idempotent writes, the queue summary and statuses."""
+
+from __future__ import annotations
+
+import json
+
+from pipeline.console import queries, store
+from pipeline.console.loader import RunFiles, load_run
+from pipeline.console.store import LIVE, Batch
+from tests.unit.console.helpers import CAMPAIGN, action, alert, campaign_alerts
+
+
+def _snapshot(conn) -> dict[str, list[tuple]]:
+    return {t: [tuple(r) for r in conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2, 3")]
+            for t in ("alerts", "actions", "verdicts", "members", "items", "activity", "offsets")}
+
+
+def test_migrations_are_numbered_and_applied_once(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == store.MIGRATIONS[-1][0]
+    assert [n for n, _ in store.MIGRATIONS] == list(range(1, len(store.MIGRATIONS) + 1))
+    conn.close()
+    again = store.connect(tmp_path / "c.db")  # reopening applies nothing twice
+    assert store.migrate(again) == store.MIGRATIONS[-1][0]
+
+
+def test_writing_the_same_messages_twice_changes_nothing(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    verdict = {"alert_id": "alr-a", "account_id": "acct-a", "kind": "coordinated_campaign", "campaign_id": CAMPAIGN,
+               "verdict": "false_positive", "ts": 5, "analyst": "ana", "signature": "ab"}
+
+    def write() -> None:
+        with Batch(conn) as b:
+            for a in campaign_alerts():
+                b.alert(LIVE, a)
+            b.action(LIVE, action("act-1", "acct-a", "alr-a"))
+            b.verdict(LIVE, ("t-analyst-verdicts", 0, 7), verdict)
+            b.offset("t-anomaly-alerts", 0, 4)
+
+    write()
+    first = _snapshot(conn)
+    write()
+    assert _snapshot(conn) == first
+
+
+def test_campaign_summary_counts_members_and_keeps_the_highest_severity(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    with Batch(conn) as b:
+        for a in campaign_alerts():
+            b.alert(LIVE, a)
+    q = queries.queue(conn, LIVE, queries.QueueFilter())
+    assert [(i["item_type"], i["item_id"]) for i in q["items"]] == [("campaign", CAMPAIGN), ("account", "acct-lone")]
+    assert q["items"][0]["size"] == 3 and q["items"][0]["sev_rank"] == 4
+    c = queries.campaign(conn, LIVE, CAMPAIGN)
+    assert c is not None
+    assert [(m["account_id"], m["similarity"]) for m in c["members"]] == [
+        ("acct-a", 0.95), ("acct-b", 0.7), ("acct-c", None)]
+
+
+def test_queue_filters_by_severity_kind_status_and_time(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    with Batch(conn) as b:
+        for a in campaign_alerts():
+            b.alert(LIVE, a)
+        b.alert(LIVE, alert("alr-old", "acct-old", ts=1_772_409_600_000 - 48 * 3_600_000, severity="low"))
+    ids = lambda **kw: [i["item_id"] for i in queries.queue(conn, LIVE, queries.QueueFilter(**kw))["items"]]  # noqa: E731
+    assert ids(severity="high") == [CAMPAIGN]
+    assert ids(kind="campaign") == [CAMPAIGN]
+    assert ids(kind="account_behaviour") == ["acct-lone", "acct-old"]
+    assert ids(hours=24) == [CAMPAIGN, "acct-lone"]
+    assert ids(status="dismissed") == []
+
+
+def test_a_dismissal_of_every_member_dismisses_the_campaign_and_a_lift_shows_as_its_effect(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    with Batch(conn) as b:
+        for a in campaign_alerts():
+            b.alert(LIVE, a)
+        b.action(LIVE, action("act-a", "acct-a", "alr-a"))
+    with Batch(conn) as b:
+        for i, acct in enumerate(("acct-a", "acct-b", "acct-c")):
+            b.verdict(LIVE, ("v", 0, i), {"alert_id": f"alr-{acct[-1]}", "account_id": acct, "kind":
+                      "coordinated_campaign", "campaign_id": CAMPAIGN, "verdict": "false_positive", "ts": 10 + i,
+                      "analyst": "ana", "signature": f"s{i}"})
+        b.action(LIVE, action("lift-a", "acct-a", "alr-a", name="lift", lifts=["act-a"]))
+    (item,) = queries.queue(conn, LIVE, queries.QueueFilter(status="dismissed", kind="campaign"))["items"]
+    assert item["item_id"] == CAMPAIGN
+    a = queries.account(conn, LIVE, "acct-a")
+    assert a is not None
+    (v,) = a["verdicts"]
+    assert v["effect"]["lift"]["action_id"] == "lift-a" and v["effect"]["later_alerts"] == 0
+
+
+def test_loading_a_run_again_replaces_it(tmp_path):
+    alerts = tmp_path / "alerts.jsonl"
+    alerts.write_text("".join(json.dumps(a) + "\n" for a in campaign_alerts()))
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "metrics.json").write_text(json.dumps({"flagged_accounts": 3}))
+    conn = store.connect(tmp_path / "c.db")
+    load_run(conn, "run-1", RunFiles(alerts=alerts, report=report),
+             events=[{"account_id": "acct-a", "ts": 1_772_409_600_000}])
+    first = _snapshot(conn)
+    load_run(conn, "run-1", RunFiles(alerts=alerts, report=report),
+             events=[{"account_id": "acct-a", "ts": 1_772_409_600_000}])
+    assert _snapshot(conn) == first
+    assert queries.runs(conn)[0]["metrics"] == {"flagged_accounts": 3}
+    cmp = queries.compare(conn, "run-1", "run-1")
+    assert cmp["only_a"] == [] and cmp["both"] == ["acct-a", "acct-b", "acct-c"]

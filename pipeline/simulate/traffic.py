@@ -80,38 +80,13 @@ def events(
     ``idx`` indexes ``acc`` per event; ``ip``/``asn`` override the account's home network per event
     (proxies, mobile networks). Failed requests get no (or few) output tokens and short latencies.
     """
-    rng = world.rng
     n = len(ts)
-
-    def full(v: np.ndarray | int | str, dtype: type | str) -> np.ndarray:
-        return np.full(n, v, dtype=dtype) if np.isscalar(v) else np.asarray(v)
-
-    p_err, p_rl, p_ref = status_p
-    u = rng.random(n)
-    status = np.full(n, "ok", dtype=object)
-    status[u < p_err + p_rl + p_ref] = "refused"
-    status[u < p_err + p_rl] = "rate_limited"
-    status[u < p_err] = "error"
-    out = output_tokens.astype(np.int64).copy()
-    out[status == "refused"] = rng.integers(15, 90, size=int((status == "refused").sum()))
-    out[status == "rate_limited"] = 0
-    out[status == "error"] = 0
-    ttft = np.array([_TTFT_MS[m] for m in MODELS])
-    per_tok = np.array([_MS_PER_TOKEN[m] for m in MODELS])
-    midx = np.select([model == MODELS[1], model == MODELS[2]], [1, 2], 0)
-    latency = (ttft[midx] + input_tokens / 4000 * 60) * rng.lognormal(0, 0.35, n) + out * per_tok[
-        midx
-    ] * rng.lognormal(0, 0.15, n)
-    ep = full(endpoint, object)
-    batch = ep == "batch"
-    latency[batch] += 90_000 * rng.lognormal(0, 0.8, int(batch.sum()))
-    latency[status == "rate_limited"] = rng.uniform(3, 40, int((status == "rate_limited").sum()))
-    n_err = int((status == "error").sum())
-    latency[status == "error"] = rng.uniform(50, 30_000, n_err)
-    key = acc.keys[idx, rng.integers(0, acc.n_keys[idx])]
-    if no_key_share > 0:
-        key[rng.random(n) < no_key_share] = None
-    chars = np.rint(input_tokens * chars_per_token * rng.uniform(0.85, 1.15, n)).astype(np.int64)
+    status = _status(world, n, status_p)
+    out = _output_tokens(world, status, output_tokens)
+    ep = _full(endpoint, n, object)
+    latency = _latency(world, model, input_tokens, out, status, ep == "batch")
+    key = _api_keys(world, acc, idx, no_key_share)
+    chars = np.rint(input_tokens * chars_per_token * world.rng.uniform(0.85, 1.15, n)).astype(np.int64)
     return {
         "ts": ts.astype(np.int64),
         "account_id": acc.ids[idx],
@@ -131,12 +106,74 @@ def events(
         "country": acc.country[idx],
         "prompt_simhash": simhash,
         "prompt_chars": chars,
-        "n_turns": full(n_turns, np.int64),
-        "n_tools": full(n_tools, np.int64),
-        "reasoning_requested": full(reasoning, bool),
+        "n_turns": _full(n_turns, n, np.int64),
+        "n_tools": _full(n_tools, n, np.int64),
+        "reasoning_requested": _full(reasoning, n, bool),
         "capability": capability,
         "language": acc.language[idx],
     }
+
+
+def _full(v: np.ndarray | int | str, n: int, dtype: type | str) -> np.ndarray:
+    """``v`` as a column of ``n`` values: a scalar repeated, an array as it is."""
+    return np.full(n, v, dtype=dtype) if np.isscalar(v) else np.asarray(v)
+
+
+def _api_keys(world: World, acc: Accounts, idx: np.ndarray, no_key_share: float) -> np.ndarray:
+    """One of its account's API keys per request; none for a ``no_key_share`` of them."""
+    rng = world.rng
+    key = acc.keys[idx, rng.integers(0, acc.n_keys[idx])]
+    if no_key_share > 0:
+        key[rng.random(len(idx)) < no_key_share] = None
+    return key
+
+
+def _status(world: World, n: int, status_p: tuple[float, float, float]) -> np.ndarray:
+    """Per request ``ok``, ``refused``, ``rate_limited`` or ``error``, with the probabilities ``status_p``."""
+    p_err, p_rl, p_ref = status_p
+    u = world.rng.random(n)
+    status = np.full(n, "ok", dtype=object)
+    status[u < p_err + p_rl + p_ref] = "refused"
+    status[u < p_err + p_rl] = "rate_limited"
+    status[u < p_err] = "error"
+    return status
+
+
+def _output_tokens(world: World, status: np.ndarray, output_tokens: np.ndarray) -> np.ndarray:
+    """Output tokens as served: a short refusal text, nothing for a rate-limited or failed request."""
+    out = output_tokens.astype(np.int64).copy()
+    out[status == "refused"] = world.rng.integers(15, 90, size=int((status == "refused").sum()))
+    out[status == "rate_limited"] = 0
+    out[status == "error"] = 0
+    return out
+
+
+def _latency(
+    world: World,
+    model: np.ndarray,
+    input_tokens: np.ndarray,
+    out: np.ndarray,
+    status: np.ndarray,
+    batch: np.ndarray,
+) -> np.ndarray:
+    """Latency in ms: time to first token plus generation, long for batch jobs, short for rejections.
+
+    The draws are made in a fixed order (first-token jitter, per-token jitter, batch, rate-limited, error),
+    so a seed gives the same events.
+    """
+    rng = world.rng
+    n = len(status)
+    ttft = np.array([_TTFT_MS[m] for m in MODELS])
+    per_tok = np.array([_MS_PER_TOKEN[m] for m in MODELS])
+    midx = np.select([model == MODELS[1], model == MODELS[2]], [1, 2], 0)
+    latency = (ttft[midx] + input_tokens / 4000 * 60) * rng.lognormal(0, 0.35, n) + out * per_tok[
+        midx
+    ] * rng.lognormal(0, 0.15, n)
+    latency[batch] += 90_000 * rng.lognormal(0, 0.8, int(batch.sum()))
+    latency[status == "rate_limited"] = rng.uniform(3, 40, int((status == "rate_limited").sum()))
+    n_err = int((status == "error").sum())
+    latency[status == "error"] = rng.uniform(50, 30_000, n_err)
+    return latency
 
 
 def concat(blocks: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -1,5 +1,5 @@
 """tail and check-partitioning on a real Kafka: the engine's alerts and signed actions read back as JSON
-lines, filtered; the README's tail | verify pipe works as written; a mis-keyed message is found."""
+lines, filtered; the tail | verify pipe of docs/operations.md works as written; a mis-keyed message is found."""
 
 from __future__ import annotations
 
@@ -102,14 +102,14 @@ def test_the_readme_pipe_from_tail_into_verify_passes_real_actions_and_fails_a_t
     env = {**os.environ, "DG_BOOTSTRAP": settings.bootstrap, "DG_TOPIC_PREFIX": settings.topic_prefix,
            "DG_SIGNING_KEY": SIGNING_KEY}
     py = f"{sys.executable} -m pipeline"
-    # the README's line, with ./run spelt as the interpreter running the package
+    # docs/operations.md's line, with ./run spelt as the interpreter running the package
     pipe = f"{py} tail enforcement-actions | DG_SIGNING_KEY={SIGNING_KEY} {py} verify --input -"
     done = subprocess.run(pipe, shell=True, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     oks = [line for line in done.stdout.splitlines() if line.startswith("OK")]
     assert len(oks) == len(actions) and all("enforcement-actions partition" in line for line in oks)
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
-    if kcat is not None:  # the README's kcat line, with the test broker and prefix
+    if kcat is not None:  # docs/operations.md's kcat line, with the test broker and prefix
         topic = settings.topic("enforcement-actions")
         line = (f"{kcat} -b {settings.bootstrap} -C -t {topic} -e -q -f '%s' | DG_SIGNING_KEY={SIGNING_KEY} "
                 f"{py} verify --input -")
@@ -189,13 +189,13 @@ def test_verify_reads_the_topic_itself_and_checks_the_key_id_header(
         kafka_bootstrap, make_settings, capsys, monkeypatch) -> None:
     """``verify --topic enforcement-actions`` (issue 21): the topic's msgpack read directly, and each
     action's ``dg.signing-key-id`` header, as the worker sends it, must name the key its signature matched."""
-    from pipeline.worker.app import SIGNING_KEY_ID_HEADER, signing_key_id
+    from pipeline.contract.signing import KEY_ID_HEADER, signing_key_id
 
     settings = make_settings(bootstrap=kafka_bootstrap, signing_key=SIGNING_KEY)
     topics.create_topics(settings, ["enforcement-actions"])
     actions = [o.value for o in _engine_outputs(settings) if o.topic == "enforcement-actions"]
     assert actions
-    header = [(SIGNING_KEY_ID_HEADER, signing_key_id(settings).encode())]
+    header = [(KEY_ID_HEADER, signing_key_id(settings).encode())]
     producer = make_producer(settings)
     for a in actions:
         producer.send(settings.topic("enforcement-actions"), key=a["account_id"].encode(), value=codec.encode(a),
@@ -210,7 +210,7 @@ def test_verify_reads_the_topic_itself_and_checks_the_key_id_header(
 
     # the same action relabelled as signed by another key (a mixed-up rotation, or a forged header)
     producer.send(settings.topic("enforcement-actions"), key=actions[0]["account_id"].encode(),
-                  value=codec.encode(actions[0]), headers=[(SIGNING_KEY_ID_HEADER, b"0123456789abcdef")])
+                  value=codec.encode(actions[0]), headers=[(KEY_ID_HEADER, b"0123456789abcdef")])
     producer.flush(timeout=60)
     producer.close(timeout=30)
     code, lines, _ = _cli(capsys, "verify", "--topic", "enforcement-actions")

@@ -4,11 +4,13 @@ The signature is the lowercase hex HMAC-SHA256, under a shared key, of the canon
 (:func:`pipeline.contract.codec.encode_canonical`: map keys sorted at every level) of every field of the action
 except ``signature`` itself. Unknown extra fields are covered too, so nothing can be added unnoticed.
 
-Key rotation: the contract has no key-id field, so a verifier cannot be told which key signed an action.
-Instead :func:`verify` takes several candidate keys (the current one and the previous ones) and accepts
-an action that any of them signed. To rotate: give verifiers the new key as current and the old one as
-previous (``DG_SIGNING_KEY`` / ``DG_SIGNING_KEYS_PREVIOUS``), then switch the worker to the new key, and
-drop the old key once no action signed with it can still arrive.
+Key rotation: the action itself has no key-id field, but the worker sends the public id of the signing
+key (:func:`key_id`) in the ``KEY_ID_HEADER`` header of each action (:func:`signing_key_id`), so a
+verifier holding several keys can tell which one signed it. :func:`verify` also takes several candidate
+keys (the current one and the previous ones) and accepts an action that any of them signed, header or
+not. To rotate: give verifiers the new key as current and the old one as previous (``DG_SIGNING_KEY`` /
+``DG_SIGNING_KEYS_PREVIOUS``), then switch the worker to the new key, and drop the old key once no action
+signed with it can still arrive.
 
 >>> action = {"action_id": "a1", "account_id": "acct-1", "action": "throttle"}
 >>> action["signature"] = sign(action, b"k1")
@@ -27,7 +29,7 @@ from typing import Any
 from pipeline.contract.codec import CodecError, encode_canonical
 
 __all__ = ["DEVELOPMENT_KEYS", "DEV_SIGNING_KEY", "MIN_ENFORCE_KEY_BYTES", "REPLAY_MARK", "SIGNATURE_FIELD", "SignatureError",
-           "check", "enforce_key_problem", "sign", "signing_payload", "verify"]
+           "check", "enforce_key_problem", "key_id", "sign", "signing_key_id", "signing_payload", "verify"]
 
 SIGNATURE_FIELD = "signature"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -46,6 +48,20 @@ def key_id(key: bytes) -> str:
     '5e318f8cf9cbe249'
     """
     return hashlib.sha256(key).hexdigest()[:16]
+
+
+def signing_key_id(settings: Any) -> str:
+    """The public id (:func:`key_id`) of the key that ``settings`` sign actions with (``signing_key``), or
+    ``DEVELOPMENT_KEY_ID`` without one: the value of ``KEY_ID_HEADER`` on each action the worker sends.
+
+    >>> from types import SimpleNamespace
+    >>> signing_key_id(SimpleNamespace(signing_key=None))
+    'development'
+    """
+    key = getattr(settings, "signing_key", None)
+    if key is None:
+        return DEVELOPMENT_KEY_ID
+    return key_id(key.get_secret_value().encode("utf-8"))
 
 
 DEV_SIGNING_KEY = b"distillation-guard-development-key:not-for-enforcement"

@@ -21,6 +21,7 @@ __all__ = [
     "aiokafka_config",
     "bootstrap_servers",
     "faust_broker_credentials",
+    "faust_broker_urls",
     "kafka_python_config",
     "ssl_context",
 ]
@@ -36,6 +37,11 @@ def bootstrap_servers(settings: Settings) -> list[str]:
     if not servers:
         raise KafkaConfigError("bootstrap is empty: give DG_BOOTSTRAP=host:port[,host:port…]")
     return servers
+
+
+def faust_broker_urls(settings: Settings) -> list[str]:
+    """The ``broker`` argument of ``faust.App``: each bootstrap server as a ``kafka://host:port`` URL."""
+    return [f"kafka://{server}" for server in bootstrap_servers(settings)]
 
 
 def _uses_ssl(settings: Settings) -> bool:

@@ -54,7 +54,7 @@ from common import (  # noqa: E402
 from pipeline.contract import codec  # noqa: E402
 from pipeline.proc import ChildProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
-from pipeline.worker.app import BATCH_MAX  # noqa: E402
+from pipeline.worker.stages import BATCH_MAX  # noqa: E402
 
 GOAL_RATE = 20_000
 GOAL_RATIO = 0.6

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.contract import codec  # noqa: E402
 from pipeline.runtime import quiet_root_logger, tune_gc  # noqa: E402
-from pipeline.worker.app import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
 from pipeline.worker.consumer import WorkerConsumer  # noqa: E402
+from pipeline.worker.stages import BATCH_MAX, BATCH_WITHIN_S  # noqa: E402
 
 app = faust.App(
     os.environ["BENCH_GROUP"],

@@ -49,7 +49,8 @@ from pipeline.contract import codec  # noqa: E402
 from pipeline.contract.eventfile import read_events  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
 from pipeline.proc import rss_mib  # noqa: E402
-from pipeline.worker.app import ROCKSDB_MEMORY, STATS_INTERVAL_S  # noqa: E402
+from pipeline.worker.app import STATS_INTERVAL_S  # noqa: E402
+from pipeline.worker.tables import ROCKSDB_MEMORY  # noqa: E402
 
 GOAL_BYTES = 1024
 

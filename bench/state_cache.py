@@ -5,7 +5,7 @@
 The first ``--events`` events of the cached simulated file go through the detection engine in process,
 in batches of ``--batch`` events as the worker's account agent takes them. The account states and link
 groups each batch touched (what the worker writes, then keeps decoded, at the end of the batch) are
-replayed through ``pipeline.worker.app.StateCache`` with the worker's capacities and weights: a lookup before
+replayed through ``pipeline.worker.state.StateCache`` with the worker's capacities and weights: a lookup before
 the batch, a ``keep`` after it. A miss costs the worker a RocksDB read and a decode, and for a link group
 also a rebuild of its running aggregates, all in proportion to its members; so link-group misses are
 also counted by member weight. The baseline is the same cache as a plain LRU (``probation=1.0``).
@@ -26,7 +26,7 @@ from common import cached_events, figure, header  # noqa: E402
 
 from pipeline.contract.eventfile import read_events  # noqa: E402
 from pipeline.detection import DetectionConfig, Engine  # noqa: E402
-from pipeline.worker.app import ACCOUNT_CACHE, LINK_CACHE, StateCache, link_group_weight  # noqa: E402
+from pipeline.worker.state import ACCOUNT_CACHE, LINK_CACHE, StateCache, link_group_weight  # noqa: E402
 
 
 class Recording(dict[str, Any]):

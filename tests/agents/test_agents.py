@@ -9,6 +9,7 @@ outputs and changelogs alike) is stubbed out: each record is recorded and delive
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from typing import Any
 
@@ -28,16 +29,9 @@ from pipeline.detection.messages import (
     encode_link_updates,
 )
 from pipeline.detection.partition import partition_for
-from pipeline.worker.app import (
-    DLQ_OFFSET,
-    DLQ_REASON,
-    DLQ_TOPIC,
-    LINK_BUFFER,
-    ROCKSDB_MEMORY,
-    STREAM_BUFFER,
-    create_app,
-    rocksdb_memory,
-)
+from pipeline.worker.app import LINK_BUFFER, STREAM_BUFFER, WorkerParts, create_app
+from pipeline.worker.outbox import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC
+from pipeline.worker.tables import ROCKSDB_MEMORY, rocksdb_memory
 from tests import factories
 
 BROKER_S = factories.BASE_TS / 1000 + 365 * 86_400
@@ -69,34 +63,41 @@ class Wire:
         return fut
 
 
-def make_parts(settings: Any) -> dict[str, Any]:
-    """An app's parts (``app.dg_parts``) with its ``Wire`` stubbed: what it sends is in ``parts["sent"]``."""
+@dataclasses.dataclass
+class PartsUnderTest(WorkerParts):
+    """An app's parts (``app.dg``) with its ``Wire`` stubbed: what it sends is in ``sent``, by short name."""
+
+    sent: dict[str, Sent] = dataclasses.field(default_factory=dict)
+    next_offset: dict[str, int] = dataclasses.field(default_factory=dict)  # by topic, for feeders that go on
+
+
+def make_parts(settings: Any) -> PartsUnderTest:
+    """The parts of a new app of ``settings``, its flow resumed and its ``Wire`` stubbed."""
     app = create_app(settings)
     app.finalize()
     app.flow_control.resume()
-    parts: dict[str, Any] = dict(app.dg_parts)
-    parts["settings"] = settings
+    dg: WorkerParts = app.dg  # type: ignore[attr-defined]
     wire = Wire({settings.topic(name): short for name, short in (
         ("usage-events-dlq", "dlq"), ("anomaly-alerts", "alerts"), ("enforcement-actions", "actions"),
         ("link-updates", "links"), ("findings", "findings"), ("campaign-signals", "signals"))})
-    parts["wire"].send = wire.send
-    parts["sent"] = wire.sent
-    return parts
+    dg.wire.send = wire.send  # type: ignore[method-assign]
+    fields = {f.name: getattr(dg, f.name) for f in dataclasses.fields(dg)}
+    return PartsUnderTest(**fields, sent=wire.sent)
 
 
 @pytest.fixture
-def app_parts(make_settings) -> dict[str, Any]:
+def app_parts(make_settings) -> PartsUnderTest:
     return make_parts(make_settings(store="memory://"))
 
 
-def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
+def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
     """Feed raw messages to an agent as if they came from ``topic`` (default: the agent's first topic)."""
     first = {"account_agent": "usage-events", "link_agent": "link-updates", "campaign_agent": "campaign-signals"}
     if topic is None:
-        topic = parts["settings"].topic(first[agent])
+        topic = parts.settings.topic(first[agent])
 
-    batch = parts[agent.replace("_agent", "_batch")]
-    n_parts = parts["settings"].input_partitions
+    batch = getattr(parts, agent.replace("_agent", "_stage")).process_batch
+    n_parts = parts.settings.input_partitions
 
     def partition(key: bytes | None) -> int:  # an account-keyed message is on its account's partition
         return partition_for(key.decode(), n_parts) if agent == "account_agent" and key else 0
@@ -114,22 +115,22 @@ def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]],
 def test_invalid_event_goes_to_dlq_with_original_bytes_and_reason(app_parts):
     raw = msgpack.packb(factories.event(1, input_tokens=-3))
     _put(app_parts, "account_agent", [(b"acct-1", raw)])
-    dlq = app_parts["sent"]["dlq"].messages
+    dlq = app_parts.sent["dlq"].messages
     assert len(dlq) == 1
     assert dlq[0]["value"] == raw and dlq[0]["key"] == b"acct-1"
     headers = dict(dlq[0]["headers"])
     assert headers[DLQ_REASON] == b"input_tokens: expected int >= 0, got -3"
     assert headers[DLQ_OFFSET].isdigit()
     assert DLQ_TOPIC in headers
-    assert app_parts["sent"]["alerts"].messages == []
+    assert app_parts.sent["alerts"].messages == []
 
 
 def test_harvester_gets_schema_valid_alerts_and_signed_actions_and_worker_goes_on(app_parts):
     events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
     msgs = [(b"h", b"\x00garbage")] + [(b"harvester", msgpack.packb(e)) for e in events]
     _put(app_parts, "account_agent", msgs)
-    alerts = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
-    actions = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["actions"].messages]
+    alerts = [msgpack.unpackb(m["value"]) for m in app_parts.sent["alerts"].messages]
+    actions = [msgpack.unpackb(m["value"]) for m in app_parts.sent["actions"].messages]
     assert [a["severity"] for a in alerts] == ["medium", "high"]
     for a in alerts:
         validator("anomaly_alert").validate(a)
@@ -137,8 +138,8 @@ def test_harvester_gets_schema_valid_alerts_and_signed_actions_and_worker_goes_o
     for a in actions:
         validator("enforcement_action").validate(a)
         assert a["mode"] == "shadow"
-    assert len(app_parts["sent"]["dlq"].messages) == 1
-    assert app_parts["sent"]["links"].messages, "window updates are announced to the link keys"
+    assert len(app_parts.sent["dlq"].messages) == 1
+    assert app_parts.sent["links"].messages, "window updates are announced to the link keys"
 
 
 def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interleave(make_settings):
@@ -171,12 +172,12 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
             i = 0
             while i < len(merged):
                 n = rng.randint(1, 400)
-                await parts["account_batch"](merged[i:i + n])
+                await parts.account_stage.process_batch(merged[i:i + n])
                 i += n
 
         asyncio.run(go())
-        return ([m["value"] for m in parts["sent"]["alerts"].messages],
-                [m["value"] for m in parts["sent"]["actions"].messages])
+        return ([m["value"] for m in parts.sent["alerts"].messages],
+                [m["value"] for m in parts.sent["actions"].messages])
 
     alerts, actions = run(1)
     kinds = {msgpack.unpackb(a)["kind"] for a in alerts}
@@ -190,7 +191,7 @@ def test_account_stage_outputs_do_not_depend_on_how_events_and_findings_interlea
 def test_link_agent_buffers_few_messages_since_each_is_a_batch(app_parts):
     """Faust's ``App.topic`` drops its ``maxsize``: the link agent's stream must still get the small buffer."""
     def buffer(agent: str) -> int:  # the queue of the channel the agent's stream iterates over
-        return int(app_parts[agent].channel_iterator.clone(is_iterator=True).queue.maxsize)
+        return int(getattr(app_parts, agent).channel_iterator.clone(is_iterator=True).queue.maxsize)
 
     assert buffer("link_agent") == LINK_BUFFER < STREAM_BUFFER
     assert buffer("account_agent") == STREAM_BUFFER
@@ -206,14 +207,14 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
                           None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         msgs += [(b"pay:shared", raw) for raw in encode_link_updates([LinkUpdate("pay:shared", s)])]
     _put(app_parts, "link_agent", msgs)
-    signals = app_parts["sent"]["signals"].messages
-    assert signals and not app_parts["sent"]["findings"].messages, "the link stage reports to the campaign stage"
-    assert {m["partition"] for m in signals} == {partition_for("campaigns", app_parts["settings"].input_partitions)}
+    signals = app_parts.sent["signals"].messages
+    assert signals and not app_parts.sent["findings"].messages, "the link stage reports to the campaign stage"
+    assert {m["partition"] for m in signals} == {partition_for("campaigns", app_parts.settings.input_partitions)}
     _put(app_parts, "campaign_agent", [(m["key"], m["value"]) for m in signals])
-    named = {f.account for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
+    named = {f.account for m in app_parts.sent["findings"].messages for f in decode_findings(m["value"])}
     assert named == {f"m{i}" for i in range(20)}
-    cids = {f.campaign_id for m in app_parts["sent"]["findings"].messages for f in decode_findings(m["value"])}
-    campaign = [msgpack.unpackb(m["value"]) for m in app_parts["sent"]["alerts"].messages]
+    cids = {f.campaign_id for m in app_parts.sent["findings"].messages for f in decode_findings(m["value"])}
+    campaign = [msgpack.unpackb(m["value"]) for m in app_parts.sent["alerts"].messages]
     assert campaign and campaign[0]["kind"] == "coordinated_campaign"
     assert cids == {campaign[0]["campaign_id"]}, "members are named under the campaign's one id"
     validator("anomaly_alert").validate(campaign[0])
@@ -222,9 +223,9 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
 def test_link_updates_leave_as_one_message_per_partition_per_batch(app_parts):
     events = factories.harvester_and_noise(3000)
     _put(app_parts, "account_agent", [(e["account_id"].encode(), msgpack.packb(e)) for e in events])
-    links = app_parts["sent"]["links"].messages
+    links = app_parts.sent["links"].messages
     batches = -(-len(events) // 500)  # _put hands the agent batches of 500
-    n_parts = app_parts["settings"].input_partitions
+    n_parts = app_parts.settings.input_partitions
     assert 0 < len(links) <= batches * n_parts
     updates = [(m["partition"], u) for m in links for u in decode_link_updates(m["value"])]
     assert len(updates) > len(links), "several updates share a message"
@@ -243,10 +244,10 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
                for i in range(20)]
     [raw] = encode_link_updates(updates)
     _put(app_parts, "link_agent", [(b"x", raw)])
-    group = app_parts["engine"].links.get("pay:shared")
+    group = app_parts.engine.links.get("pay:shared")
     first = (group.updates, group.applied_offset)
     _put(app_parts, "link_agent", [(b"x", raw)])  # same offset 0: a redelivery after a crash
-    group = app_parts["engine"].links.get("pay:shared")
+    group = app_parts.engine.links.get("pay:shared")
     assert (group.updates, group.applied_offset) == first == (20, 19)
 
 
@@ -254,10 +255,10 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     """A link batch of many groups writes its outputs, then its state, each time the changed state reaches
     ``BATCH_STATE_WEIGHT``, and ends with the state one write at the end would leave; redelivered whole
     after that (a crash before the ack), it changes and sends nothing."""
-    import pipeline.worker.app
+    import pipeline.worker.stages
     from pipeline.detection.messages import MemberSummary
 
-    monkeypatch.setattr(pipeline.worker.app, "BATCH_STATE_WEIGHT", 100)
+    monkeypatch.setattr(pipeline.worker.stages, "BATCH_STATE_WEIGHT", 100)
     ts = factories.BASE_TS + 12 * 3_600_000
     msgs = []
     for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)
@@ -266,7 +267,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
         updates = [LinkUpdate("pay:shared", s)] + [LinkUpdate(f"pay:one-off-{i}-{j}", s) for j in range(15)]
         msgs += [(b"x", raw) for raw in encode_link_updates(updates)]
     order: list[tuple[str, int]] = []  # the batch's outputs (a message each) and writes of state (groups)
-    send, table = app_parts["wire"].send, app_parts["tables"]["link-state"]
+    send, table = app_parts.wire.send, app_parts.tables["link-state"]
     changelog, put_many = table.changelog_topic.get_topic_name(), table.put_many
 
     async def recording_send(topic: str, *args: Any, **kwargs: Any) -> Any:
@@ -278,7 +279,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
         order.append(("state", len(items)))
         await put_many(items)
 
-    app_parts["wire"].send = recording_send
+    app_parts.wire.send = recording_send
     monkeypatch.setattr(table, "put_many", recording_put_many)
     _put(app_parts, "link_agent", msgs)  # one batch of 20 messages
     # one message's 16 groups reach the bound: the batch writes after each message, and the outputs of a
@@ -292,21 +293,21 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
             outputs = 0
     assert [n for _, n in rounds] == [16] * 20 + [0]  # and nothing is left for the end of the batch
     assert [bool(outputs) for outputs, _ in rounds[:20]] == [False] * 4 + [True] * 16
-    named = {f.account for m in app_parts["sent"]["signals"].messages for s in decode_group_signals(m["value"])
+    named = {f.account for m in app_parts.sent["signals"].messages for s in decode_group_signals(m["value"])
              for f in s.named}
     assert named == {f"m{i}" for i in range(20)}
-    group = app_parts["engine"].links.get("pay:shared")
+    group = app_parts.engine.links.get("pay:shared")
     assert (group.updates, len(group.members)) == (20, 20)
-    assert all(app_parts["engine"].links.get(f"pay:one-off-{i}-14") is not None for i in range(20))
-    sent_before = {name: len(sent.messages) for name, sent in app_parts["sent"].items()}
+    assert all(app_parts.engine.links.get(f"pay:one-off-{i}-14") is not None for i in range(20))
+    sent_before = {name: len(sent.messages) for name, sent in app_parts.sent.items()}
     order.clear()
     _put(app_parts, "link_agent", msgs)  # the same batch again, as after a crash before its ack
-    assert {name: len(sent.messages) for name, sent in app_parts["sent"].items()} == sent_before
-    assert app_parts["engine"].links.get("pay:shared").updates == 20
+    assert {name: len(sent.messages) for name, sent in app_parts.sent.items()} == sent_before
+    assert app_parts.engine.links.get("pay:shared").updates == 20
 
 
 def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
-    from pipeline.worker.app import StateCache
+    from pipeline.worker.state import StateCache
 
     cache = StateCache(10, weight=len)
     cache.keep("a", "xxxx")
@@ -322,7 +323,7 @@ def test_state_cache_is_bounded_by_weight_and_evicts_the_least_recently_used():
 
 
 def test_state_cache_keeps_state_touched_again_through_a_flood_of_one_off_keys():
-    from pipeline.worker.app import StateCache
+    from pipeline.worker.state import StateCache
 
     cache = StateCache(100)  # 20 on probation, 80 protected
     cache.keep("template-group", "hot")
@@ -351,11 +352,11 @@ def test_state_cache_keeps_state_touched_again_through_a_flood_of_one_off_keys()
 def test_cached_state_is_what_was_written_and_is_dropped_on_rebalance(app_parts):
     events = [e for e in factories.harvester_and_noise(600) if e["account_id"] == "harvester"]
     _put(app_parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])
-    table = app_parts["tables"]["account-state"]
-    cached = app_parts["engine"].accounts.cache.get("harvester")
+    table = app_parts.tables["account-state"]
+    cached = app_parts.engine.accounts.cache.get("harvester")
     assert cached is not None and cached.to_bytes() == table.get_raw(0, b"harvester")
     asyncio.run(table.on_rebalance(set(), set(), set()))
-    assert len(app_parts["engine"].accounts.cache) == 0
+    assert len(app_parts.engine.accounts.cache) == 0
 
 
 def test_batch_messages_stay_under_the_size_limit_and_lose_nothing():
@@ -378,9 +379,9 @@ def test_recovery_stops_the_input_flow_before_faust_resumes_and_seeks(app_parts,
     # input fetched in between was processed twice and Faust's commit stopped moving (a stalled worker)
     from faust.tables.recovery import Recovery
 
-    from pipeline.worker.app import SeekFirstRecovery
+    from pipeline.worker.tables import SeekFirstRecovery
 
-    app = app_parts["account_agent"].app
+    app = app_parts.account_agent.app
     recovery = app.tables.recovery
     assert isinstance(recovery, SeekFirstRecovery)
     app.consumer.resume_flow()
@@ -399,8 +400,8 @@ def test_flow_snapshot_of_an_idle_app_is_plain_data(app_parts):
 
     from pipeline.worker import stall
 
-    app = app_parts["account_agent"].app
-    topics = {app_parts["settings"].topic("usage-events")}
+    app = app_parts.account_agent.app
+    topics = {app_parts.settings.topic("usage-events")}
     snap = stall.snapshot(app, topics)
     json.dumps(snap)  # structlog renders it as JSON
     for key in ("generation", "flow_control_active", "consumer_flow_active", "active", "paused", "buffered",
@@ -429,7 +430,7 @@ def test_watchdog_reports_a_stall_once_per_interval_and_not_while_busy():
 def test_worker_is_ready_only_with_partitions_recovered_and_flowing():
     from types import SimpleNamespace
 
-    from pipeline.worker.app import worker_ready
+    from pipeline.worker.health import worker_ready
 
     flowing = SimpleNamespace(is_active=lambda: True)
     stopped = SimpleNamespace(is_active=lambda: False)

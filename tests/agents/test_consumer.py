@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from faust.types import TP, Message
 
-from pipeline.worker.app import BATCH_MAX, STREAM_BUFFER, create_app
+from pipeline.worker.app import STREAM_BUFFER, create_app
 from pipeline.worker.consumer import YIELD_EVERY, WorkerConsumer
+from pipeline.worker.stages import BATCH_MAX
 
 
 def _message(tp: TP, offset: int) -> Message:

@@ -15,7 +15,7 @@ from faust.types import Message
 
 from pipeline.contract.admission import TS_IN_FUTURE, WRONG_PARTITION
 from pipeline.detection.partition import partition_for
-from pipeline.worker.app import (
+from pipeline.worker.outbox import (
     DLQ_ORIGINAL_KEY_SHA256,
     DLQ_ORIGINAL_KEY_SIZE,
     DLQ_ORIGINAL_SHA256,
@@ -27,46 +27,46 @@ from pipeline.worker.app import (
     dlq_copy,
 )
 from tests import factories
-from tests.agents.test_agents import BROKER_S, make_parts
+from tests.agents.test_agents import BROKER_S, PartsUnderTest, make_parts
 
 YEAR_2100_MS = 4_102_444_800_000
 
 
-def _message(parts: dict[str, Any], offset: int, key: bytes, value: bytes, *, topic: str = "usage-events",
+def _message(parts: PartsUnderTest, offset: int, key: bytes, value: bytes, *, topic: str = "usage-events",
              partition: int | None = None, broker_s: float = BROKER_S) -> Message:
-    settings = parts["settings"]
+    settings = parts.settings
     if partition is None:
         partition = partition_for(key.decode(), settings.input_partitions)
     return Message(topic=settings.topic(topic), partition=partition, offset=offset, timestamp=broker_s,
                    timestamp_type=1, headers=None, key=key, value=value, checksum=b"")
 
 
-def _run(parts: dict[str, Any], messages: list[Message], batch: int = 500) -> None:
+def _run(parts: PartsUnderTest, messages: list[Message], batch: int = 500) -> None:
     async def go() -> None:
         for i in range(0, len(messages), batch):
-            await parts["account_batch"](messages[i:i + batch])
+            await parts.account_stage.process_batch(messages[i:i + batch])
 
     asyncio.run(go())
 
 
-def _stream(parts: dict[str, Any], events: list[dict[str, Any]]) -> list[Message]:
+def _stream(parts: PartsUnderTest, events: list[dict[str, Any]]) -> list[Message]:
     """Each event as a message on its account's partition, offsets counted per partition."""
     offsets: dict[int, int] = {}
     out = []
     for ev in events:
         key = ev["account_id"].encode()
-        p = partition_for(ev["account_id"], parts["settings"].input_partitions)
+        p = partition_for(ev["account_id"], parts.settings.input_partitions)
         offsets[p] = offsets.get(p, -1) + 1
         out.append(_message(parts, offsets[p], key, msgpack.packb(ev)))
     return out
 
 
-def _dlq_reasons(parts: dict[str, Any]) -> list[bytes]:
-    return [dict(m["headers"])[DLQ_REASON] for m in parts["sent"]["dlq"].messages]
+def _dlq_reasons(parts: PartsUnderTest) -> list[bytes]:
+    return [dict(m["headers"])[DLQ_REASON] for m in parts.sent["dlq"].messages]
 
 
-def _severities(parts: dict[str, Any], account: str) -> list[str]:
-    alerts = [msgpack.unpackb(m["value"]) for m in parts["sent"]["alerts"].messages]
+def _severities(parts: PartsUnderTest, account: str) -> list[str]:
+    alerts = [msgpack.unpackb(m["value"]) for m in parts.sent["alerts"].messages]
     return [a["severity"] for a in alerts if a["account_id"] == account]
 
 
@@ -82,23 +82,23 @@ def test_a_far_future_event_wipes_no_state_and_blinds_no_account(make_settings, 
     forged = factories.event(10**6, account_id="harvester", event_id="forged", ts=far_ts)
     _run(parts, _stream(parts, events[:first] + [forged] + events[first:]))
 
-    table = parts["tables"]["account-state"]
+    table = parts.tables["account-state"]
     before = sum(len(list(db.keys())) for db in table.data._dbs.values())
     assert before > 200
 
     async def sweep() -> int:
-        return sum([await s.sweep(parts["watermark"].value) for s in parts["sweepers"]])
+        return sum([await s.sweep(parts.watermark.value) for s in parts.sweepers])
 
     assert asyncio.run(sweep()) == 0
     assert sum(len(list(db.keys())) for db in table.data._dbs.values()) == before
-    harvester = parts["engine"].accounts.get("harvester")
+    harvester = parts.engine.accounts.get("harvester")
     assert harvester.late == 0
     assert harvester.n == sum(1 for e in events if e["account_id"] == "harvester")
     assert _severities(parts, "harvester") == ["medium", "high"]
-    for m in parts["sent"]["actions"].messages:  # expiries stay within the action schema whatever happens
+    for m in parts.sent["actions"].messages:  # expiries stay within the action schema whatever happens
         assert msgpack.unpackb(m["value"])["expires_ts"] < 2**53
     assert _dlq_reasons(parts) == [TS_IN_FUTURE.encode()]
-    assert parts["watermark"].value == max(e["ts"] for e in events)
+    assert parts.watermark.value == max(e["ts"] for e in events)
 
 
 def test_an_event_on_another_partition_at_a_huge_offset_makes_no_real_event_a_duplicate(make_settings):
@@ -107,14 +107,14 @@ def test_an_event_on_another_partition_at_a_huge_offset_makes_no_real_event_a_du
     own partition's small offsets) all count, and it is flagged as without the forged event."""
     parts = make_parts(make_settings(store="memory://"))
     events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
-    n_parts = parts["settings"].input_partitions
+    n_parts = parts.settings.input_partitions
     other = (partition_for("harvester", n_parts) + 1) % n_parts
     forged = _message(parts, 10_000_000, b"harvester",
                       msgpack.packb(factories.event(10**6, account_id="harvester", event_id="forged",
                                                     ts=events[0]["ts"])), partition=other)
     _run(parts, [forged] + _stream(parts, events))
 
-    assert parts["engine"].accounts.get("harvester").n == len(events)
+    assert parts.engine.accounts.get("harvester").n == len(events)
     assert _severities(parts, "harvester") == ["medium", "high"]
     assert _dlq_reasons(parts) == [WRONG_PARTITION.encode()]
 
@@ -127,7 +127,7 @@ def test_findings_and_verdicts_on_the_wrong_partition_go_to_the_dlq(make_setting
 
     analyst_key = "hostile-input-test-analyst-key-0123456789"
     parts = make_parts(make_settings(store="memory://", analyst_key=analyst_key))
-    n_parts = parts["settings"].input_partitions
+    n_parts = parts.settings.input_partitions
     other = (partition_for("victim", n_parts) + 1) % n_parts
     verdict = sign_verdict({"schema_version": 2, "alert_id": "alr-x", "account_id": "victim",
                             "kind": "account_behaviour", "campaign_id": None, "verdict": "false_positive",
@@ -137,8 +137,8 @@ def test_findings_and_verdicts_on_the_wrong_partition_go_to_the_dlq(make_setting
     _run(parts, [_message(parts, 0, b"victim", msgpack.packb(verdict), topic="analyst-verdicts", partition=other),
                  _message(parts, 0, b"", encode_findings([finding])[0], topic="findings", partition=other)])
 
-    assert parts["sent"]["alerts"].messages == [] and parts["sent"]["actions"].messages == []
-    assert parts["engine"].policy_states.get("victim") is None
+    assert parts.sent["alerts"].messages == [] and parts.sent["actions"].messages == []
+    assert parts.engine.policy_states.get("victim") is None
     assert _dlq_reasons(parts) == [WRONG_PARTITION.encode()] * 2
 
 
@@ -156,7 +156,7 @@ def test_a_999900_byte_message_goes_to_the_dlq_and_the_worker_goes_on(make_setti
     events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
     _run(parts, [_message(parts, 0, b"harvester", huge)] + _stream(parts, events)[1:])
 
-    (dlq,) = parts["sent"]["dlq"].messages
+    (dlq,) = parts.sent["dlq"].messages
     assert dict(dlq["headers"])[DLQ_REASON].startswith(b"message too large")
     assert dlq["value"] == huge
     assert _record_size(dlq) < KAFKA_MAX_MESSAGE_BYTES - 1024, "with room for the record's framing"
@@ -176,7 +176,7 @@ def test_a_dlq_copy_that_would_not_fit_is_cut_with_the_original_size_and_sha256(
     key, value = b"k" * 40_000, b"\x00" * 1_000_000  # together just under max.message.bytes
     _run(parts, [_message(parts, 0, key, value, partition=0)])
 
-    (dlq,) = parts["sent"]["dlq"].messages
+    (dlq,) = parts.sent["dlq"].messages
     headers = dict(dlq["headers"])
     assert headers[DLQ_TRUNCATED] == b"value"
     assert headers[DLQ_ORIGINAL_SIZE] == b"1000000"
@@ -212,15 +212,15 @@ def test_policy_state_is_swept_once_no_verdict_can_name_its_alerts(make_settings
     late = factories.event(1, account_id="someone", ts=t0 + 60 * day)  # moves event time on by 60 days
     _run(parts, [finding("old", t0), finding("recent", t0 + 40 * day),
                  _message(parts, 0, b"someone", msgpack.packb(late), broker_s=(t0 + 60 * day) / 1000)])
-    assert parts["watermark"].value == t0 + 60 * day
-    assert len(parts["sent"]["alerts"].messages) == 2
+    assert parts.watermark.value == t0 + 60 * day
+    assert len(parts.sent["alerts"].messages) == 2
 
     async def sweep() -> None:
-        for s in parts["sweepers"]:
-            await s.sweep(parts["watermark"].value)
+        for s in parts.sweepers:
+            await s.sweep(parts.watermark.value)
 
     asyncio.run(sweep())
-    policy = parts["tables"]["policy-state"]
+    policy = parts.tables["policy-state"]
     for account, kept in (("old", False), ("recent", True)):
         raw = policy.get_raw(partition_for(account, settings.input_partitions), account.encode())
         assert (raw is not None) == kept, account

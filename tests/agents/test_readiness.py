@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from pipeline.worker import app as app_module
-from pipeline.worker import stall
+from pipeline.worker import health, stall
 from pipeline.worker.observability import WorkerMetrics
 
 
@@ -16,13 +16,13 @@ def test_a_stalled_worker_is_not_ready_and_a_batch_makes_it_ready_again(make_set
     metrics = WorkerMetrics()
     app = app_module.create_app(make_settings(store="memory://"), metrics=metrics)
     app.finalize()
-    parts = app.dg_parts  # type: ignore[attr-defined]
-    monkeypatch.setattr(app_module, "worker_ready", lambda app: True)  # partitions, recovered, flowing
+    parts = app.dg  # type: ignore[attr-defined]
+    monkeypatch.setattr(health, "worker_ready", lambda app: True)  # partitions, recovered, flowing
     now = [1000.0]
-    dog = parts["watchdog"]
+    dog = parts.watchdog
     dog.clock = lambda: now[0]
     dog.batch_ran()
-    view = parts["ready_view"](app, app.web)
+    view = parts.ready_view(app, app.web)
 
     def ready() -> tuple[int, Any]:
         response = asyncio.run(view.get(None))
@@ -44,5 +44,5 @@ def test_a_stalled_worker_is_not_ready_and_a_batch_makes_it_ready_again(make_set
     now[0] += 10 * stall.STALL_AFTER_S
     assert ready()[0] == 200, "idle with nothing waiting is not a stall"
 
-    monkeypatch.setattr(app_module, "worker_ready", lambda app: False)  # rebalancing, recovering, ...
+    monkeypatch.setattr(health, "worker_ready", lambda app: False)  # rebalancing, recovering, ...
     assert ready() == (503, {"ready": False, "stalled": False, "waiting_events": 0})

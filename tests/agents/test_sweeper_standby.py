@@ -7,7 +7,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from pipeline.worker.app import Sweeper
+from pipeline.worker.tables import Sweeper
 
 
 class _DB:

@@ -15,28 +15,28 @@ from pipeline.contract.signing import sign
 from pipeline.contract.verdicts import sign_verdict, verdict_for_alert
 from pipeline.detection.messages import CRITICAL, HIGH, Finding, encode_findings
 from pipeline.detection.partition import partition_for
-from pipeline.worker.app import DLQ_REASON
+from pipeline.worker.outbox import DLQ_REASON
 from tests import factories
-from tests.agents.test_agents import make_parts
+from tests.agents.test_agents import PartsUnderTest, make_parts
 
 BROKER_S = factories.BASE_TS / 1000 + 365 * 86_400
 """Broker timestamps (seconds) of the messages fed: after every event, as live."""
 
 
-def _put(parts: dict[str, Any], agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
+def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
     """Feed raw messages to the account agent from ``topic`` (default usage-events), each on its key's
     partition, with offsets that go on from the previous call's (so later calls are no redeliveries)."""
     assert agent == "account_agent"
-    topic = topic or parts["settings"].topic("usage-events")
-    offsets = parts.setdefault("next_offset", {})
-    n_parts = parts["settings"].input_partitions
+    topic = topic or parts.settings.topic("usage-events")
+    offsets = parts.next_offset
+    n_parts = parts.settings.input_partitions
     msgs = []
     for key, value in messages:
         offset = offsets.get(topic, 0)
         offsets[topic] = offset + 1
         msgs.append(Message(topic=topic, partition=partition_for(key.decode(), n_parts), offset=offset,
                             timestamp=BROKER_S, timestamp_type=1, headers=None, key=key, value=value, checksum=b""))
-    asyncio.run(parts["account_batch"](msgs))
+    asyncio.run(parts.account_stage.process_batch(msgs))
 
 ANALYST_KEY = b"agent-test-analyst-key-0123456789abcdef"
 ACTION_KEY = "agent-test-action-key-0123456789abcdefgh"
@@ -45,29 +45,29 @@ REASON = {"code": "campaign_member", "detail": "shares a card with a harvesting 
 
 
 @pytest.fixture
-def parts(make_settings) -> dict[str, Any]:
+def parts(make_settings) -> PartsUnderTest:
     return make_parts(make_settings(store="memory://", signing_key=ACTION_KEY,
                                     analyst_key=ANALYST_KEY.decode()))
 
 
-def _verdicts(parts: dict[str, Any], *verdicts: dict[str, Any]) -> None:
+def _verdicts(parts: PartsUnderTest, *verdicts: dict[str, Any]) -> None:
     _put(parts, "account_agent", [(v["account_id"].encode(), encode(v)) for v in verdicts],
-         topic=parts["settings"].topic("analyst-verdicts"))
+         topic=parts.settings.topic("analyst-verdicts"))
 
 
-def _sent(parts: dict[str, Any], short: str) -> list[dict[str, Any]]:
-    return [msgpack.unpackb(m["value"]) for m in parts["sent"][short].messages]
+def _sent(parts: PartsUnderTest, short: str) -> list[dict[str, Any]]:
+    return [msgpack.unpackb(m["value"]) for m in parts.sent[short].messages]
 
 
-def _dlq_reasons(parts: dict[str, Any]) -> list[str]:
-    return [dict(m["headers"])[DLQ_REASON].decode() for m in parts["sent"]["dlq"].messages]
+def _dlq_reasons(parts: PartsUnderTest) -> list[str]:
+    return [dict(m["headers"])[DLQ_REASON].decode() for m in parts.sent["dlq"].messages]
 
 
-def _harvester_until_first_alert(parts: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _harvester_until_first_alert(parts: PartsUnderTest) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Feed the harvester's events until its first alert; (that alert, the events not yet fed)."""
     events = [e for e in factories.harvester_and_noise(3000) if e["account_id"] == "harvester"]
     i = 0
-    while not parts["sent"]["alerts"].messages:
+    while not parts.sent["alerts"].messages:
         assert i < len(events), ("no alert", _dlq_reasons(parts)[:3])
         _put(parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events[i:i + 50]])
         i += 50
@@ -75,8 +75,8 @@ def _harvester_until_first_alert(parts: dict[str, Any]) -> tuple[dict[str, Any],
     return alert, events[i:]
 
 
-def _rest(parts: dict[str, Any], events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    before = len(parts["sent"]["alerts"].messages)
+def _rest(parts: PartsUnderTest, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    before = len(parts.sent["alerts"].messages)
     _put(parts, "account_agent", [(b"harvester", msgpack.packb(e)) for e in events])
     return _sent(parts, "alerts")[before:]
 
@@ -109,12 +109,12 @@ def test_a_forged_false_positive_naming_anything_is_refused_and_the_harvester_is
 def test_a_signed_false_positive_on_a_received_alert_silences_that_kind(parts, capsys):
     alert, rest = _harvester_until_first_alert(parts)
     _verdicts(parts, verdict_for_alert(alert, "false_positive", "ana", alert["ts"] + 1, ANALYST_KEY))
-    assert parts["sent"]["dlq"].messages == []
+    assert parts.sent["dlq"].messages == []
     logged = [line for line in capsys.readouterr().out.splitlines() if "outcome=" in line]
     assert len(logged) == 1 and "outcome=accepted" in logged[0] and "analyst=ana" in logged[0], logged
-    n_actions = len(parts["sent"]["actions"].messages)
+    n_actions = len(parts.sent["actions"].messages)
     assert _rest(parts, rest) == [], "no more alerts for the account's own behaviour"
-    assert len(parts["sent"]["actions"].messages) == n_actions
+    assert len(parts.sent["actions"].messages) == n_actions
 
 
 def _campaign_finding(severity: int, ts: int) -> list[tuple[bytes, bytes]]:
@@ -127,7 +127,7 @@ def test_a_forged_true_positive_is_refused_and_a_signed_one_turns_critical_into_
     def run(verdict_of: Any) -> tuple[list[str], list[str]]:
         parts = make_parts(make_settings(store="memory://", signing_key=ACTION_KEY,
                                          analyst_key=ANALYST_KEY.decode()))
-        findings = parts["settings"].topic("findings")
+        findings = parts.settings.topic("findings")
         _put(parts, "account_agent", _campaign_finding(HIGH, factories.BASE_TS), topic=findings)
         (alert,) = _sent(parts, "alerts")
         _verdicts(parts, verdict_of(alert))
@@ -188,6 +188,6 @@ def test_a_false_positive_lifts_the_accounts_active_actions_once_with_a_replayab
 
 def test_a_true_positive_lifts_nothing(parts):
     alert, _ = _harvester_until_first_alert(parts)
-    n = len(parts["sent"]["actions"].messages)
+    n = len(parts.sent["actions"].messages)
     _verdicts(parts, verdict_for_alert(alert, "true_positive", "ana", alert["ts"] + 1, ANALYST_KEY))
-    assert len(parts["sent"]["actions"].messages) == n
+    assert len(parts.sent["actions"].messages) == n

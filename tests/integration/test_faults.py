@@ -27,7 +27,7 @@ import msgpack
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from pipeline.contract.signing import verify
+from pipeline.contract.signing import KEY_ID_HEADER, signing_key_id, verify
 from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
@@ -35,7 +35,8 @@ from pipeline.kafka import admin as topics
 from pipeline.offline.evaluation import flagged_accounts
 from pipeline.settings import Settings
 from pipeline.simulate import generate
-from pipeline.worker.app import DLQ_REASON, EXIT_BROKER_GONE, SIGNING_KEY_ID_HEADER, signing_key_id
+from pipeline.worker.exits import EXIT_BROKER_GONE
+from pipeline.worker.outbox import DLQ_REASON
 from tests import factories
 from tests.integration.workers import (
     PrivateBroker,
@@ -582,7 +583,7 @@ def test_enforce_mode_signs_every_action_with_a_key_id_and_spares_allow_listed_a
     expected_id = signing_key_id(settings).encode()
     assert expected_id != b"development"
     for headers, action in actions:
-        assert headers.get(SIGNING_KEY_ID_HEADER) == expected_id, headers
+        assert headers.get(KEY_ID_HEADER) == expected_id, headers
         assert action["mode"] == "enforce"
         assert verify(action, key.encode()), action
         assert not verify({**action, "action": "ban"}, key.encode())

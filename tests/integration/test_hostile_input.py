@@ -15,7 +15,7 @@ from pipeline.contract.admission import TS_IN_FUTURE, WRONG_PARTITION
 from pipeline.detection.partition import partition_for
 from pipeline.kafka import admin as topics
 from pipeline.simulate import generate
-from pipeline.worker.app import DLQ_REASON
+from pipeline.worker.outbox import DLQ_REASON
 from tests.integration.test_streaming import backtest_flags, outputs, streamed_flags
 from tests.integration.workers import Worker, produce_events, read_topic, wait_until_idle
 

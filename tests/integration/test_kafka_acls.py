@@ -228,7 +228,7 @@ def test_a_worker_whose_login_is_revoked_exits_72_instead_of_running_blind(
     from kafka import KafkaAdminClient
 
     from pipeline.kafka.acls import upsert_users
-    from pipeline.worker.app import EXIT_BROKER_GONE
+    from pipeline.worker.exits import EXIT_BROKER_GONE
 
     login = as_role(settings, "worker")
     worker = Worker(login.model_copy(update={"broker_timeout_s": 8.0}), tmp_path / "worker.log")

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.kafka import admin as topics
 from pipeline.simulate import generate
-from pipeline.worker.app import EXIT_INVALID_FLOOD
+from pipeline.worker.exits import EXIT_INVALID_FLOOD
 from tests.integration.workers import Worker, produce_events, wait_until_idle
 
 pytestmark = pytest.mark.integration

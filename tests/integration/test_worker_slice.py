@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 
 from pipeline.contract.schemas import validator
 from pipeline.kafka import admin as topics
-from pipeline.worker.app import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
+from pipeline.worker.outbox import DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from tests import factories
 from tests.integration.workers import Worker, read_topic
 

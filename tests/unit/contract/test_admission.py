@@ -87,7 +87,7 @@ def test_every_topic_takes_what_the_worker_producer_may_send_and_usage_events_ha
     """The producer's ``max_request_size`` is every topic's ``max.message.bytes`` (attack 3), and the input's
     message timestamps, which bound event time, are the broker's (attack 1)."""
     from pipeline.contract.manifest import load_manifest
-    from pipeline.worker.app import KAFKA_MAX_MESSAGE_BYTES
+    from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES
 
     manifest = load_manifest()
     assert {int(t["config"]["max.message.bytes"]) for t in manifest.values()} == {KAFKA_MAX_MESSAGE_BYTES}

@@ -11,7 +11,7 @@ from pipeline.contract.models import ID_MAX_CHARS, STRING_MAX_CHARS
 from pipeline.detection import Engine
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.messages import LinkUpdate, MemberSummary
-from pipeline.worker.app import KAFKA_MAX_MESSAGE_BYTES
+from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES
 from tests import factories
 
 LINK_STATE_BOUND = 512 * 1024

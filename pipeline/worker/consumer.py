@@ -1,9 +1,8 @@
 """The worker's Kafka consumer: Faust's aiokafka consumer with three costs of its hot path taken out.
 
 Measured with ``bench/end_to_end.py``, which runs Faust's decode-and-count agent both with Faust's own
-consumer and with this one: on the shared 2-core machine the agent counted about 9,200 events/s with
-Faust's and 23,000-25,000 with this one, and the worker went from 5,200-6,200 to 8,200-8,500 events/s
-(the README has the figures).
+consumer and with this one: the agent counts more than twice as many events per second with this one,
+and the worker gains about a third (the figures are in ``bench/README.md``).
 
 1. **One guarded wait per fetched batch, not per message.** Faust hands each fetched message to its
    topic conductor inside ``Service.wait_first(callback(message), suspend_flow.wait())``, so that a
@@ -45,9 +44,9 @@ FETCH_MAX_WAIT_MS = 100
 aiokafka fetches only the partitions that have nothing buffered; when those are all quiet (say the
 findings and link-update partitions, while the input partitions' records are still being worked on),
 the broker holds the request for this long, and the input that arrives meanwhile is not fetched either.
-At 1,500 ms a worker fed 4,000 events/s settled, in 4 of 10 runs, into working in bursts about every
-2 s from the start, with event-to-alert p99 of 4.8-5.7 s (the other 6: 0.80-1.01 s); at 100 ms none of
-5 runs did (p99 0.83-2.4 s). ``bench/latency.py --rate 4000``; the figures are in the README."""
+At 1,500 ms a worker fed at a steady rate could settle, from the start, into working in bursts about
+every 2 s, with an event-to-alert p99 of several seconds; at 100 ms it did not (``bench/latency.py``; the
+figures are in ``bench/README.md``)."""
 
 YIELD_EVERY = 100
 """Messages delivered between two yields to the event loop (Faust's figure), so the agents run."""

@@ -141,20 +141,20 @@ VERDICT_FIELDS: tuple[str, ...] = tuple(Verdict.__annotations__)
 VERDICT_REQUIRED: tuple[str, ...] = ("schema_version", "alert_id", "account_id", "verdict", "ts")
 
 STATUSES: frozenset[str] = frozenset({"ok", "error", "rate_limited", "refused"})
-CAPABILITIES: frozenset[str] = frozenset(
-    {
-        "coding",
-        "math",
-        "reasoning",
-        "agentic",
-        "chat",
-        "writing",
-        "analysis",
-        "vision",
-        "translation",
-        "other",
-    }
+CAPABILITY_ORDER: tuple[str, ...] = (
+    "coding",
+    "math",
+    "reasoning",
+    "agentic",
+    "chat",
+    "writing",
+    "analysis",
+    "vision",
+    "translation",
+    "other",
 )
+"""The capability values in a fixed order: detection's per-account counters are laid out in it."""
+CAPABILITIES: frozenset[str] = frozenset(CAPABILITY_ORDER)
 TIERS: frozenset[str] = frozenset({"free", "pro", "team", "enterprise", "education", "research", "startup"})
 SEVERITIES: frozenset[str] = frozenset({"low", "medium", "high", "critical"})
 ACTIONS: frozenset[str] = frozenset({"flag_for_review", "require_verification", "throttle", "suspend", "ban"})

@@ -27,19 +27,17 @@ from typing import Any
 
 import msgpack
 
-from pipeline.contract.models import UsageEvent
+from pipeline.contract.models import CAPABILITY_ORDER, UsageEvent
 from pipeline.detection.config import DAY_MS, HOUR_MS, DetectionConfig
 from pipeline.detection.packing import field_of
 
-CAPABILITIES = ("coding", "math", "reasoning", "agentic", "chat", "writing", "analysis", "vision",
-                "translation", "other")
-_CAP_INDEX = {c: i for i, c in enumerate(CAPABILITIES)}
+_CAP_INDEX = {c: i for i, c in enumerate(CAPABILITY_ORDER)}
 AGENTIC = frozenset({"agentic", "coding"})
 
 # day-scale counters
 D_N, D_OUT_K, D_IN_K, D_LONG, D_REASON, D_AGENT_TOOLS, D_TPL_HIT, D_ERR, D_RATE, D_REFUSED, D_TURNS, D_TOOLS = range(12)
 D_CAP0 = 12
-N_DAY = D_CAP0 + len(CAPABILITIES)
+N_DAY = D_CAP0 + len(CAPABILITY_ORDER)
 # hour-scale counters
 H_N, H_REASON, H_TPL_HIT = range(3)
 N_HOUR = 3
@@ -63,7 +61,7 @@ RESCALE_MS = DAY_MS
 """How far ``last_ts`` may run ahead of the counters' reference time before they are rescaled."""
 _DAY_RATE = LN2 / DAY_MS
 _HOUR_RATE = LN2 / HOUR_MS
-_LOG2_CAPS = math.log2(len(CAPABILITIES))
+_LOG2_CAPS = math.log2(len(CAPABILITY_ORDER))
 MAX_MODELS = 3
 RECENT_IDS = 8
 _DAY_BITS = (1 << 24) - 1

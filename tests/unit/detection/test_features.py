@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from pipeline.contract.models import CAPABILITY_ORDER
 from pipeline.detection.config import DAY_MS, HOUR_MS, DetectionConfig
-from pipeline.detection.features import CAPABILITIES, AccountState, roll_mask
+from pipeline.detection.features import AccountState, roll_mask
 from tests.factories import BASE_TS, event
 
 CFG = DetectionConfig()
@@ -144,15 +145,15 @@ def test_one_capability_has_zero_entropy_and_full_top_share() -> None:
 
 
 def test_every_capability_equally_has_entropy_one() -> None:
-    p = feed([at(i, BASE_TS, capability=c) for i, c in enumerate(CAPABILITIES)]).profile()
+    p = feed([at(i, BASE_TS, capability=c) for i, c in enumerate(CAPABILITY_ORDER)]).profile()
     assert p["capability_entropy"] == pytest.approx(1.0)
-    assert p["capability_top_share"] == pytest.approx(1 / len(CAPABILITIES))
+    assert p["capability_top_share"] == pytest.approx(1 / len(CAPABILITY_ORDER))
 
 
 def test_two_capabilities_three_to_one() -> None:
     evs = [at(i, BASE_TS, capability="coding" if i < 3 else "chat") for i in range(4)]
     p = feed(evs).profile()
-    h = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)) / math.log2(len(CAPABILITIES))
+    h = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25)) / math.log2(len(CAPABILITY_ORDER))
     assert p["capability_entropy"] == pytest.approx(h)
     assert p["capability_top_share"] == pytest.approx(0.75)
 

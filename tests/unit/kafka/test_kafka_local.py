@@ -8,6 +8,7 @@ import uuid
 import pytest
 
 from pipeline.kafka import local as kafka_local
+from pipeline.kafka import local_config
 from pipeline.settings import Settings
 
 
@@ -15,7 +16,7 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch) -> None:
     # the storage tool read a cluster id starting with "-" as an option and failed a CI run (1 draw in 64)
     dash_first = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
     draws = iter([dash_first, dash_first, uuid.UUID(int=1)])
-    monkeypatch.setattr(kafka_local.uuid, "uuid4", lambda: next(draws))
+    monkeypatch.setattr(local_config.uuid, "uuid4", lambda: next(draws))
     assert kafka_local.new_cluster_id() == base64.urlsafe_b64encode(uuid.UUID(int=1).bytes).decode().rstrip("=")
     monkeypatch.undo()
     ids = [kafka_local.new_cluster_id() for _ in range(2000)]
@@ -25,10 +26,10 @@ def test_cluster_ids_never_start_with_a_dash(monkeypatch) -> None:
 
 def test_sasl_mode_leaves_no_listener_without_a_login_and_turns_the_authorizer_on(tmp_path) -> None:
     settings = Settings(kafka_port=19092, kafka_controller_port=19093)
-    plain = kafka_local._server_properties(settings, tmp_path)
+    plain = local_config.server_properties(settings, tmp_path)
     assert "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT" in plain
     assert "authorizer" not in plain
-    sasl = dict(line.split("=", 1) for line in kafka_local._server_properties(settings, tmp_path, "pw-123").splitlines()
+    sasl = dict(line.split("=", 1) for line in local_config.server_properties(settings, tmp_path, "pw-123").splitlines()
                 if "=" in line and not line.startswith("#"))
     assert all(p.split(":")[1] == "SASL_PLAINTEXT" for p in sasl["listener.security.protocol.map"].split(","))
     assert sasl["authorizer.class.name"] == "org.apache.kafka.metadata.authorizer.StandardAuthorizer"

@@ -95,8 +95,9 @@ class Consumer:
     """Follows the topics into the store until :meth:`stop`; run it in a thread (:meth:`start`)."""
 
     def __init__(self, conn: sqlite3.Connection, settings: Settings, *, activity: bool = True,
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, max_records: int = 2000) -> None:
         self.conn = conn
+        self.max_records = max_records
         self.settings = settings
         self.topics = topic_names(settings, activity)
         self.applier = Applier(conn, settings)
@@ -132,7 +133,7 @@ class Consumer:
                     self._stop.wait(1.0)
                     assigned = self._assign(consumer)
                     continue
-                polled = consumer.poll(timeout_ms=500, max_records=2000)
+                polled = consumer.poll(timeout_ms=500, max_records=self.max_records)
                 records = [r for part in polled.values() for r in part]
                 if records:
                     new = self.applier.apply(sorted(records, key=lambda r: (r.topic, r.partition, r.offset)))

@@ -85,8 +85,8 @@ def _member_rows(c: dict[str, Any], source: str, csrf: str, back: str) -> str:
     for m in c["members"]:
         acct, alert = m["account_id"], m["alert"]
         sim = f"{m['similarity']:.0%}" if m["similarity"] is not None else "<span class=muted>–</span>"
-        form = verdict_form(csrf=csrf, source=source, alert_id=alert["alert_id"], back=back, label=acct) \
-            if alert else "<span class=muted>no alert of its own</span>"
+        form = verdict_form(csrf=csrf, source=source, alert_id="", back=back, label=acct, action="/verdict/account",
+                            extra={"account_id": acct}) if alert else "<span class=muted>no alert of its own</span>"
         sev = severity(alert["severity"]) if alert else ""
         out.append(f"<tr id='member-{e(acct)}'><td><a href='{url('/account/' + acct, source=source)}'>{e(acct)}"
                    f"</a></td><td>{sim}</td><td>{sev}</td><td>{when(m['last_ts'])}</td>"

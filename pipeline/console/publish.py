@@ -44,7 +44,7 @@ class Publisher:
             from pipeline.kafka.produce import ProduceError, make_producer
 
             try:
-                self._producer = make_producer(self.settings, linger_ms=0)
+                self._producer = make_producer(self.settings)
             except ProduceError as exc:
                 raise PublishError(str(exc)) from exc
         return self._producer

@@ -205,6 +205,18 @@ async def verdict(request: web.Request) -> web.StreamResponse:
     raise _back(form, *sent)
 
 
+async def account_verdict(request: web.Request) -> web.StreamResponse:
+    """An account confirmed or dismissed as a whole: one verdict per scope it was alerted in (its own
+    behaviour, each campaign), each on its newest alert there."""
+    form, console = await request.post(), _console(request)
+    word = _verdict_word(form)
+    a = queries.account(console.conn, store.LIVE, str(form.get("account_id", "")))
+    if a is None or not a["scopes"]:
+        raise web.HTTPBadRequest(text="no such live account with alerts")
+    sent = _publish(console, a["scopes"], word, _session(request).user, str(form.get("note", ""))[:500])
+    raise _back(form, *sent)
+
+
 async def campaign_verdict(request: web.Request) -> web.StreamResponse:
     """One verdict per member, each on the member's newest alert in this campaign."""
     form, console = await request.post(), _console(request)
@@ -236,7 +248,8 @@ def make_app(console: Console) -> web.Application:
         web.get("/healthz", healthz), web.get("/favicon.ico", favicon), web.get("/login", login_form), web.post("/login", login),
         web.post("/logout", logout), web.get("/", queue), web.get("/campaign/{campaign_id}", campaign),
         web.get("/account/{account_id}", account), web.get("/replays", replays),
-        web.post("/verdict", verdict), web.post("/verdict/campaign", campaign_verdict),
+        web.post("/verdict", verdict), web.post("/verdict/account", account_verdict),
+        web.post("/verdict/campaign", campaign_verdict),
     ])
     return app
 

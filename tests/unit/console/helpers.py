@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +75,43 @@ async def log_in(client: TestClient, user: str = "ana", password: str = PASSWORD
     r = await client.post("/login", data={"csrf": csrf_of(page), "user": user, "password": password, "next": "/"})
     assert r.status == 200 and r.url.path == "/", await r.text()
     return csrf_of(await r.text())
+
+
+ANALYST_KEY = "console-test-analyst-key-0123456789abcdef"
+
+
+class FakeProducer:
+    """Stands in for the Kafka producer: records what is sent, answers with a partition and offset."""
+
+    def __init__(self, partitions: int = 4) -> None:
+        self.partitions = partitions
+        self.sent: list[dict[str, Any]] = []
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return set(range(self.partitions))
+
+    def send(self, topic: str, key: bytes, value: bytes, partition: int) -> Any:
+        self.sent.append({"topic": topic, "key": key, "value": value, "partition": partition})
+        meta = type("Meta", (), {"partition": partition, "offset": len(self.sent) - 1})
+
+        class Done:
+            def get(self, timeout: float) -> Any:
+                return meta
+
+        return Done()
+
+    def close(self, timeout: float) -> None:
+        pass
+
+
+def run(coro_fn: Callable[[TestClient], Awaitable[Any]], console: Console) -> Any:
+    """Run ``coro_fn(client)`` against the console's app in a fresh event loop."""
+
+    async def main() -> Any:
+        client = await client_for(console)
+        try:
+            return await coro_fn(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(main())

@@ -3,77 +3,16 @@ sent to the account's partition under the analyst's name."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
-
 import msgpack
-import pytest
 
 from pipeline.console import store
-from pipeline.console.publish import Publisher
 from pipeline.console.store import LIVE, Batch
-from pipeline.console.web import COOKIE, open_console
+from pipeline.console.web import COOKIE
 from pipeline.contract.verdicts import decode_verdict
 from pipeline.detection.partition import partition_for
-from tests.unit.console.helpers import (
-    CAMPAIGN,
-    PASSWORD,
-    campaign_alerts,
-    client_for,
-    csrf_of,
-    log_in,
-    users_file,
-)
+from tests.unit.console.helpers import ANALYST_KEY, CAMPAIGN, PASSWORD, campaign_alerts, csrf_of, log_in, run
 
-ANALYST_KEY = "console-test-analyst-key-0123456789abcdef"
 PAGES = ["/", "/?source=live&severity=high", f"/campaign/{CAMPAIGN}", "/account/acct-a", "/replays"]
-
-
-class FakeProducer:
-    """Stands in for the Kafka producer: records what is sent, answers with a partition and offset."""
-
-    def __init__(self, partitions: int = 4) -> None:
-        self.partitions = partitions
-        self.sent: list[dict[str, Any]] = []
-
-    def partitions_for(self, topic: str) -> set[int]:
-        return set(range(self.partitions))
-
-    def send(self, topic: str, key: bytes, value: bytes, partition: int) -> Any:
-        self.sent.append({"topic": topic, "key": key, "value": value, "partition": partition})
-        meta = type("Meta", (), {"partition": partition, "offset": len(self.sent) - 1})
-
-        class Done:
-            def get(self, timeout: float) -> Any:
-                return meta
-
-        return Done()
-
-    def close(self, timeout: float) -> None:
-        pass
-
-
-@pytest.fixture
-def console(tmp_path, make_settings):
-    c = open_console(tmp_path / "c.db", users_file(tmp_path))
-    with Batch(c.conn) as b:
-        for a in campaign_alerts():
-            b.alert(LIVE, a)
-    settings = make_settings(analyst_key=ANALYST_KEY)
-    c.publisher = Publisher(settings, c.conn)
-    c.publisher._producer = FakeProducer()
-    return c
-
-
-def run(coro_fn, console) -> Any:
-    async def main() -> Any:
-        client = await client_for(console)
-        try:
-            return await coro_fn(client)
-        finally:
-            await client.close()
-
-    return asyncio.run(main())
 
 
 def test_without_a_session_every_page_redirects_to_the_login_and_every_post_is_refused(console):

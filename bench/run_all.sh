@@ -11,3 +11,4 @@ PY="${1:-python}"
 "$PY" bench/state_cache.py
 "$PY" bench/scale_out.py
 "$PY" bench/failover.py
+"$PY" bench/console_queue.py

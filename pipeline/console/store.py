@@ -198,6 +198,12 @@ def similarity(alert: Mapping[str, Any]) -> float | None:
 def refresh_status(conn: sqlite3.Connection, source: str, account: str) -> None:
     """Recompute the queue status of an account and of the campaigns it belongs to from its verdicts:
     open, confirmed or dismissed (a campaign is dismissed when every member is)."""
+    if conn.execute("SELECT 1 FROM verdicts WHERE source = ? AND account_id = ? LIMIT 1",
+                    (source, account)).fetchone() is None:  # the common case, kept cheap: no verdict yet
+        conn.execute("UPDATE items SET status = 'open' WHERE source = ? AND item_type = 'campaign' AND "
+                     "status = 'dismissed' AND item_id IN (SELECT campaign_id FROM members WHERE source = ? AND "
+                     "account_id = ?)", (source, source, account))
+        return
     status = account_status(conn, source, account)
     conn.execute("UPDATE items SET status = ? WHERE source = ? AND item_type = 'account' AND item_id = ?",
                  (status, source, account))

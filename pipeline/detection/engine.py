@@ -71,6 +71,19 @@ class Store(Protocol):
     def __setitem__(self, key: str, value: Any) -> None: ...
 
 
+class Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class EngineSettings(Protocol):
+    """What :meth:`Engine.from_config` takes: ``pipeline.settings.Settings`` is one (detection does not
+    import it). The signing key is a secret; ``DetectionConfig.from_settings`` reads every other field it
+    knows by name."""
+
+    @property
+    def signing_key(self) -> Secret | None: ...
+
+
 @dataclass
 class EventResult:
     outputs: list[Output]
@@ -98,9 +111,9 @@ class Engine:
         report sweeps thresholds over every account's score, not only over those that alerted."""
 
     @classmethod
-    def from_config(cls, settings: Any, **stores: Any) -> Engine:
+    def from_config(cls, settings: EngineSettings, **stores: Store) -> Engine:
         """The engine the settings describe (worker and backtest both build it this way)."""
-        key = getattr(settings, "signing_key", None)
+        key = settings.signing_key
         return cls(DetectionConfig.from_settings(settings),
                    signing_key=key.get_secret_value().encode("utf-8") if key is not None else None, **stores)
 

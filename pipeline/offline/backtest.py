@@ -9,18 +9,19 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
 from pipeline.contract import codec
-from pipeline.contract.admission import DEFAULT_MAX_SKEW_MS, TS_IN_FUTURE, bound_file_events
+from pipeline.contract.admission import TS_IN_FUTURE, bound_file_events
 from pipeline.contract.eventfile import BadRecord, read_events
 from pipeline.contract.models import UsageEvent
 from pipeline.contract.signing import REPLAY_MARK
 from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.engine import ACTIONS, ALERTS
 from pipeline.offline.evaluation import Evaluation
+from pipeline.settings import Settings
 
 
 @dataclass
@@ -32,7 +33,7 @@ class BacktestCounts:
     bad: list[BadRecord] = field(default_factory=list)
 
 
-def replay_engine(settings: Any) -> Engine:
+def replay_engine(settings: Settings) -> Engine:
     """The engine a replay runs: the settings' detection config, but always in shadow mode and with
     ``policy_version`` marked ``+replay``, whatever ``DG_ENFORCE`` says. A replay (candidate thresholds, an
     old range) must never produce an action that could be carried out: ``verify`` shows these as
@@ -40,7 +41,7 @@ def replay_engine(settings: Any) -> Engine:
     also have ids of their own, which never de-duplicate against live ones."""
     cfg = DetectionConfig.from_settings(settings)
     cfg = dataclasses.replace(cfg, shadow=True, policy_version=cfg.policy_version + REPLAY_MARK)
-    key = getattr(settings, "signing_key", None)
+    key = settings.signing_key
     return Engine(cfg, signing_key=key.get_secret_value().encode("utf-8") if key is not None else None)
 
 
@@ -85,8 +86,8 @@ def replay(
 
 
 def backtest_file(
-    path: Path,
-    config: Any,
+    path: Path | None,
+    config: Settings,
     *,
     alerts_out: Path | None = None,
     actions_out: Path | None = None,
@@ -114,11 +115,13 @@ def backtest_file(
     def future(ev: UsageEvent) -> None:
         bad(BadRecord(str(path), f"event {ev['event_id']}", TS_IN_FUTURE, codec.encode(ev)))
 
+    if events is None and path is None:
+        raise ValueError("backtest_file needs an events file or an events source")
     engine = replay_engine(config)
     alerts_fh = _open_out(alerts_out)
     actions_fh = _open_out(actions_out)
-    skew = getattr(config, "max_event_skew_ms", DEFAULT_MAX_SKEW_MS)
-    source = events(bad) if events is not None else bound_file_events(read_events(path, bad), skew, future)
+    source = events(bad) if events is not None else bound_file_events(
+        read_events(cast(Path, path), bad), config.max_event_skew_ms, future)
     try:
         replay(source, engine, alerts_fh=alerts_fh, actions_fh=actions_fh,
                evaluation=evaluation, counts=counts, on_event=on_event, sink=sink)

@@ -15,9 +15,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from pipeline.contract.manifest import ACTIONS, ALERTS, USAGE_EVENTS
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.proc import WorkerProcess
 
 COLOURS = {"low": "\x1b[36m", "medium": "\x1b[33m", "high": "\x1b[31m", "critical": "\x1b[1;41;97m"}
 RESET = "\x1b[0m"
@@ -46,114 +50,179 @@ def _c(text: str, code: str, on: bool) -> str:
 
 def run_demo(base: Settings, opts: DemoOptions) -> int:
     """Run the demo; returns the process exit code."""
-    from kafka import KafkaConsumer
-
-    from pipeline import simulate
-    from pipeline.contract import codec
-    from pipeline.kafka import admin as topics
-    from pipeline.kafka import local as kafka_local
-    from pipeline.kafka.config import kafka_python_config
-    from pipeline.kafka.lag import group_lag
-    from pipeline.kafka.produce import make_producer
-    from pipeline.offline.evaluation import Evaluation
-    from pipeline.proc import WorkerProcess
-
-    colour = opts.colour and sys.stdout.isatty()
-    started_kafka = False
-    worker: WorkerProcess | None = None
-    workdir = Path(tempfile.mkdtemp(prefix="dg-demo-"))
-    run_id = time.strftime("%Y%m%d%H%M%S")
-    prefix = f"{base.topic_prefix}demo-{run_id}-"
-    settings = base.model_copy(update={"topic_prefix": prefix, "app_id": f"dg-demo-{run_id}",
-                                       "store_dir": workdir / "store", "web_port": _free_port(),
-                                       "metrics_port": _free_port()})
-    print(_c("distillation-guard demo", "\x1b[1m", colour))
+    demo = Demo(base, opts)
+    print(_c("distillation-guard demo", "\x1b[1m", demo.colour))
     try:
-        if not opts.external_bootstrap:
+        return demo.run()
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping what the demo started …", file=sys.stderr)
+        return 130
+    finally:
+        demo.stop()
+
+
+class Demo:
+    """One demo run, step by step: Kafka, topics and a worker started, the scenario streamed in, its
+    alerts and actions watched until the worker has caught up, a summary. It remembers what it started,
+    so ``stop`` stops exactly that (and an interrupt at any step stops it too)."""
+
+    def __init__(self, base: Settings, opts: DemoOptions) -> None:
+        self.opts = opts
+        self.colour = opts.colour and sys.stdout.isatty()
+        self.workdir = Path(tempfile.mkdtemp(prefix="dg-demo-"))
+        run_id = time.strftime("%Y%m%d%H%M%S")
+        self.prefix = f"{base.topic_prefix}demo-{run_id}-"
+        self.settings = base.model_copy(update={"topic_prefix": self.prefix, "app_id": f"dg-demo-{run_id}",
+                                                "store_dir": self.workdir / "store", "web_port": _free_port(),
+                                                "metrics_port": _free_port()})
+        self.log_path = self.workdir / "worker.log"
+        self.started_kafka = False
+        self.worker: WorkerProcess | None = None
+
+    def run(self) -> int:
+        self.start_kafka()
+        self.start_worker()
+        sim = self.scenario()
+        labels = {r["account_id"]: (r["label"], r["campaign_id"]) for r in sim.labels}
+        consumer = self.open_consumer()
+        t0 = time.monotonic()
+        self.stream(sim.events)
+        watch = Watch(self, labels)
+        for ev in sim.events:
+            watch.evaluation.observe_event(ev)
+        if not watch.run(consumer, t0):
+            return 1
+        elapsed = (watch.caught_up_at or time.monotonic()) - t0
+        self.summary(len(sim.events), elapsed, watch)
+        return 0
+
+    def start_kafka(self) -> None:
+        """The local Kafka (unless a bootstrap server was given), then this run's topics."""
+        from pipeline.kafka import admin as topics
+        from pipeline.kafka import local as kafka_local
+
+        if not self.opts.external_bootstrap:
             print("· starting the local Apache Kafka (first run resolves its jars with Maven) …", flush=True)
             # decided before starting, so an interrupt during start-up still stops what we started
-            started_kafka = not kafka_local.status(settings).running
-            info = kafka_local.start(settings)
-            settings = settings.model_copy(update={"bootstrap": info.bootstrap})
-        print(f"· Kafka at {settings.bootstrap}; topics prefixed '{prefix}'", flush=True)
-        topics.create_topics(settings)
+            self.started_kafka = not kafka_local.status(self.settings).running
+            info = kafka_local.start(self.settings)
+            self.settings = self.settings.model_copy(update={"bootstrap": info.bootstrap})
+        print(f"· Kafka at {self.settings.bootstrap}; topics prefixed '{self.prefix}'", flush=True)
+        topics.create_topics(self.settings)
 
-        log_path = workdir / "worker.log"
-        print(f"· starting a worker (log: {log_path}; metrics: http://127.0.0.1:{settings.metrics_port}/metrics)",
-              flush=True)
-        worker = WorkerProcess(settings, log_path)
+    def start_worker(self) -> None:
+        from pipeline.proc import WorkerProcess
 
+        print(f"· starting a worker (log: {self.log_path}; metrics: "
+              f"http://127.0.0.1:{self.settings.metrics_port}/metrics)", flush=True)
+        self.worker = WorkerProcess(self.settings, self.log_path)
+
+    def scenario(self) -> Any:
+        from pipeline import simulate
+
+        opts = self.opts
         sim = simulate.generate(opts.scenario, opts.seed, scale=opts.scale)
-        labels = {r["account_id"]: (r["label"], r["campaign_id"]) for r in sim.labels}
-        print(f"· scenario '{opts.scenario}' seed {opts.seed}: {len(sim.events)} events, {len(labels)} accounts, "
-              f"{len(sim.info.get('campaigns', {}))} campaigns", flush=True)
+        print(f"· scenario '{opts.scenario}' seed {opts.seed}: {len(sim.events)} events, {len(sim.labels)} "
+              f"accounts, {len(sim.info.get('campaigns', {}))} campaigns", flush=True)
+        return sim
 
-        out_topics = [settings.topic("anomaly-alerts"), settings.topic("enforcement-actions")]
-        consumer = KafkaConsumer(*out_topics, **kafka_python_config(settings), auto_offset_reset="earliest",
-                                 enable_auto_commit=False, consumer_timeout_ms=500)
-        producer = make_producer(settings)
-        t0 = time.monotonic()
-        in_topic = settings.topic("usage-events")
-        for ev in sim.events:
-            producer.send(in_topic, key=ev["account_id"].encode("utf-8"), value=codec.encode(ev))
-        producer.flush(timeout=120)
-        producer.close()
-        print(f"· streamed {len(sim.events)} events into {in_topic}; watching for alerts and actions …\n",
+    def open_consumer(self) -> Any:
+        """A consumer of this run's alerts and actions, configured like every Kafka client here
+        (``kafka_python_config``: bootstrap servers, TLS and SASL)."""
+        from kafka import KafkaConsumer
+
+        from pipeline.kafka.config import kafka_python_config
+
+        out_topics = [self.settings.topic(ALERTS), self.settings.topic(ACTIONS)]
+        return KafkaConsumer(*out_topics, **kafka_python_config(self.settings), auto_offset_reset="earliest",
+                             enable_auto_commit=False, consumer_timeout_ms=500)
+
+    def stream(self, events: list[Any]) -> None:
+        from pipeline.kafka.produce import send_events
+
+        in_topic = self.settings.topic(USAGE_EVENTS)
+        send_events(self.settings, events)
+        print(f"· streamed {len(events)} events into {in_topic}; watching for alerts and actions …\n",
               flush=True)
 
-        evaluation = Evaluation(labels)
-        for ev in sim.events:
-            evaluation.observe_event(ev)
-        severities: Counter[str] = Counter()
-        last_new = time.monotonic()
-        caught_up_at: float | None = None
-        while time.monotonic() - t0 < opts.max_seconds:
-            if not worker.alive():
-                print(_c(f"worker exited with code {worker.returncode}; see {log_path}", "\x1b[31m", colour))
-                return 1
-            got = False
-            for msg in consumer:
-                got = True
-                value = codec.decode_map(msg.value)
-                topic = "anomaly-alerts" if msg.topic.endswith("anomaly-alerts") else "enforcement-actions"
-                evaluation.observe_output(topic, value)
-                print(_describe(topic, value, labels, colour), flush=True)
-                if topic == "anomaly-alerts":
-                    severities[value["severity"]] += 1
-            now = time.monotonic()
-            if got:
-                last_new = now
-            if caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic,
-                                                  settings=settings) == 0:
-                caught_up_at = now
-            if caught_up_at is not None and now - last_new > 2 and now - caught_up_at > 2:
-                break
-            if caught_up_at is None and now - last_new > opts.max_seconds:
-                break
-        elapsed = (caught_up_at or time.monotonic()) - t0
-        m = evaluation.compute()
+    def summary(self, n_events: int, elapsed: float, watch: Watch) -> None:
+        m = watch.evaluation.compute()
+        severities = watch.severities
         print()
-        print(_c("summary", "\x1b[1m", colour))
-        print(f"  events processed   {len(sim.events)} in {elapsed:.1f} s ({len(sim.events) / elapsed:,.0f} events/s "
+        print(_c("summary", "\x1b[1m", self.colour))
+        print(f"  events processed   {n_events} in {elapsed:.1f} s ({n_events / elapsed:,.0f} events/s "
               f"end to end, including worker start-up)")
-        print(f"  alerts             {sum(severities.values())} ({', '.join(f'{k} {v}' for k, v in sorted(severities.items()))})")
+        print(f"  alerts             {sum(severities.values())} "
+              f"({', '.join(f'{k} {v}' for k, v in sorted(severities.items()))})")
         print(f"  accounts flagged   {m['flagged_accounts']} (high/critical alerts or actions beyond review)")
         ids = [f"{c}: {v['campaign_ids']}" for c, v in sorted(m["per_campaign"].items()) if v["campaign_ids"]]
         print(f"  campaigns found    {m['campaigns_found']} of {m['campaigns']}")
         print(f"  campaign ids       {', '.join(ids) or 'none'} (detected campaigns per labelled one, after merges)")
         print(f"  account recall     {m['account_recall']}; benign false positives {m['benign_false_positives']}")
-        return 0
-    except KeyboardInterrupt:
-        print("\ninterrupted: stopping what the demo started …", file=sys.stderr)
-        return 130
-    finally:
-        if worker is not None:
-            worker.stop(timeout=30)
-        if started_kafka:
+
+    def stop(self) -> None:
+        """Stop the worker and the local Kafka, if this run started them."""
+        if self.worker is not None:
+            self.worker.stop(timeout=30)
+        if self.started_kafka:
             from pipeline.kafka import local as kafka_local
 
-            kafka_local.stop(settings)
+            kafka_local.stop(self.settings)
             print("· local Kafka stopped", flush=True)
+
+
+class Watch:
+    """The demo's watch over its output topics: every alert and action printed and evaluated as it
+    arrives, until the worker has consumed all input and nothing new came for two seconds."""
+
+    def __init__(self, demo: Demo, labels: dict[str, tuple[str, str | None]]) -> None:
+        from pipeline.offline.evaluation import Evaluation
+
+        self.demo = demo
+        self.labels = labels
+        self.evaluation = Evaluation(labels)
+        self.severities: Counter[str] = Counter()
+        self.caught_up_at: float | None = None
+
+    def run(self, consumer: Any, t0: float) -> bool:
+        """Watch until done or ``max_seconds`` after ``t0``; False if the worker died on the way."""
+        from pipeline.kafka.lag import group_lag
+
+        demo, settings = self.demo, self.demo.settings
+        in_topic = settings.topic(USAGE_EVENTS)
+        last_new = time.monotonic()
+        while time.monotonic() - t0 < demo.opts.max_seconds:
+            if demo.worker is not None and not demo.worker.alive():
+                print(_c(f"worker exited with code {demo.worker.returncode}; see {demo.log_path}", "\x1b[31m",
+                         demo.colour))
+                return False
+            got = self.drain(consumer)
+            now = time.monotonic()
+            if got:
+                last_new = now
+            if self.caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic,
+                                                       settings=settings) == 0:
+                self.caught_up_at = now
+            if self.caught_up_at is not None and now - last_new > 2 and now - self.caught_up_at > 2:
+                break
+            if self.caught_up_at is None and now - last_new > demo.opts.max_seconds:
+                break
+        return True
+
+    def drain(self, consumer: Any) -> bool:
+        """Print and evaluate what the consumer has now; True if there was anything."""
+        from pipeline.contract import codec
+
+        got = False
+        for msg in consumer:
+            got = True
+            value = codec.decode_map(msg.value)
+            topic = ALERTS if msg.topic.endswith(ALERTS) else ACTIONS
+            self.evaluation.observe_output(topic, value)
+            print(_describe(topic, value, self.labels, self.demo.colour), flush=True)
+            if topic == ALERTS:
+                self.severities[value["severity"]] += 1
+        return got
 
 
 def _describe(topic: str, v: dict[str, Any], labels: dict[str, tuple[str, str | None]], colour: bool) -> str:
@@ -164,7 +233,7 @@ def _describe(topic: str, v: dict[str, Any], labels: dict[str, tuple[str, str | 
     else:
         truth = labels.get(acc or "", ("?", None))
     tag = f"[truth: {truth[0]}{' ' + truth[1] if truth[1] else ''}]"
-    if topic == "anomaly-alerts":
+    if topic == ALERTS:
         sev = v["severity"]
         head = _c(f"ALERT {sev.upper():8}", COLOURS.get(sev, ""), colour)
         reason = v["reasons"][0]["detail"] if v.get("reasons") else ""

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import Any
 
+from pipeline.contract.manifest import ACTIONS, ALERTS
+
 FLAG_SEVERITIES = frozenset({"high", "critical"})
 REVIEW_ONLY = "flag_for_review"
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
@@ -39,26 +41,26 @@ THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))
 
 def flagged_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
     """The accounts a single output message flags under the definition above (often none)."""
-    if topic == "anomaly-alerts":
+    if topic == ALERTS:
         if value.get("severity") not in FLAG_SEVERITIES:
             return []
         named = [value["account_id"]] if value.get("account_id") else []
         return named + list(value.get("related_accounts") or [])
-    if topic == "enforcement-actions" and value.get("action") != REVIEW_ONLY:
+    if topic == ACTIONS and value.get("action") != REVIEW_ONLY:
         return [value["account_id"]]
     return []
 
 
 def reviewed_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
     """Every account an alert (any severity) or an enforcement action (any kind) names."""
-    if topic == "enforcement-actions":
+    if topic == ACTIONS:
         return [value["account_id"]]
     return scored_accounts(topic, value)
 
 
 def scored_accounts(topic: str, value: Mapping[str, Any]) -> list[str]:
     """Every account an alert names, flagging or not (for score distributions)."""
-    if topic != "anomaly-alerts":
+    if topic != ALERTS:
         return []
     named = [value["account_id"]] if value.get("account_id") else []
     return named + list(value.get("related_accounts") or [])
@@ -159,7 +161,7 @@ class Evaluation:
 
     def observe_output(self, topic: str, value: Mapping[str, Any]) -> None:
         ts = int(value["ts"])
-        if topic == "anomaly-alerts":
+        if topic == ALERTS:
             self._observe_campaign(value)
         self.reviewed.update(reviewed_accounts(topic, value))
         for acc in scored_accounts(topic, value):
@@ -172,7 +174,7 @@ class Evaluation:
             camp = self.labels.get(acc, ("benign", None))[1]
             seen = self.campaign_events[camp] if camp is not None else 0
             self.first_flag[acc] = (self.n_events, ts, seen)
-            self.flag_reasons[acc] = ([r["code"] for r in value.get("reasons") or []] if topic == "anomaly-alerts"
+            self.flag_reasons[acc] = ([r["code"] for r in value.get("reasons") or []] if topic == ALERTS
                                       else list(value.get("reason_codes") or []))
             self.flag_timeline.append((ts, acc, camp))
             if camp is not None and camp not in self.campaign_first_flag:
@@ -190,32 +192,10 @@ class Evaluation:
             if lab == "distillation" and camp is not None:
                 campaigns.setdefault(camp, []).append(a)
 
-        per_campaign: dict[str, dict[str, Any]] = {}
-        for camp in sorted(campaigns):
-            members = campaigns[camp]
-            hit = self.campaign_first_flag.get(camp)
-            total = self.campaign_events[camp]
-            per_campaign[camp] = {
-                "accounts": len(members),
-                "accounts_flagged": sum(1 for a in members if a in flagged),
-                "events": total,
-                "found": hit is not None,
-                "delay_event_share": (hit[2] / total if total else 0.0) if hit else 1.0,
-                "delay_minutes": ((hit[1] - self.campaign_first_ts[camp]) / 60_000.0) if hit else None,
-                "campaign_ids": self.campaign_ids(members),
-            }
+        per_campaign = self.per_campaign(campaigns, flagged)
         found = [c for c in per_campaign.values() if c["found"]]
         tp = len(flagged & distill)
-        per_tier: dict[str, dict[str, Any]] = {}
-        for tier in sorted({self.account_tier.get(a, "unknown") for a in labelled}):
-            t_acc = {a for a in labelled if self.account_tier.get(a, "unknown") == tier}
-            t_d, t_b = t_acc & distill, t_acc & benign
-            per_tier[tier] = {
-                "distillation_accounts": len(t_d),
-                "benign_accounts": len(t_b),
-                "account_recall": _ratio(len(t_d & flagged), len(t_d)),
-                "benign_fpr": _ratio(len(t_b & flagged), len(t_b)),
-            }
+        per_tier = self.per_tier(labelled, distill, benign, flagged)
         reviewed = self.reviewed | flagged
         extra = {"per_population": self.per_population(labelled, flagged, reviewed)} if self.population else {}
         return {
@@ -243,6 +223,41 @@ class Evaluation:
             "threshold_curve": self.threshold_curve(distill, benign),
             **extra,
         }
+
+    def per_campaign(self, campaigns: Mapping[str, list[str]], flagged: set[str]) -> dict[str, dict[str, Any]]:
+        """Per labelled campaign (in name order): members flagged, whether and how late it was found, and how
+        many detected campaign ids named its members."""
+        per_campaign: dict[str, dict[str, Any]] = {}
+        for camp in sorted(campaigns):
+            members = campaigns[camp]
+            hit = self.campaign_first_flag.get(camp)
+            total = self.campaign_events[camp]
+            per_campaign[camp] = {
+                "accounts": len(members),
+                "accounts_flagged": sum(1 for a in members if a in flagged),
+                "events": total,
+                "found": hit is not None,
+                "delay_event_share": (hit[2] / total if total else 0.0) if hit else 1.0,
+                "delay_minutes": ((hit[1] - self.campaign_first_ts[camp]) / 60_000.0) if hit else None,
+                "campaign_ids": self.campaign_ids(members),
+            }
+        return per_campaign
+
+    def per_tier(
+        self, labelled: Mapping[str, tuple[str, str | None]], distill: set[str], benign: set[str], flagged: set[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Account recall and benign false-positive rate per account tier (``unknown`` when never seen)."""
+        per_tier: dict[str, dict[str, Any]] = {}
+        for tier in sorted({self.account_tier.get(a, "unknown") for a in labelled}):
+            t_acc = {a for a in labelled if self.account_tier.get(a, "unknown") == tier}
+            t_d, t_b = t_acc & distill, t_acc & benign
+            per_tier[tier] = {
+                "distillation_accounts": len(t_d),
+                "benign_accounts": len(t_b),
+                "account_recall": _ratio(len(t_d & flagged), len(t_d)),
+                "benign_fpr": _ratio(len(t_b & flagged), len(t_b)),
+            }
+        return per_tier
 
     def per_population(
         self, labelled: Mapping[str, tuple[str, str | None]], flagged: set[str], reviewed: set[str]

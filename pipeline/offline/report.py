@@ -55,7 +55,13 @@ Section = dict[str, Any]
 
 def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[dict[str, Any]]]) -> list[Section]:
     """The report's content, once, for both renderings."""
-    summary = {
+    return [_summary(m, meta), _campaigns(m, accounts), _flagged_not_distillation(accounts),
+            _missed(accounts), _tiers(m)]
+
+
+def _summary(m: dict[str, Any], meta: dict[str, Any]) -> Section:
+    """What ran on what, and the headline figures."""
+    return {
         "title": "Summary",
         "text": [f"Input `{meta.get('input')}`, labels `{meta.get('labels')}`, detector "
                  f"`{meta.get('detector_version')}`, policy `{meta.get('policy_version')}` (the digest after `@` "
@@ -79,11 +85,15 @@ def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[
             ["median detection delay (event-time minutes)", _fmt(m["median_delay_minutes"])],
         ],
     }
+
+
+def _campaigns(m: dict[str, Any], accounts: dict[str, list[dict[str, Any]]]) -> Section:
+    """Each labelled campaign: members found and missed, delay, and the detected campaign ids."""
     detected: dict[str, set[str]] = {}
     for a in accounts["flagged"]:
         if a["campaign"]:
             detected.setdefault(a["campaign"], set()).update(a["detected_campaigns"])
-    campaigns = {
+    return {
         "title": "Campaigns",
         "text": ["Each labelled campaign, the members found and missed, and the detected campaign ids that named "
                  "its members (after merges: one id means it was seen as one campaign)."],
@@ -94,8 +104,12 @@ def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[
                   ", ".join(sorted(detected.get(camp, ()))) or "–"]
                  for camp, c in m["per_campaign"].items()],
     }
+
+
+def _flagged_not_distillation(accounts: dict[str, list[dict[str, Any]]]) -> Section:
+    """Benign and unlabelled accounts flagged, with the reasons of the output that first flagged each."""
     false = [a for a in accounts["flagged"] if a["label"] != "distillation"]
-    falsely = {
+    return {
         "title": f"Benign and unlabelled accounts flagged ({len(false)})",
         "text": [f"The first {LISTED} (all in `accounts.json`), with the reasons of the output that first "
                  "flagged each." if len(false) > LISTED else "With the reasons of the output that first flagged each."],
@@ -103,8 +117,12 @@ def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[
         "rows": [[a["account_id"], a["label"], a["events"], ", ".join(a["reasons"]),
                   ", ".join(a["detected_campaigns"]) or "–"] for a in false[:LISTED]],
     }
+
+
+def _missed(accounts: dict[str, list[dict[str, Any]]]) -> Section:
+    """Campaign accounts missed, with their highest alert score."""
     missed = accounts["missed"]
-    missing = {
+    return {
         "title": f"Campaign accounts missed ({len(missed)})",
         "text": [f"The first {LISTED} (all in `accounts.json`); the highest alert score shows how close each came."
                  if len(missed) > LISTED else "The highest alert score shows how close each came."],
@@ -112,13 +130,16 @@ def _sections(m: dict[str, Any], meta: dict[str, Any], accounts: dict[str, list[
         "rows": [[a["account_id"], a["campaign"], a["events"], a["max_alert_score"],
                   ", ".join(a["detected_campaigns"]) or "–"] for a in missed[:LISTED]],
     }
-    tiers = {
+
+
+def _tiers(m: dict[str, Any]) -> Section:
+    """Recall and benign false-positive rate per account tier."""
+    return {
         "title": "By account tier", "text": [],
         "header": ["tier", "distillation accounts", "benign accounts", "account recall", "benign FPR"],
         "rows": [[tier, t["distillation_accounts"], t["benign_accounts"], _fmt(t["account_recall"]),
                   _fmt(t["benign_fpr"], pct=True)] for tier, t in m["per_tier"].items()],
     }
-    return [summary, campaigns, falsely, missing, tiers]
 
 
 def _markdown(sections: list[Section], plots: list[str], note: str = "") -> str:
@@ -171,20 +192,29 @@ def _html(sections: list[Section], plots: list[Path], note: str = "") -> str:
 
 
 def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
+    """The three PNG plots (scores, threshold, timeline) in ``out_dir``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams["svg.hashsalt"] = "distillation-guard"
-    written: list[Path] = []
     labelled = {a: lab for a, lab in ev.labels.items() if a in ev.account_events}
     distill = [a for a, (lab, _) in labelled.items() if lab == "distillation"]
     benign = [a for a, (lab, _) in labelled.items() if lab == "benign"]
+    return [
+        _scores_plot(out_dir / "scores.png", ev.harvest, distill, benign, m),
+        _threshold_plot(out_dir / "threshold.png", ev.harvest, distill, benign),
+        _timeline_plot(out_dir / "timeline.png", ev, m),
+    ]
 
-    # every account's own harvest score (the highest at any window update, alerting or not), so the margin
-    # between benign and campaign accounts shows, and one scale: campaign scores are another judgement
-    harvest = ev.harvest
+
+def _scores_plot(path: Path, harvest: dict[str, float], distill: list[str], benign: list[str],
+                 m: dict[str, Any]) -> Path:
+    """Every account's own harvest score (the highest at any window update, alerting or not), so the margin
+    between benign and campaign accounts shows, and one scale: campaign scores are another judgement."""
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(7, 4))
     bins = [i / 40 for i in range(41)]
     ax.hist([harvest.get(a, 0.0) for a in benign], bins=bins, alpha=0.6, label=f"benign ({len(benign)})",
@@ -199,7 +229,12 @@ def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
     ax.set_ylabel("accounts (log)")
     ax.set_title("Own-behaviour score: benign against campaign accounts")
     ax.legend()
-    written.append(_save(fig, out_dir / "scores.png"))
+    return _save(fig, path)
+
+
+def _threshold_plot(path: Path, harvest: dict[str, float], distill: list[str], benign: list[str]) -> Path:
+    """The share of campaign and of benign accounts whose own score reaches each account-level threshold."""
+    import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
     xs = [i / 40 for i in range(41)]
@@ -216,7 +251,12 @@ def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
     ax.set_ylim(0, 1.05)
     ax.set_title("Who reaches an account-level threshold (campaigns aside)")
     ax.legend(fontsize=8)
-    written.append(_save(fig, out_dir / "threshold.png"))
+    return _save(fig, path)
+
+
+def _timeline_plot(path: Path, ev: Evaluation, m: dict[str, Any]) -> Path:
+    """Per campaign, in event time: its first event, its first flag and each member flagged."""
+    import matplotlib.pyplot as plt
 
     camps = sorted(m["per_campaign"])
     fig, ax = plt.subplots(figsize=(8, 0.5 + 0.45 * max(1, len(camps))))
@@ -233,8 +273,7 @@ def _plots(out_dir: Path, ev: Evaluation, m: dict[str, Any]) -> list[Path]:
     ax.set_yticks(range(len(camps)), camps)
     ax.set_xlabel("event time, hours since the first campaign event (o first event, * first flag, | members flagged)")
     ax.set_title("Detection timeline per campaign")
-    written.append(_save(fig, out_dir / "timeline.png"))
-    return written
+    return _save(fig, path)
 
 
 def meta_cfg(m: dict[str, Any], name: str) -> float | None:

@@ -12,6 +12,7 @@ from pipeline.cli.commands_backtest import cmd_backtest
 from pipeline.cli.commands_contract import cmd_simhash, cmd_verdict, cmd_verify
 from pipeline.cli.commands_kafka import cmd_check_partitioning, cmd_kafka, cmd_produce, cmd_tail, cmd_topics
 from pipeline.cli.commands_run import MASK, cmd_config, cmd_demo, cmd_simulate, cmd_worker
+from pipeline.cli.common import settings_from
 from pipeline.cli.options import add_kafka_opts, add_local_kafka_opts, add_settings_flags, detection_settings
 
 Subparsers = argparse._SubParsersAction  # what add_subparsers returns
@@ -270,6 +271,16 @@ def _simhash(sub: Subparsers[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=cmd_simhash)
 
 
+def _console(sub: Subparsers[argparse.ArgumentParser]) -> None:
+    from pipeline.console.cli import add_arguments, run
+
+    p = sub.add_parser("console", help="the analyst console in the browser: review queue, campaigns, accounts, "
+                                       "replays, signed verdicts (console add-user, console load)")
+    add_arguments(p)
+    add_kafka_opts(p)
+    p.set_defaults(func=lambda args: run(args, settings_from(args)))
+
+
 # the order of the commands in --help
-COMMANDS = (_demo, _worker, _kafka, _topics, _simulate, _produce, _backtest, _config, _verify, _verdict, _tail,
-            _check_partitioning, _simhash)
+COMMANDS = (_demo, _worker, _kafka, _topics, _simulate, _produce, _backtest, _config, _verify, _verdict, _console,
+            _tail, _check_partitioning, _simhash)

@@ -30,7 +30,7 @@ loads a backtest's output files as a run, shown under the source NAME and in the
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.description = DESCRIPTION
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("--store", type=Path, default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
+    p.add_argument("--store", dest="console_store", type=Path, default=DEFAULT_STORE, help=f"SQLite store (default {DEFAULT_STORE})")
     p.add_argument("--users", type=Path, default=DEFAULT_USERS, help=f"users file (default {DEFAULT_USERS})")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
@@ -41,12 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     u = sub.add_parser("add-user", help="add an analyst (or set a new password) in the users file")
     u.add_argument("name", help="the analyst's name: it signs their verdicts")
     u.add_argument("--password-stdin", action="store_true", help="read the password from stdin (one line)")
+    u.add_argument("--users", type=Path, default=argparse.SUPPRESS, help=f"users file (default {DEFAULT_USERS})")
     ld = sub.add_parser("load", help="load a backtest's output files as a named run")
     ld.add_argument("name", help="the run's name (its source in the console)")
     ld.add_argument("--alerts", type=Path, help="alerts file of backtest --alerts-out (JSONL)")
     ld.add_argument("--actions", type=Path, help="actions file of backtest --actions-out (JSONL)")
     ld.add_argument("--report", type=Path, help="report directory of backtest --report (metrics.json, accounts.json)")
     ld.add_argument("--events", type=Path, help="the events file replayed, for the activity charts")
+    ld.add_argument("--store", dest="console_store", type=Path, default=argparse.SUPPRESS, help=f"SQLite store (default {DEFAULT_STORE})")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,7 +85,7 @@ def _load(args: argparse.Namespace) -> int:
     if not (args.alerts or args.actions or args.report):
         print("error: give --alerts, --actions and/or --report", file=sys.stderr)
         return 2
-    conn = store.connect(args.store)
+    conn = store.connect(args.console_store)
     try:
         counts = load_run(conn, args.name, RunFiles(args.alerts, args.actions, args.report, args.events))
     except LoadError as exc:
@@ -91,7 +93,7 @@ def _load(args: argparse.Namespace) -> int:
         return 2
     finally:
         conn.close()
-    print(f"loaded run {args.name} into {args.store}: {counts['alerts']} alerts, {counts['actions']} actions")
+    print(f"loaded run {args.name} into {args.console_store}: {counts['alerts']} alerts, {counts['actions']} actions")
     return 0
 
 
@@ -111,14 +113,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {exc}; add one with: python -m pipeline console add-user NAME --users {args.users}",
               file=sys.stderr)
         return 2
-    console = open_console(args.store, args.users, secure_cookies=args.secure_cookies)
+    console = open_console(args.console_store, args.users, secure_cookies=args.secure_cookies)
     consumer = None
     if not args.no_kafka:
-        consumer = Consumer(store.connect(args.store), settings, activity=not args.no_activity)
+        consumer = Consumer(store.connect(args.console_store), settings, activity=not args.no_activity)
         consumer.start()
         console.consumer = consumer
         console.publisher = Publisher(settings, console.conn)
-    print(f"console: http://{args.host}:{args.port}/ (store {args.store}; "
+    print(f"console: http://{args.host}:{args.port}/ (store {args.console_store}; "
           f"{'Kafka ' + settings.bootstrap + ', prefix ' + repr(settings.topic_prefix) if consumer else 'no Kafka'})",
           flush=True)
     try:

@@ -23,6 +23,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from pipeline.contract.manifest import USAGE_EVENTS  # noqa: E402
 from pipeline.proc import ChildProcess, WorkerProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
@@ -137,7 +138,7 @@ def create_topics(settings: Settings) -> None:
     create(settings)
 
 
-def produce(settings: Settings, messages: list[tuple[bytes, bytes]], topic: str = "usage-events") -> float:
+def produce(settings: Settings, messages: list[tuple[bytes, bytes]], topic: str = USAGE_EVENTS) -> float:
     """Send pre-encoded messages keyed by account and wait for Kafka to have them; returns seconds."""
     from kafka import KafkaProducer
 

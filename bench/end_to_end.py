@@ -52,6 +52,7 @@ from common import (  # noqa: E402
 )
 
 from pipeline.contract import codec  # noqa: E402
+from pipeline.contract.manifest import CAMPAIGN_SIGNALS, FINDINGS, LINK_UPDATES, USAGE_EVENTS  # noqa: E402
 from pipeline.proc import ChildProcess  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 from pipeline.worker.stages import BATCH_MAX  # noqa: E402
@@ -85,7 +86,7 @@ async def _bare(bootstrap: str, topic: str, n: int) -> float:
 
 def bare_consumer_rate(settings: Settings, n: int) -> float:
     """Events per second of a plain aiokafka consumer that decodes and counts."""
-    return asyncio.run(_bare(settings.bootstrap, settings.topic("usage-events"), n))
+    return asyncio.run(_bare(settings.bootstrap, settings.topic(USAGE_EVENTS), n))
 
 
 def faust_count_rate(settings: Settings, n: int, workdir: Path, consumer: str = "faust") -> float:
@@ -93,7 +94,7 @@ def faust_count_rate(settings: Settings, n: int, workdir: Path, consumer: str = 
     (``consumer="worker"``) the worker's."""
     tag = uuid.uuid4().hex[:6]
     count_file = workdir / f"count-{tag}"
-    env = {"BENCH_BOOTSTRAP": settings.bootstrap, "BENCH_TOPIC": settings.topic("usage-events"),
+    env = {"BENCH_BOOTSTRAP": settings.bootstrap, "BENCH_TOPIC": settings.topic(USAGE_EVENTS),
            "BENCH_GROUP": f"bench-count-{tag}", "BENCH_COUNT_FILE": str(count_file),
            "BENCH_DATADIR": str(workdir / f"faust-count-data-{tag}"), "BENCH_CONSUMER": consumer}
     script = str(Path(__file__).resolve().parent / "faust_count.py")
@@ -144,7 +145,7 @@ def worker_rate(settings: Settings, n: int, workdir: Path, workers: int = 1,
             for p in procs:
                 p.check()
             now = time.monotonic()
-            lags = [group_lag(settings, t) for t in ("usage-events", "link-updates", "campaign-signals", "findings")]
+            lags = [group_lag(settings, t) for t in (USAGE_EVENTS, LINK_UPDATES, CAMPAIGN_SIGNALS, FINDINGS)]
             if all(lag == 0 for lag in lags):
                 calm, calm_since = calm + 1, calm_since if calm else now
             else:
@@ -168,7 +169,7 @@ def prepare(bootstrap: str, workdir: Path, n: int, partitions: int) -> Settings:
     create_topics(settings)
     messages = raw_messages(cached_events(), limit=n)
     secs = produce(settings, messages)
-    print(f"pre-produced {len(messages):,} events to {settings.topic('usage-events')} "
+    print(f"pre-produced {len(messages):,} events to {settings.topic(USAGE_EVENTS)} "
           f"({partitions} partitions) in {secs:.1f} s", flush=True)
     return settings
 

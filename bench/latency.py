@@ -44,6 +44,7 @@ from common import (  # noqa: E402
 )
 
 from pipeline.contract import codec  # noqa: E402
+from pipeline.contract.manifest import ALERTS, CAMPAIGN_SIGNALS, FINDINGS, LINK_UPDATES, USAGE_EVENTS  # noqa: E402
 from pipeline.settings import Settings  # noqa: E402
 
 GOAL_P99_S = 1.0
@@ -101,7 +102,7 @@ async def send_paced(settings: Settings, messages: list[tuple[bytes, bytes]], st
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=5,
                                 max_batch_size=256 * 1024)
     await producer.start()
-    topic = settings.topic("usage-events")
+    topic = settings.topic(USAGE_EVENTS)
     futures = []
     try:
         t0 = time.monotonic()
@@ -131,12 +132,12 @@ async def run(settings: Settings, messages: list[tuple[bytes, bytes]], stamps: l
     stop = asyncio.Event()
     readers = [asyncio.create_task(r.run(stop)) for r in (alerts, echo)]
     t0, send_secs = await send_paced(settings, messages, stamps, rate, workers, sent_at)
-    behind = await asyncio.to_thread(group_lag, settings, "usage-events")
+    behind = await asyncio.to_thread(group_lag, settings, USAGE_EVENTS)
     drain_until = time.monotonic() + drain
     while time.monotonic() < drain_until:  # the backlog, and the last alerts' way through the link stage
         for w in workers:
             w.check()
-        lags = [await asyncio.to_thread(group_lag, settings, t) for t in ("usage-events", "link-updates", "campaign-signals", "findings")]
+        lags = [await asyncio.to_thread(group_lag, settings, t) for t in (USAGE_EVENTS, LINK_UPDATES, CAMPAIGN_SIGNALS, FINDINGS)]
         if all(lag == 0 for lag in lags):
             break
         await asyncio.sleep(1.0)
@@ -168,8 +169,8 @@ def main() -> int:
         workers = [w for w, _ in started]
         try:
             wait_ready([port for _, port in started], workers)
-            alerts = Reader(settings, "anomaly-alerts")
-            echo = Reader(settings, "usage-events", every=10, partition=0)
+            alerts = Reader(settings, ALERTS)
+            echo = Reader(settings, USAGE_EVENTS, every=10, partition=0)
             sent_at: dict[int, float] = {}
             t0, send_secs, behind, drained = asyncio.run(run(settings, messages, stamps, args.rate, workers, alerts,
                                                              echo, sent_at, args.drain))

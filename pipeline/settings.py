@@ -162,9 +162,9 @@ class Settings(BaseSettings):
         """Partitions of the input topic (and of everything co-partitioned with it)."""
         if self.partitions is not None:
             return self.partitions
-        from pipeline.contract.manifest import load_manifest
+        from pipeline.contract.manifest import USAGE_EVENTS, load_manifest
 
-        return int(load_manifest()["usage-events"]["partitions"])
+        return int(load_manifest()[USAGE_EVENTS]["partitions"])
 
     def topic(self, name: str) -> str:
         """The full topic name for a manifest topic name, with the configured prefix."""

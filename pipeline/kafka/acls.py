@@ -36,6 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pipeline.contract.manifest import ACTIONS, USAGE_EVENTS, VERDICTS
 from pipeline.settings import Settings
 
 __all__ = [
@@ -101,9 +102,9 @@ def grants(settings: Settings) -> list[Grant]:
     manifest = load_manifest()
     inputs = tuple(name for name, spec in manifest.items() if spec.get("direction") == "in")
     return [
-        *_topics("gateway", ("usage-events",), ("WRITE", "DESCRIBE"), settings),
-        *_topics("analyst", ("analyst-verdicts",), ("WRITE", "DESCRIBE"), settings),
-        *_topics("enforcement", ("enforcement-actions",), ("READ", "DESCRIBE"), settings),
+        *_topics("gateway", (USAGE_EVENTS,), ("WRITE", "DESCRIBE"), settings),
+        *_topics("analyst", (VERDICTS,), ("WRITE", "DESCRIBE"), settings),
+        *_topics("enforcement", (ACTIONS,), ("READ", "DESCRIBE"), settings),
         Grant("enforcement", "group", ENFORCEMENT_GROUP_PREFIX, "READ", prefixed=True),
         *(grant for name, spec in manifest.items()
           for grant in _topics("worker", (name,), WORKER_OPERATIONS[spec["direction"]], settings)),

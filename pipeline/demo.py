@@ -94,6 +94,7 @@ class Demo:
             return 1
         elapsed = (watch.caught_up_at or time.monotonic()) - t0
         self.summary(len(sim.events), elapsed, watch)
+        self.console_handoff(sim.events, watch)
         return 0
 
     def start_kafka(self) -> None:
@@ -160,6 +161,14 @@ class Demo:
         print(f"  campaign ids       {', '.join(ids) or 'none'} (detected campaigns per labelled one, after merges)")
         print(f"  account recall     {m['account_recall']}; benign false positives {m['benign_false_positives']}")
 
+    def console_handoff(self, events: list[Any], watch: Watch) -> None:
+        """The results in an analyst console store, and the command that opens them in the browser."""
+        from pipeline.console.handoff import load_demo_results
+
+        print()
+        for line in load_demo_results(self.workdir, watch.outputs[ALERTS], watch.outputs[ACTIONS], events):
+            print(line, flush=True)
+
     def stop(self) -> None:
         """Stop the worker and the local Kafka, if this run started them."""
         if self.worker is not None:
@@ -183,6 +192,7 @@ class Watch:
         self.evaluation = Evaluation(labels)
         self.severities: Counter[str] = Counter()
         self.caught_up_at: float | None = None
+        self.outputs: dict[str, list[dict[str, Any]]] = {ALERTS: [], ACTIONS: []}  # for the console
 
     def run(self, consumer: Any, t0: float) -> bool:
         """Watch until done or ``max_seconds`` after ``t0``; False if the worker died on the way."""
@@ -219,6 +229,7 @@ class Watch:
             value = codec.decode_map(msg.value)
             topic = ALERTS if msg.topic.endswith(ALERTS) else ACTIONS
             self.evaluation.observe_output(topic, value)
+            self.outputs[topic].append(value)
             print(_describe(topic, value, self.labels, self.demo.colour), flush=True)
             if topic == ALERTS:
                 self.severities[value["severity"]] += 1

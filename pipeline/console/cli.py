@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import time
 from pathlib import Path
 
 from pipeline.settings import Settings
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     p.add_argument("--no-kafka", action="store_true", help="serve the store only: no consumer, no verdicts sent")
     p.add_argument("--no-activity", action="store_true", help="do not read usage-events for the activity charts")
+    p.add_argument("--run-name", metavar="NAME", default=None,
+                   help="store what is read as the run NAME instead of as live: for a replay's sandbox topics "
+                        "(backtest --to-prefix; give its prefix with --topic-prefix); no verdicts are sent")
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (behind a TLS proxy)")
     sub = p.add_subparsers(dest="console_command", metavar="{add-user,load}")
     u = sub.add_parser("add-user", help="add an analyst (or set a new password) in the users file")
@@ -116,10 +120,14 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     console = open_console(args.console_store, args.users, secure_cookies=args.secure_cookies)
     consumer = None
     if not args.no_kafka:
-        consumer = Consumer(store.connect(args.console_store), settings, activity=not args.no_activity)
+        conn = store.connect(args.console_store)
+        if args.run_name:
+            store.save_run(conn, args.run_name, "replay", int(time.time() * 1000), settings.topic_prefix)
+        consumer = Consumer(conn, settings, activity=not args.no_activity, source=args.run_name or store.LIVE)
         consumer.start()
         console.consumer = consumer
-        console.publisher = Publisher(settings, console.conn)
+        if not args.run_name:
+            console.publisher = Publisher(settings, console.conn)
     print(f"console: http://{args.host}:{args.port}/ (store {args.console_store}; "
           f"{'Kafka ' + settings.bootstrap + ', prefix ' + repr(settings.topic_prefix) if consumer else 'no Kafka'})",
           flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import shlex
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ def load_demo_results(workdir: Path, alerts: Iterable[dict[str, Any]], actions: 
         counts = load_run(conn, run, RunFiles(), alerts=alerts, actions=actions, events=events)
     finally:
         conn.close()
-    command = ["python", "-m", "pipeline", "console", "--no-kafka", "--store", str(db), "--users", str(users),
+    command = [sys.executable or "python", "-m", "pipeline", "console", "--no-kafka", "--store", str(db), "--users", str(users),
                "--port", str(port)]
     return [f"the demo's {counts['alerts']} alerts and {counts['actions']} actions are in a console store; "
             "open them in the browser with",

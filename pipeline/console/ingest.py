@@ -95,12 +95,13 @@ class Consumer:
     """Follows the topics into the store until :meth:`stop`; run it in a thread (:meth:`start`)."""
 
     def __init__(self, conn: sqlite3.Connection, settings: Settings, *, activity: bool = True,
-                 on_batch: Callable[[int], None] | None = None, max_records: int = 2000) -> None:
+                 on_batch: Callable[[int], None] | None = None, max_records: int = 2000,
+                 source: str = LIVE) -> None:
         self.conn = conn
         self.max_records = max_records
         self.settings = settings
         self.topics = topic_names(settings, activity)
-        self.applier = Applier(conn, settings)
+        self.applier = Applier(conn, settings, source)
         self.on_batch = on_batch
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,7 +151,9 @@ class Consumer:
 
         from pipeline.kafka.config import kafka_python_config
 
+        # no topic is created by looking for it (a broker may have auto.create.topics.enable on)
         return KafkaConsumer(**kafka_python_config(self.settings), enable_auto_commit=False, group_id=None,
+                             allow_auto_create_topics=False, client_id="dg-console",
                              auto_offset_reset="earliest", max_partition_fetch_bytes=4 << 20)
 
     def _assign(self, consumer: Any) -> int:

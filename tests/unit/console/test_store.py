@@ -107,3 +107,17 @@ def test_loading_a_run_again_replaces_it(tmp_path):
     assert queries.runs(conn)[0]["metrics"] == {"flagged_accounts": 3}
     cmp = queries.compare(conn, "run-1", "run-1")
     assert cmp["only_a"] == [] and cmp["both"] == ["acct-a", "acct-b", "acct-c"]
+
+
+def test_a_new_member_reopens_a_dismissed_campaign(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    with Batch(conn) as b:
+        b.alert(LIVE, alert("alr-c", None, kind="coordinated_campaign", campaign=CAMPAIGN, related=["acct-a"]))
+        b.verdict(LIVE, ("v", 0, 0), {"alert_id": "alr-c", "account_id": "acct-a", "kind": "coordinated_campaign",
+                                      "campaign_id": CAMPAIGN, "verdict": "false_positive", "ts": 1, "analyst": "ana",
+                                      "signature": "s"})
+    status = lambda: conn.execute("SELECT status FROM items WHERE item_id = ?", (CAMPAIGN,)).fetchone()[0]  # noqa: E731
+    assert status() == "dismissed"
+    with Batch(conn) as b:
+        b.alert(LIVE, alert("alr-d", "acct-new", kind="coordinated_campaign", campaign=CAMPAIGN, similarity=0.9))
+    assert status() == "open"

@@ -27,6 +27,7 @@ log = structlog.get_logger("pipeline.console")
 HOUR_MS = 3_600_000
 OUTPUTS = ("anomaly-alerts", "enforcement-actions", "analyst-verdicts")
 EVENTS = "usage-events"
+RETRY_S = 5.0
 
 
 def decode(raw: bytes | None) -> dict[str, Any] | None:
@@ -117,11 +118,17 @@ class Consumer:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        try:
-            self.run()
-        except BaseException as exc:  # noqa: BLE001 - kept for the health endpoint and logged
-            self.error = exc
-            log.error("console_consumer_failed", error=repr(exc))
+        """:meth:`run` until stopped; after a failure (Kafka unreachable, the store locked) it starts again
+        from the stored offsets, and ``error`` (shown by ``/healthz``) holds the failure until a batch is
+        stored again."""
+        while not self._stop.is_set():
+            try:
+                self.run()
+                return
+            except Exception as exc:  # noqa: BLE001 - kept for the health endpoint, logged, retried
+                self.error = exc
+                log.error("console_consumer_failed", error=repr(exc), retry_in_s=RETRY_S)
+                self._stop.wait(RETRY_S)
 
     def run(self, max_batches: int | None = None) -> None:
         """Poll and store until stopped (or for ``max_batches`` non-empty batches)."""
@@ -139,6 +146,7 @@ class Consumer:
                 if records:
                     new = self.applier.apply(sorted(records, key=lambda r: (r.topic, r.partition, r.offset)))
                     done += 1
+                    self.error = None
                     if self.on_batch is not None:
                         self.on_batch(new)
                 elif assigned < len(self.topics):

@@ -176,6 +176,20 @@ def _metric_rows(pair: tuple[Any, Any]) -> str:
                    f"</tr>" for n in names if n in a or n in b)
 
 
+def _changes(cmp: dict[str, Any], a: str, b: str) -> str:
+    """What differs between the runs: their detection settings, and accounts flagged at another severity."""
+    settings = "".join(f"<tr><td><code>{e(k)}</code></td><td>{e(va)}</td><td>{e(vb)}</td></tr>"
+                       for k, va, vb in cmp["settings"])
+    changed = "".join(f"<tr><td><a href='{url('/account/' + acct, source=a)}'>{e(acct)}</a></td>"
+                      f"<td>{severity(rank=ra)}</td><td>{severity(rank=rb)}</td></tr>"
+                      for acct, ra, rb in cmp["severity_changed"])
+    return ((f"<h2>Settings that differ</h2><table id=settings><tr><th>setting</th><th>{e(a)}</th><th>{e(b)}</th>"
+             f"</tr>{settings}</table>" if settings else "")
+            + f"<h2>Flagged by both at another severity ({len(cmp['severity_changed'])})</h2>"
+            + (f"<table><tr><th>account</th><th>{e(a)}</th><th>{e(b)}</th></tr>{changed}</table>" if changed
+               else "<p class=muted>none</p>"))
+
+
 def replays_page(sources: list[str], runs: list[dict[str, Any]], a: str, b: str,
                  cmp: dict[str, Any] | None) -> str:
     opts = "".join(f"<option{' selected' if s == a else ''}>{e(s)}</option>" for s in sources)
@@ -196,6 +210,7 @@ def replays_page(sources: list[str], runs: list[dict[str, Any]], a: str, b: str,
 
     return body + (f"<h2>{e(a)} against {e(b)}</h2><table id=compare><tr><th></th><th>{e(a)}</th><th>{e(b)}</th>"
                    f"</tr>{counts}{_metric_rows(cmp['metrics'])}</table>"
+                   f"{_changes(cmp, a, b)}"
                    f"<h2>Flagged by {e(a)} only ({len(cmp['only_a'])})</h2><p>{accts(cmp['only_a'], a)}</p>"
                    f"<h2>Flagged by {e(b)} only ({len(cmp['only_b'])})</h2><p>{accts(cmp['only_b'], b)}</p>"
                    f"<h2>Flagged by both ({len(cmp['both'])})</h2><p class=muted>{len(cmp['both'])} accounts</p>")

@@ -210,5 +210,15 @@ def compare(conn: sqlite3.Connection, a: str, b: str) -> dict[str, Any]:
     metrics = {r["source"]: r["metrics"] for r in runs(conn)}
     counts = {s: {t: conn.execute(f"SELECT count(*) FROM {t} WHERE source = ?", (s,)).fetchone()[0]
                   for t in ("alerts", "actions")} for s in (a, b)}
-    return {"only_a": sorted(set(fa) - set(fb)), "only_b": sorted(set(fb) - set(fa)),
-            "both": sorted(set(fa) & set(fb)), "metrics": (metrics.get(a), metrics.get(b)), "counts": counts}
+    both = sorted(set(fa) & set(fb))
+    return {"only_a": sorted(set(fa) - set(fb)), "only_b": sorted(set(fb) - set(fa)), "both": both,
+            "severity_changed": [(acct, fa[acct], fb[acct]) for acct in both if fa[acct] != fb[acct]],
+            "settings": settings_diff(metrics.get(a), metrics.get(b)),
+            "metrics": (metrics.get(a), metrics.get(b)), "counts": counts}
+
+
+def settings_diff(a: Any, b: Any) -> list[tuple[str, Any, Any]]:
+    """The detection settings two runs' reports differ in (``metrics.json``'s ``meta.detection_config``)."""
+    ca = ((a or {}).get("meta") or {}).get("detection_config") or {}
+    cb = ((b or {}).get("meta") or {}).get("detection_config") or {}
+    return [(k, ca.get(k), cb.get(k)) for k in sorted(set(ca) | set(cb)) if ca.get(k) != cb.get(k)]

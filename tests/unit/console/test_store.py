@@ -121,3 +121,20 @@ def test_a_new_member_reopens_a_dismissed_campaign(tmp_path):
     with Batch(conn) as b:
         b.alert(LIVE, alert("alr-d", "acct-new", kind="coordinated_campaign", campaign=CAMPAIGN, similarity=0.9))
     assert status() == "open"
+
+
+def test_two_runs_compared_show_the_settings_they_differ_in_and_severity_changes(tmp_path):
+    conn = store.connect(tmp_path / "c.db")
+    strict, loose = tmp_path / "strict.jsonl", tmp_path / "loose.jsonl"
+    strict.write_text(json.dumps(alert("alr-1", "acct-a", severity="high")) + "\n")
+    loose.write_text(json.dumps(alert("alr-2", "acct-a", severity="critical")) + "\n"
+                     + json.dumps(alert("alr-3", "acct-b", severity="high")) + "\n")
+    for name, path, high in (("strict", strict, 0.8), ("loose", loose, 0.6)):
+        report = tmp_path / f"report-{name}"
+        report.mkdir()
+        (report / "metrics.json").write_text(json.dumps({"meta": {"detection_config": {"account_high": high,
+                                                                                       "seed": 7}}}))
+        load_run(conn, name, RunFiles(alerts=path, report=report))
+    cmp = queries.compare(conn, "strict", "loose")
+    assert cmp["settings"] == [("account_high", 0.8, 0.6)]
+    assert cmp["severity_changed"] == [("acct-a", 3, 4)] and cmp["only_b"] == ["acct-b"]

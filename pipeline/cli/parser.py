@@ -78,6 +78,7 @@ def _topics(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 def _simulate(sub: Subparsers[argparse.ArgumentParser]) -> None:
     from pipeline.simulate import SCENARIOS
+
     p = sub.add_parser(
         "simulate", help="write synthetic traffic with labelled campaigns",
         description="Generate deterministic synthetic usage events with labelled distillation campaigns. "
@@ -210,6 +211,7 @@ def _verdict(sub: Subparsers[argparse.ArgumentParser]) -> None:
 
 def _tail(sub: Subparsers[argparse.ArgumentParser]) -> None:
     from pipeline.kafka.tail import SEVERITIES
+
     p = sub.add_parser(
         "tail", help="print a topic's messages as JSON lines (key, partition, offset, timestamp, headers, value)",
         description="Print the messages of TOPIC, one JSON object per line: topic, partition, offset, timestamp "

@@ -59,6 +59,27 @@ def values(settings, topic: str) -> list[tuple[Any, dict[str, Any]]]:
     return [(m, msgpack.unpackb(m.value)) for m in read_all(settings.bootstrap, settings.topic(topic))]
 
 
+def sign_in(driver: Any, url: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.get(url + "/")
+    driver.find_element(By.NAME, "user").send_keys("ana")
+    driver.find_element(By.NAME, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "login").click()
+
+
+def verdicts_sent(settings, target: str) -> list[tuple[Any, dict[str, Any]]]:
+    """The verdicts on ``analyst-verdicts``, checked: one per scope of the account, signed with the analyst
+    key, by the signed-in analyst, keyed by the account and on its partition."""
+    sent = values(settings, "analyst-verdicts")
+    assert len(sent) == 2 and {v["kind"] for _, v in sent} == {OWN, "coordinated_campaign"}, sent
+    for msg, _ in sent:
+        checked = decode_verdict(msg.value, {"current": ANALYST_KEY.encode()})
+        assert (checked["account_id"], checked["verdict"], checked["analyst"]) == (target, "false_positive", "ana")
+        assert msg.key == target.encode() and msg.partition == partition_for(target, settings.input_partitions)
+    return sent
+
+
 def wait_page(driver: Any, url: str, *texts: str, timeout: float = 120) -> str:
     """Load ``url`` again until the page shows every text."""
     deadline = time.monotonic() + timeout
@@ -94,10 +115,7 @@ def test_an_analyst_dismisses_a_campaign_member_in_the_browser_and_the_pipeline_
         driver = chromium()
 
         # sign in, the queue, the campaign
-        driver.get(server.url + "/")
-        driver.find_element(By.NAME, "user").send_keys("ana")
-        driver.find_element(By.NAME, "password").send_keys(PASSWORD)
-        driver.find_element(By.ID, "login").click()
+        sign_in(driver, server.url)
         wait_page(driver, server.url + "/", campaign_id)
         driver.find_element(By.CSS_SELECTOR, f"a[href*='/campaign/{campaign_id}']").click()
         full_page_screenshot(driver, SHOTS / "campaign.png")
@@ -109,12 +127,7 @@ def test_an_analyst_dismisses_a_campaign_member_in_the_browser_and_the_pipeline_
         assert f"dismissed {target}" in driver.find_element(By.ID, "flash").text
 
         # the verdicts on analyst-verdicts: signed, by ana, one per scope, on the account's partition
-        sent = values(settings, "analyst-verdicts")
-        assert len(sent) == 2 and {v["kind"] for _, v in sent} == {OWN, "coordinated_campaign"}, sent
-        for msg, _ in sent:
-            checked = decode_verdict(msg.value, {"current": ANALYST_KEY.encode()})
-            assert (checked["account_id"], checked["verdict"], checked["analyst"]) == (target, "false_positive", "ana")
-            assert msg.key == target.encode() and msg.partition == partition_for(target, settings.input_partitions)
+        sent = verdicts_sent(settings, target)
 
         # the worker applies them: the lifts on enforcement-actions
         wait_until_idle(settings, [worker])

@@ -1,5 +1,9 @@
 """The wire codec: raw bytes to validated messages and back (plain msgpack maps; JSON accepted on input).
 
+This module checks the contract's messages (UsageEvent, Verdict); :mod:`pipeline.contract.wire` holds what
+they stand on (parsing, encoding, :class:`CodecError` and its reason text) and everything public there is
+re-exported here, so ``pipeline.contract.codec`` stays the one import for callers.
+
 This is the per-event hot path, so validation is written by hand instead of going through jsonschema; the
 rules are the ones in ``schemas/*.v1.json`` and ``tests/unit/contract/test_schemas.py`` checks that both agree on
 the examples. One deliberate difference: JSON Schema counts ``3.0`` as an integer, the codec does not.
@@ -16,10 +20,8 @@ fit for a dead-letter header.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import Any, NoReturn, cast
-
-import msgpack
+from collections.abc import Mapping
+from typing import Any, cast
 
 from pipeline.contract.models import (
     ASN_MAX,
@@ -38,17 +40,41 @@ from pipeline.contract.models import (
     UsageEvent,
     Verdict,
 )
-from pipeline.contract.privacy import is_token
+from pipeline.contract.wire import (
+    DEFAULT_MAX_BYTES,
+    MAX_OUTPUT_MAP_BYTES,
+    MISSING,
+    Buffer,
+    CodecError,
+    check_unicode,
+    decode_map,
+    encode,
+    encode_canonical,
+    exc_text,
+    fail,
+    fail_string,
+    guarded,
+    is_msgpack,
+    parse,
+    type_name,
+)
 
-#: What the decoders take: a Kafka value as bytes, or any bytes-like buffer.
-Buffer = bytes | bytearray | memoryview
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_OUTPUT_MAP_BYTES",
+    "Buffer",
+    "CodecError",
+    "decode_event",
+    "decode_map",
+    "decode_verdict",
+    "encode",
+    "encode_canonical",
+    "event_from_json_obj",
+    "event_from_msgpack_obj",
+    "event_to_json_line",
+    "verdict_from_json_obj",
+]
 
-DEFAULT_MAX_BYTES = 65536
-MAX_OUTPUT_MAP_BYTES = 4 * 1024 * 1024
-
-_MISSING: Any = object()
-_WHITESPACE = b" \t\r\n"
-_JSON_START = b" \t\r\n{["
 _HEX_DIGITS = "0123456789abcdef"
 _N_EVENT_FIELDS = len(USAGE_EVENT_FIELDS)
 _STATUS_TEXT = "|".join(sorted(STATUSES))
@@ -73,159 +99,6 @@ _EVENT_OPTIONAL_STRINGS = (
 _EVENT_OPTIONAL_COUNTS = ("latency_ms", "prompt_chars", "n_tools")
 
 
-class CodecError(ValueError):
-    """A message that cannot be decoded or breaks its schema; ``reason`` says why, in one line."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-# --------------------------------------------------------------------------- error text
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    t = type(v)
-    if t is bool:
-        return "bool"
-    if t is int:
-        return "int"
-    if t is float:
-        return "float"
-    if t is str:
-        return "string"
-    if t is bytes:
-        return "bytes"
-    if t is list or t is tuple:
-        return "list"
-    if t is dict:
-        return "map"
-    if t is msgpack.ExtType:
-        return "msgpack ext"
-    if t is msgpack.Timestamp:
-        return "msgpack timestamp"
-    return t.__name__
-
-
-def _show(v: Any) -> str:
-    """The offending value, short: numbers by repr, a string only when it is a short token (an enum value
-    with a typo), any other string by its length (a reason never quotes free text), containers by type."""
-    t = type(v)
-    if v is None:
-        return "null"
-    if t is str:
-        return repr(v) if is_token(v) else f"a string of {len(v)} chars"
-    if t is int:
-        text = str(v) if -(10**30) < v < 10**30 else f"an int of {len(str(abs(v)))} digits"
-        return text
-    if t is float:
-        return repr(v)
-    if t is bool:
-        return f"bool {v}"
-    return _type_name(v)
-
-
-def _got(v: Any, *, expected_type: type) -> str:
-    """'-3' when the type was right, 'float 3.0' when it was not."""
-    if type(v) is expected_type or v is None or type(v) in (bool, list, dict, bytes) or (
-            type(v) is str and not is_token(v)):
-        return _show(v)
-    return f"{_type_name(v)} {_show(v)}"
-
-
-def _fail(name: str, expected: str, v: Any, expected_type: type) -> NoReturn:
-    if v is _MISSING:
-        raise CodecError(f"missing required field: {name}")
-    raise CodecError(f"{name}: expected {expected}, got {_got(v, expected_type=expected_type)}")
-
-
-def _fail_string(name: str, v: Any) -> NoReturn:
-    expected = f"string of 1..{ID_MAX_CHARS} chars"
-    if type(v) is str:
-        raise CodecError(f"{name}: expected {expected}, got {len(v)} chars")
-    _fail(name, expected, v, str)
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def _parse(raw: Any, max_bytes: int) -> Any:
-    """Bytes to a Python object: JSON if the first non-blank byte is '{' or '[', msgpack otherwise."""
-    if type(raw) is bytes:
-        size = len(raw)
-    elif raw is None:
-        raise CodecError("expected bytes, got null (empty message)")
-    elif isinstance(raw, bytes | bytearray | memoryview):
-        raw = bytes(raw)
-        size = len(raw)
-    else:
-        raise CodecError(f"expected bytes, got {_type_name(raw)}")
-    if size > max_bytes:
-        raise CodecError(f"message too large: {size} bytes > limit {max_bytes}")
-    if size == 0:
-        raise CodecError("not msgpack or JSON: empty message")
-    first = raw[0]
-    if first in _WHITESPACE:
-        stripped = raw.lstrip(_WHITESPACE)
-        first = stripped[0] if stripped else -1
-    if first == 0x7B or first == 0x5B:  # '{' or '[': as msgpack these are fixints 123 and 91, never a map
-        try:
-            return json.loads(raw, parse_constant=_reject_constant)
-        except Exception as e:  # JSONDecodeError, UnicodeDecodeError, RecursionError, ...
-            raise CodecError(f"not msgpack or JSON: invalid JSON: {_exc_text(e)}") from None
-    try:
-        return msgpack.unpackb(
-            raw,
-            raw=False,
-            strict_map_key=True,
-            max_str_len=max_bytes,
-            max_bin_len=max_bytes,
-            max_array_len=max_bytes,
-            max_map_len=max_bytes // 2,
-            max_ext_len=max_bytes,
-        )
-    except msgpack.ExtraData as e:
-        raise CodecError(
-            f"not msgpack or JSON: {len(e.extra)} bytes of trailing data after the msgpack value"
-        ) from None
-    except Exception as e:  # FormatError, StackError, UnicodeDecodeError, ValueError, ...
-        raise CodecError(f"not msgpack or JSON: invalid msgpack: {_exc_text(e)}") from None
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _exc_text(e: BaseException) -> str:
-    try:
-        text = str(e)
-    except Exception:
-        text = ""
-    text = text[:200]
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _guarded(check: Callable[[Any], Any], obj: Any) -> Any:
-    try:
-        return check(obj)
-    except CodecError:
-        raise
-    except Exception as e:  # a bug in a check must still end in the DLQ, not crash the worker
-        raise CodecError(f"invalid message: {_exc_text(e)}") from None
-
-
-def _check_unicode(msg: Mapping[str, Any]) -> None:
-    """Reject lone surrogates, which JSON escapes (\\ud800) can produce and msgpack cannot carry."""
-    for name, v in msg.items():
-        if type(v) is str and not v.isascii():
-            try:
-                v.encode("utf-8")
-            except UnicodeEncodeError:
-                raise CodecError(f"{name}: invalid unicode (lone surrogate)") from None
-
-
 # --------------------------------------------------------------------------- UsageEvent
 
 
@@ -235,7 +108,7 @@ def _check_event(obj: Any, fresh: bool = False) -> UsageEvent:
     ``fresh``: ``obj`` was just decoded and belongs to nobody else, so it may be returned as it is when it
     already holds exactly the contract's fields in contract order."""
     if type(obj) is not dict:
-        raise CodecError(f"expected a map, got {_type_name(obj)}")
+        raise CodecError(f"expected a map, got {type_name(obj)}")
     values = tuple(map(obj.get, USAGE_EVENT_FIELDS))
     (sv, eid, ts, acct, model, inp, out, status,
      org, key, endpoint, lat, ip, asn, cfp, pfp, tier, country, sh, chars, turns, tools, rr, cap, lang) = values  # fmt: skip
@@ -276,53 +149,53 @@ def _check_event_precisely(obj: dict[str, Any]) -> UsageEvent:
     """Field by field in contract order, raising on the first problem with a reason naming it."""
     get = obj.get
 
-    v = get("schema_version", _MISSING)
+    v = get("schema_version", MISSING)
     if type(v) is not int or v not in EVENT_SCHEMA_VERSIONS:
-        _fail("schema_version", " or ".join(map(str, sorted(EVENT_SCHEMA_VERSIONS))), v, int)
-    v = get("event_id", _MISSING)
+        fail("schema_version", " or ".join(map(str, sorted(EVENT_SCHEMA_VERSIONS))), v, int)
+    v = get("event_id", MISSING)
     if type(v) is not str or not 0 < len(v) <= ID_MAX_CHARS:
-        _fail_string("event_id", v)
-    v = get("ts", _MISSING)
+        fail_string("event_id", v)
+    v = get("ts", MISSING)
     if type(v) is not int or not 0 < v < TS_MAX_EXCLUSIVE:
-        _fail("ts", "int epoch milliseconds in (0, 2**53)", v, int)
+        fail("ts", "int epoch milliseconds in (0, 2**53)", v, int)
     for name in _EVENT_REQUIRED_IDS[1:]:
-        v = get(name, _MISSING)
+        v = get(name, MISSING)
         if type(v) is not str or not 0 < len(v) <= ID_MAX_CHARS:
-            _fail_string(name, v)
+            fail_string(name, v)
     for name in _EVENT_REQUIRED_COUNTS:
-        v = get(name, _MISSING)
+        v = get(name, MISSING)
         if type(v) is not int or not 0 <= v <= INT64_MAX:
-            _fail(name, "int >= 0", v, int)
-    v = get("status", _MISSING)
+            fail(name, "int >= 0", v, int)
+    v = get("status", MISSING)
     if type(v) is not str or v not in STATUSES:
-        _fail("status", f"one of {_STATUS_TEXT}", v, str)
+        fail("status", f"one of {_STATUS_TEXT}", v, str)
 
     for name in _EVENT_OPTIONAL_STRINGS:
         v = get(name)
         if v is not None and (type(v) is not str or len(v) > STRING_MAX_CHARS):
-            _fail(name, _OPTIONAL_STRING, v, str)
+            fail(name, _OPTIONAL_STRING, v, str)
     for name in _EVENT_OPTIONAL_COUNTS:
         v = get(name)
         if v is not None and (type(v) is not int or not 0 <= v <= INT64_MAX):
-            _fail(name, "int >= 0 or null", v, int)
+            fail(name, "int >= 0 or null", v, int)
     v = get("n_turns")
     if v is not None and (type(v) is not int or not 1 <= v <= INT64_MAX):
-        _fail("n_turns", "int >= 1 or null", v, int)
+        fail("n_turns", "int >= 1 or null", v, int)
     v = get("asn")
     if v is not None and (type(v) is not int or not 0 <= v <= ASN_MAX):
-        _fail("asn", "int in 0..4294967295 or null", v, int)
+        fail("asn", "int in 0..4294967295 or null", v, int)
     v = get("account_tier")
     if v is not None and (type(v) is not str or v not in TIERS):
-        _fail("account_tier", f"one of {_TIER_TEXT} or null", v, str)
+        fail("account_tier", f"one of {_TIER_TEXT} or null", v, str)
     v = get("capability")
     if v is not None and (type(v) is not str or v not in CAPABILITIES):
-        _fail("capability", f"one of {_CAPABILITY_TEXT} or null", v, str)
+        fail("capability", f"one of {_CAPABILITY_TEXT} or null", v, str)
     v = get("prompt_simhash")
     if v is not None and (type(v) is not str or len(v) != 16 or v.strip(_HEX_DIGITS)):
-        _fail("prompt_simhash", "16 lowercase hex chars or null", v, str)
+        fail("prompt_simhash", "16 lowercase hex chars or null", v, str)
     v = get("reasoning_requested")
     if v is not None and type(v) is not bool:
-        _fail("reasoning_requested", "bool or null", v, bool)
+        fail("reasoning_requested", "bool or null", v, bool)
 
     return cast(UsageEvent, dict(zip(USAGE_EVENT_FIELDS, map(get, USAGE_EVENT_FIELDS), strict=True)))
 
@@ -339,29 +212,24 @@ def decode_event(raw: Buffer, max_bytes: int = DEFAULT_MAX_BYTES) -> UsageEvent:
     >>> decode_event(encode({"schema_version": 1}))
     Traceback (most recent call last):
     ...
-    pipeline.contract.codec.CodecError: missing required field: event_id
+    pipeline.contract.wire.CodecError: missing required field: event_id
     """
-    obj = _parse(raw, max_bytes)
+    obj = parse(raw, max_bytes)
     try:
         event = _check_event(obj, fresh=True)
     except CodecError:
         raise
     except Exception as e:  # a bug in a check must still end in the DLQ, not crash the worker
-        raise CodecError(f"invalid message: {_exc_text(e)}") from None
-    if not _is_msgpack(raw):
-        _check_unicode(event)
+        raise CodecError(f"invalid message: {exc_text(e)}") from None
+    if not is_msgpack(raw):
+        check_unicode(event)
     return event
-
-
-def _is_msgpack(raw: Any) -> bool:
-    # msgpack decoding with raw=False already rejects invalid UTF-8, surrogates included.
-    return bool(raw) and raw[0] not in _JSON_START
 
 
 def event_from_json_obj(obj: Any) -> UsageEvent:
     """Validate an already parsed object (e.g. one line of a JSONL file); same rules as :func:`decode_event`."""
-    event = cast(UsageEvent, _guarded(_check_event, obj))
-    _check_unicode(event)
+    event = cast(UsageEvent, guarded(_check_event, obj))
+    check_unicode(event)
     return event
 
 
@@ -369,7 +237,7 @@ def event_from_msgpack_obj(obj: Any) -> UsageEvent:
     """Validate an object just decoded from msgpack and owned by the caller (e.g. one record of a msgpack
     file): the same rules as :func:`decode_event`, which means that the object itself may be returned, and
     that its strings need no unicode check (msgpack decoding already rejected invalid UTF-8)."""
-    return cast(UsageEvent, _guarded(lambda o: _check_event(o, fresh=True), obj))
+    return cast(UsageEvent, guarded(lambda o: _check_event(o, fresh=True), obj))
 
 
 def event_to_json_line(ev: Mapping[str, Any]) -> str:
@@ -387,74 +255,38 @@ def event_to_json_line(ev: Mapping[str, Any]) -> str:
 
 def _check_verdict(obj: Any) -> Verdict:
     if type(obj) is not dict:
-        raise CodecError(f"expected a map, got {_type_name(obj)}")
+        raise CodecError(f"expected a map, got {type_name(obj)}")
     get = obj.get
-    v = get("schema_version", _MISSING)
+    v = get("schema_version", MISSING)
     if type(v) is not int or v != SCHEMA_VERSION:
-        _fail("schema_version", str(SCHEMA_VERSION), v, int)
+        fail("schema_version", str(SCHEMA_VERSION), v, int)
     for name in ("alert_id", "account_id"):
-        v = get(name, _MISSING)
+        v = get(name, MISSING)
         if type(v) is not str or not 0 < len(v) <= ID_MAX_CHARS:
-            _fail_string(name, v)
-    v = get("verdict", _MISSING)
+            fail_string(name, v)
+    v = get("verdict", MISSING)
     if type(v) is not str or v not in VERDICTS:
-        _fail("verdict", f"one of {_VERDICT_TEXT}", v, str)
-    v = get("ts", _MISSING)
+        fail("verdict", f"one of {_VERDICT_TEXT}", v, str)
+    v = get("ts", MISSING)
     if type(v) is not int or not 0 < v < TS_MAX_EXCLUSIVE:
-        _fail("ts", "int epoch milliseconds in (0, 2**53)", v, int)
+        fail("ts", "int epoch milliseconds in (0, 2**53)", v, int)
     v = get("analyst")
     if v is not None and (type(v) is not str or len(v) > STRING_MAX_CHARS):
-        _fail("analyst", _OPTIONAL_STRING, v, str)
+        fail("analyst", _OPTIONAL_STRING, v, str)
     return cast(Verdict, dict(zip(VERDICT_FIELDS, map(get, VERDICT_FIELDS), strict=True)))
 
 
 def decode_verdict(raw: Buffer, max_bytes: int = DEFAULT_MAX_BYTES) -> Verdict:
     """Decode and validate one Verdict v1 (msgpack map or UTF-8 JSON object); raises only :class:`CodecError`."""
-    obj = _parse(raw, max_bytes)
-    verdict = cast(Verdict, _guarded(_check_verdict, obj))
-    if not _is_msgpack(raw):
-        _check_unicode(verdict)
+    obj = parse(raw, max_bytes)
+    verdict = cast(Verdict, guarded(_check_verdict, obj))
+    if not is_msgpack(raw):
+        check_unicode(verdict)
     return verdict
 
 
 def verdict_from_json_obj(obj: Any) -> Verdict:
     """Validate an already parsed Verdict; same rules as :func:`decode_verdict`."""
-    verdict = cast(Verdict, _guarded(_check_verdict, obj))
-    _check_unicode(verdict)
+    verdict = cast(Verdict, guarded(_check_verdict, obj))
+    check_unicode(verdict)
     return verdict
-
-
-# --------------------------------------------------------------------------- encoding
-
-
-def encode(obj: Mapping[str, Any]) -> bytes:
-    """A plain msgpack map, nothing added (strings as str, bytes as bin)."""
-    data = obj if type(obj) is dict else dict(obj)
-    return cast(bytes, msgpack.packb(data, use_bin_type=True))
-
-
-def _canonical(v: Any) -> Any:
-    if isinstance(v, Mapping):
-        for k in v:
-            if type(k) is not str:
-                raise CodecError(f"canonical encoding needs string keys, got {_type_name(k)}")
-        return {k: _canonical(v[k]) for k in sorted(v)}
-    if isinstance(v, list | tuple):
-        return [_canonical(x) for x in v]
-    return v
-
-
-def encode_canonical(obj: Mapping[str, Any]) -> bytes:
-    """Canonical msgpack for signatures: map keys sorted (by code point, i.e. by UTF-8 bytes) at every level,
-    tuples as arrays, floats as float64, ints in their smallest form."""
-    return cast(bytes, msgpack.packb(_canonical(obj), use_bin_type=True))
-
-
-def decode_map(raw: Buffer, max_bytes: int = MAX_OUTPUT_MAP_BYTES) -> dict[str, Any]:
-    """Read one plain msgpack map (an output message, e.g. in tests); no schema check."""
-    if isinstance(raw, bytes | bytearray | memoryview) and raw and raw[0] == 0x7B:
-        raise CodecError("expected a msgpack map, got JSON")
-    obj = _parse(raw, max_bytes)
-    if type(obj) is not dict:
-        raise CodecError(f"expected a map, got {_type_name(obj)}")
-    return cast(dict[str, Any], obj)

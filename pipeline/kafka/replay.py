@@ -59,30 +59,8 @@ def read_range(settings: Settings, topic: str, start_ms: int | None, end_ms: int
         if not parts:
             raise ReplayError(f"topic {topic!r} does not exist on {settings.bootstrap}")
         tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        ends = consumer.end_offsets(tps)
-        starts = consumer.beginning_offsets(tps)
-        if start_ms is not None:
-            found = consumer.offsets_for_times({tp: start_ms for tp in tps})
-            starts = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
-        if end_ms is not None:
-            found = consumer.offsets_for_times({tp: end_ms for tp in tps})
-            ends = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
-        todo = {tp for tp in tps if starts[tp] < ends[tp]}
-        consumer.assign(list(todo))
-        for tp in todo:
-            consumer.seek(tp, starts[tp])
-        rows: list[tuple[int, int, int, Any]] = []
-        while todo:
-            batch = consumer.poll(timeout_ms=2000)
-            if not batch:
-                raise ReplayError(f"reading {topic} stalled before the end of the range")
-            for tp, msgs in batch.items():
-                for m in msgs:
-                    if m.offset < ends[tp]:
-                        rows.append((m.timestamp, m.partition, m.offset, m.value))
-                if msgs and msgs[-1].offset + 1 >= ends[tp]:
-                    todo.discard(tp)
-                    consumer.pause(tp)
+        starts, ends = _offset_range(consumer, tps, start_ms, end_ms)
+        rows = _read_rows(consumer, topic, tps, starts, ends)
     except KafkaError as exc:
         raise ReplayError(f"cannot read {topic} on {settings.bootstrap}: {exc}") from exc
     finally:
@@ -103,3 +81,40 @@ def read_range(settings: Settings, topic: str, start_ms: int | None, end_ms: int
             on_bad(BadRecord(topic, where, admission.TS_IN_FUTURE, value))
         else:
             yield ev
+
+
+def _offset_range(consumer: Any, tps: list[Any], start_ms: int | None,
+                  end_ms: int | None) -> tuple[dict[Any, int], dict[Any, int]]:
+    """Per partition, the first offset at or after ``start_ms`` and the first at or after ``end_ms`` (the
+    partition's beginning and end when not given; its end when no message is that late)."""
+    ends = consumer.end_offsets(tps)
+    starts = consumer.beginning_offsets(tps)
+    if start_ms is not None:
+        found = consumer.offsets_for_times({tp: start_ms for tp in tps})
+        starts = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+    if end_ms is not None:
+        found = consumer.offsets_for_times({tp: end_ms for tp in tps})
+        ends = {tp: (found[tp].offset if found[tp] is not None else ends[tp]) for tp in tps}
+    return starts, ends
+
+
+def _read_rows(consumer: Any, topic: str, tps: list[Any], starts: dict[Any, int],
+               ends: dict[Any, int]) -> list[tuple[int, int, int, Any]]:
+    """Every message in [start, end) of each partition as (timestamp, partition, offset, value), unsorted."""
+    todo = {tp for tp in tps if starts[tp] < ends[tp]}
+    consumer.assign(list(todo))
+    for tp in todo:
+        consumer.seek(tp, starts[tp])
+    rows: list[tuple[int, int, int, Any]] = []
+    while todo:
+        batch = consumer.poll(timeout_ms=2000)
+        if not batch:
+            raise ReplayError(f"reading {topic} stalled before the end of the range")
+        for tp, msgs in batch.items():
+            for m in msgs:
+                if m.offset < ends[tp]:
+                    rows.append((m.timestamp, m.partition, m.offset, m.value))
+            if msgs and msgs[-1].offset + 1 >= ends[tp]:
+                todo.discard(tp)
+                consumer.pause(tp)
+    return rows

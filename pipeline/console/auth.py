@@ -6,7 +6,8 @@ stdin, never from the command line). The analyst's name is the ``analyst`` of ev
 
 A login makes a session: a random token in a cookie (HttpOnly, SameSite=Strict, Secure when served over
 TLS), kept in the server's memory (a restart logs everyone out) with its own CSRF token, which every form
-carries and every POST must echo. The login form itself is protected by a double-submit token.
+carries and every POST must echo. The login form itself is protected by a double-submit token, and five
+wrong passwords for a name within five minutes stop that name signing in for the rest of them.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SESSION_SECONDS = 8 * 3600
 MIN_PASSWORD = 10
+MAX_FAILURES, FAILURE_WINDOW = 5, 300.0
 
 
 class AuthError(ValueError):
@@ -95,14 +97,23 @@ class Sessions:
     users_file: Path
     ttl: float = SESSION_SECONDS
     _by_token: dict[str, Session] = field(default_factory=dict)
+    _failures: dict[str, list[float]] = field(default_factory=dict)
 
     def login(self, name: str, password: str) -> str | None:
-        """A new session token for a right name and password, else None (same work either way)."""
+        """A new session token for a right name and password, else None (same work either way). After
+        ``MAX_FAILURES`` wrong passwords for a name within ``FAILURE_WINDOW`` seconds, that name cannot
+        sign in until the window has passed (guessing is slowed; the rightful user waits a few minutes)."""
+        now = time.time()
+        recent = [t for t in self._failures.get(name[:64], []) if t > now - FAILURE_WINDOW]
         users = read_users(self.users_file)
         stored = users.get(name, hash_password("not-a-user", b"0" * 16))
-        ok = check_password(password, stored) and name in users
+        ok = check_password(password, stored) and name in users and len(recent) < MAX_FAILURES
         if not ok:
+            self._failures[name[:64]] = [*recent, now][-MAX_FAILURES:]
+            if len(self._failures) > 10_000:  # bounded: the oldest names go
+                self._failures.pop(next(iter(self._failures)))
             return None
+        self._failures.pop(name, None)
         token = secrets.token_urlsafe(32)
         self._by_token[_key(token)] = Session(name, secrets.token_urlsafe(32), time.time() + self.ttl)
         return token

@@ -127,7 +127,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         consumer.start()
         console.consumer = consumer
         if not args.run_name:
-            console.publisher = Publisher(settings, console.conn)
+            console.publisher = Publisher(settings)
     print(f"console: http://{args.host}:{args.port}/ (store {args.console_store}; "
           f"{'Kafka ' + settings.bootstrap + ', prefix ' + repr(settings.topic_prefix) if consumer else 'no Kafka'})",
           flush=True)

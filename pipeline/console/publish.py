@@ -5,18 +5,17 @@ or its membership of one campaign), is signed with the analyst key (``DG_ANALYST
 logged-in analyst's name. It is keyed by ``account_id`` and sent to the partition Kafka's default
 partitioner (murmur2) gives that key, named explicitly, so that the account's worker reads it in order
 with the account's events (``docs/producers.md``). The worker applies it; the console shows the effect
-when the lift arrives on ``enforcement-actions``.
+when the lift arrives on ``enforcement-actions``. The analyst's note stays in the console's store
+(:func:`pipeline.console.store.save_note`): Verdict v2 has no field for it.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.console import store
 from pipeline.contract.codec import encode
 from pipeline.contract.verdicts import analyst_keys, verdict_for_alert
 from pipeline.detection.partition import partition_for
@@ -32,9 +31,8 @@ class PublishError(RuntimeError):
 class Publisher:
     """Signs and sends verdicts; one Kafka producer, made on first use."""
 
-    def __init__(self, settings: Settings, conn: sqlite3.Connection) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.conn = conn
         self._producer: Any = None
         self._lock = threading.Lock()
         self.key = analyst_keys(settings).get("current")
@@ -49,8 +47,9 @@ class Publisher:
                 raise PublishError(str(exc)) from exc
         return self._producer
 
-    def publish(self, alert: Mapping[str, Any], verdict: str, analyst: str, note: str) -> dict[str, Any]:
-        """Sign, send and wait for the broker's acknowledgement; the signed verdict, with where it went."""
+    def publish(self, alert: Mapping[str, Any], verdict: str, analyst: str) -> tuple[dict[str, Any], int, int]:
+        """Sign, send and wait for the broker's acknowledgement (blocking: the web app calls it in a thread);
+        the signed verdict, and the partition and offset it went to."""
         if self.key is None:
             raise PublishError("no analyst key is configured (DG_ANALYST_KEY): verdicts cannot be signed")
         signed = verdict_for_alert(alert, verdict, analyst, int(time.time() * 1000), self.key)
@@ -66,8 +65,7 @@ class Publisher:
                                      partition=partition).get(timeout=30)
             except Exception as exc:  # noqa: BLE001 - any send failure is shown to the analyst
                 raise PublishError(f"Kafka did not take the verdict: {exc}") from exc
-        store.save_note(self.conn, signed, note, (meta.partition, meta.offset))
-        return {**signed, "_partition": meta.partition, "_offset": meta.offset}
+        return signed, meta.partition, meta.offset
 
     def close(self) -> None:
         if self._producer is not None:

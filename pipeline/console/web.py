@@ -7,6 +7,7 @@ token (the login form a double-submit one), compared in constant time.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -201,7 +202,7 @@ async def verdict(request: web.Request) -> web.StreamResponse:
     alert = queries.alert_by_id(console.conn, store.LIVE, str(form.get("alert_id", "")))
     if alert is None or not alert.get("account_id"):
         raise web.HTTPBadRequest(text="a verdict names a live alert of an account")
-    sent = _publish(console, [alert], word, _session(request).user, str(form.get("note", ""))[:500])
+    sent = await _publish(console, [alert], word, _session(request).user, str(form.get("note", ""))[:500])
     raise _back(form, *sent)
 
 
@@ -213,7 +214,7 @@ async def account_verdict(request: web.Request) -> web.StreamResponse:
     a = queries.account(console.conn, store.LIVE, str(form.get("account_id", "")))
     if a is None or not a["scopes"]:
         raise web.HTTPBadRequest(text="no such live account with alerts")
-    sent = _publish(console, a["scopes"], word, _session(request).user, str(form.get("note", ""))[:500])
+    sent = await _publish(console, a["scopes"], word, _session(request).user, str(form.get("note", ""))[:500])
     raise _back(form, *sent)
 
 
@@ -225,17 +226,25 @@ async def campaign_verdict(request: web.Request) -> web.StreamResponse:
     if c is None:
         raise web.HTTPBadRequest(text="no such live campaign")
     alerts = [m["alert"] for m in c["members"] if m["alert"] is not None]
-    sent = _publish(console, alerts, word, _session(request).user, str(form.get("note", ""))[:500])
+    sent = await _publish(console, alerts, word, _session(request).user, str(form.get("note", ""))[:500])
     raise _back(form, *sent)
 
 
-def _publish(console: Console, alerts: list[dict[str, Any]], word: str, user: str, note: str) -> tuple[str, bool]:
-    if console.publisher is None:
+async def _publish(console: Console, alerts: list[dict[str, Any]], word: str, user: str,
+                   note: str) -> tuple[str, bool]:
+    """Send one verdict per alert (in a thread: a slow broker must not stop the pages), then keep the note."""
+    publisher = console.publisher
+    if publisher is None:
         return "this console does not publish verdicts (started without Kafka)", True
+    loop = asyncio.get_running_loop()
+    done = []
     try:
-        done = [console.publisher.publish(a, word, user, note) for a in alerts]
+        for a in alerts:
+            signed, partition, offset = await loop.run_in_executor(None, publisher.publish, a, word, user)
+            store.save_note(console.conn, signed, note, (partition, offset))
+            done.append(signed)
     except PublishError as exc:
-        return f"verdict not sent: {exc}", True
+        return f"verdict not sent: {exc}" + (f" (after {len(done)} sent)" if done else ""), True
     what = "dismissed" if word == "false_positive" else "confirmed"
     names = ", ".join(sorted({v["account_id"] for v in done}))
     return f"{what} {names}: signed verdict sent to analyst-verdicts", False

@@ -28,7 +28,7 @@ class ConsoleServer:
         self.console = open_console(store_path, users)
         self.consumer = Consumer(store.connect(store_path), settings)
         self.console.consumer = self.consumer
-        self.console.publisher = Publisher(settings, self.console.conn)
+        self.console.publisher = Publisher(settings)
         (self.port,) = free_ports(1)
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()

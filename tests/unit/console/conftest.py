@@ -16,6 +16,6 @@ def console(tmp_path, make_settings) -> Console:
     with Batch(c.conn) as b:
         for a in campaign_alerts():
             b.alert(LIVE, a)
-    c.publisher = Publisher(make_settings(analyst_key=ANALYST_KEY), c.conn)
+    c.publisher = Publisher(make_settings(analyst_key=ANALYST_KEY))
     c.publisher._producer = FakeProducer()
     return c

@@ -122,3 +122,15 @@ def test_pages_render_for_a_signed_in_analyst_and_escape_what_messages_carry(con
 
     run(check, console)
     assert store.sources(console.conn) == [LIVE]
+
+
+def test_five_wrong_passwords_stop_that_name_signing_in_for_a_while(tmp_path):
+    from pipeline.console.auth import MAX_FAILURES, Sessions
+    from tests.unit.console.helpers import users_file
+
+    sessions = Sessions(users_file(tmp_path))
+    for _ in range(MAX_FAILURES):
+        assert sessions.login("ana", "a-wrong-password") is None
+    assert sessions.login("ana", PASSWORD) is None
+    sessions._failures.clear()  # the window has passed
+    assert sessions.login("ana", PASSWORD) is not None

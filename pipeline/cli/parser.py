@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipeline",
         description="Detect distillation attacks on an LLM API from a stream of usage events (Kafka + Faust).",
         epilog="Exit codes: 0 ok; 1 ran but found a problem; 2 bad usage or input; 3 Kafka unreachable. "
-               "Every option also reads from a DG_-prefixed environment variable (see README).",
+               "Every option also reads from a DG_-prefixed environment variable (see docs/operations.md, Configuration).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from pipeline.contract.manifest import CAMPAIGN_SIGNALS, FINDINGS, LINK_UPDATES
 from pipeline.contract.models import Reason
 
 SEVERITIES = ("none", "low", "medium", "high", "critical")
@@ -177,7 +178,7 @@ def encode_link_updates(updates: list[LinkUpdate], max_bytes: int = MAX_BATCH_BY
 def decode_link_updates(raw: bytes) -> list[LinkUpdate]:
     make = MemberSummary.from_list
     out: list[LinkUpdate] = []
-    for item in _items(raw, "link-updates"):
+    for item in _items(raw, LINK_UPDATES):
         s, keys = msgpack.unpackb(item)
         summary = make(s)
         out += [LinkUpdate(key, summary, template) for key, template in keys]
@@ -190,7 +191,7 @@ def encode_findings(findings: list[Finding], max_bytes: int = MAX_BATCH_BYTES) -
 
 
 def decode_findings(raw: bytes) -> list[Finding]:
-    return [Finding.decode(item) for item in _items(raw, "findings")]
+    return [Finding.decode(item) for item in _items(raw, FINDINGS)]
 
 
 def encode_group_signals(signals: list[GroupSignal], max_bytes: int = MAX_BATCH_BYTES) -> list[bytes]:
@@ -199,4 +200,4 @@ def encode_group_signals(signals: list[GroupSignal], max_bytes: int = MAX_BATCH_
 
 
 def decode_group_signals(raw: bytes) -> list[GroupSignal]:
-    return [GroupSignal.decode(item) for item in _items(raw, "campaign-signals")]
+    return [GroupSignal.decode(item) for item in _items(raw, CAMPAIGN_SIGNALS)]

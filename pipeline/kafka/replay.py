@@ -74,7 +74,7 @@ def read_range(settings: Settings, topic: str, start_ms: int | None, end_ms: int
         except codec.CodecError as exc:
             on_bad(BadRecord(topic, where, exc.reason, value or b""))
             continue
-        # the worker's checks on the message around the event (pipeline/worker/app.py), in the same order
+        # the worker's checks on the message around the event (pipeline/worker/stages.py, AccountStage), in the same order
         if partition_for(ev["account_id"], n_parts) != partition:
             on_bad(BadRecord(topic, where, admission.WRONG_PARTITION, value))
         elif admission.in_future(ev["ts"], timestamp, settings.max_event_skew_ms):

@@ -84,19 +84,24 @@ def verdict_form(*, csrf: str, source: str, alert_id: str, back: str, label: str
             f"<button class=dismiss name=verdict value=false_positive>Dismiss</button></form>")
 
 
-def reasons_table(reasons: list[dict[str, Any]]) -> str:
-    """Each reason of an alert as a sentence, with its value against its baseline (as far as the alert
-    carries them): the evidence and each reason's contribution."""
+def reasons_table(reasons: list[dict[str, Any]], score: float | None = None) -> str:
+    """Each reason of an alert as a sentence, with its value against its baseline, and (AnomalyAlert v2)
+    its contribution: how much of the alert's ``score`` that evidence accounts for, drawn as a bar of the
+    score; a v1 alert carries none, so its bar is the reason's value where that is a share."""
     from pipeline.console.charts import bars
 
     if not reasons:
         return "<p class=muted>No reasons carried.</p>"
-    out = ["<table><tr><th>reason</th><th>in words</th><th>value</th><th>baseline</th><th></th></tr>"]
+    out = ["<table><tr><th>reason</th><th>in words</th><th>value</th><th>baseline</th><th>contribution</th>"
+           "<th></th></tr>"]
     for r in reasons:
-        v, b = r.get("value"), r.get("baseline")
-        share = v if isinstance(v, int | float) and 0 <= v <= 1 else None
+        v, b, c = r.get("value"), r.get("baseline"), r.get("contribution")
+        if isinstance(c, int | float) and score:
+            share: float | None = max(0.0, c) / score
+        else:
+            share = v if "contribution" not in r and isinstance(v, int | float) and 0 <= v <= 1 else None
         out.append(f"<tr><td><code>{e(r.get('code'))}</code></td><td>{e(r.get('detail'))}</td>"
-                   f"<td>{_num(v)}</td><td>{_num(b)}</td>"
+                   f"<td>{_num(v)}</td><td>{_num(b)}</td><td>{_num(c)}</td>"
                    f"<td>{bars([(str(r.get('code')), share)]) if share is not None else ''}</td></tr>")
     return "".join(out) + "</table>"
 

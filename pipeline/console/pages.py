@@ -109,7 +109,7 @@ def campaign_page(c: dict[str, Any], campaign_id: str, source: str, csrf: str) -
             f"<h2>Verdict on the whole campaign</h2>{whole}"
             f"<h2>Members</h2>{members}<h2>Links that tie them</h2>{_links(c['evidence'])}"
             f"<h2>Activity: events per hour per member</h2>{activity_heatmap(c['activity'])}"
-            f"<h2>Evidence (newest campaign alert)</h2>{reasons_table(c['evidence'])}"
+            f"<h2>Evidence (newest campaign alert)</h2>{reasons_table(c['evidence'], c['evidence_score'])}"
             f"<h2>Campaign alerts</h2><ul>{timeline}</ul>"
             f"<h2>Actions taken on members</h2>{actions_table(c['actions'], source)}")
 

@@ -83,8 +83,10 @@ def campaign(conn: sqlite3.Connection, source: str, campaign_id: str) -> dict[st
     names = [m["account_id"] for m in members]
     actions = _actions_of(conn, source, names)
     own = [a for a in alerts if a["account_id"] is None]
-    evidence = (own or alerts)[-1]["reasons"] if alerts else []
+    newest = (own or alerts)[-1] if alerts else None
+    evidence = newest["reasons"] if newest else []
     return {"item": dict(item), "alerts": alerts, "members": members, "actions": actions, "evidence": evidence,
+            "evidence_score": newest["score"] if newest else None,
             "activity": activity(conn, source, names[:ACTIVITY_MEMBERS])}
 
 

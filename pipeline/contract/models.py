@@ -54,12 +54,14 @@ class UsageEvent(TypedDict):
 
 
 class Reason(TypedDict):
-    """Why an alert fired, in words a person can act on."""
+    """Why an alert fired, in words a person can act on, and (AnomalyAlert v2) how much of the score it
+    accounts for: the score less what it would be without this evidence; None when it is no term of it."""
 
     code: str
     detail: str
     value: float | None
     baseline: float | None
+    contribution: float | None
 
 
 class AnomalyAlert(TypedDict):

@@ -178,7 +178,7 @@ class Campaigns:
             if absorbed:  # consumers holding alerts of the absorbed ids learn where they went
                 reasons.append({"code": "campaign_merged", "detail": "the same operator as campaign"
                                 f"{'s' if len(absorbed) > 1 else ''} {', '.join(absorbed[:20])}: now one campaign",
-                                "value": float(len(absorbed)), "baseline": None})
+                                "value": float(len(absorbed)), "baseline": None, "contribution": None})
             alert = {"campaign_id": root.cid, "severity": root.alerted_sev, "score": root.score, "reasons": reasons,
                      "related": sorted(root.members), "window_start_ts": root.window_start_ts,
                      "members": root.n, "episode_ts": root.episode_ts}
@@ -213,4 +213,4 @@ class Campaigns:
         groups = sum(c.kinds.values())
         return {"code": "campaign_links",
                 "detail": f"{c.n} accounts named by {groups} linked groups: " + ", ".join(parts),
-                "value": float(groups), "baseline": None}
+                "value": float(groups), "baseline": None, "contribution": None}

@@ -102,7 +102,7 @@ class DetectionConfig:
     """Quiet time after which an account's next finding, or a campaign's next firing group, opens a new
     alert episode."""
     shadow: bool = True
-    detector_version: str = "dg-detect-2.0"
+    detector_version: str = "dg-detect-2.1"
     """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared
     key; templating no longer gates the account score; network links; the population model out of decisions."""
     policy_version: str = "dg-policy-1.1"
@@ -141,7 +141,7 @@ class DetectionConfig:
         return f"{head}@{self.digest()}{sep}{tail}"
 
     @classmethod
-    def from_settings(cls, settings: Any) -> DetectionConfig:
+    def from_settings(cls, settings: object) -> DetectionConfig:
         """Take every field that ``settings`` has under the same name (the rest keep their defaults);
         ``shadow`` is ``not settings.enforce``, ``partitions`` the input topic's, allow-lists are
         comma-separated strings."""

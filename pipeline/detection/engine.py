@@ -163,7 +163,8 @@ class Engine:
         cfg = self.cfg
         # the population model decides nothing unless ``population_review`` asks it to (see the config)
         pop = self.models.score(st.tier or "unknown", partition, p) if cfg.population_review else _NO_POPULATION
-        shift, shift_reasons = shift_score(p)
+        popv = 0.3 if pop.anomalous else 0.0
+        shift, shift_reasons = shift_score(p, max(hs, popv))
         enough = st.day_count() >= cfg.account_min_events
         if enough and hs >= cfg.account_critical:
             sev = CRITICAL
@@ -175,18 +176,21 @@ class Engine:
             sev = LOW  # a change against its own past, in an account that harvests a little: worth a look
         else:
             return None
-        reasons = harvest_reasons(p) if sev >= MEDIUM else []
+        score = max(hs, 0.5 * shift, popv)
+        # each reason's contribution: the score less what it would be without that evidence
+        reasons = harvest_reasons(p, max(0.5 * shift, popv)) if sev >= MEDIUM else []
         if pop.anomalous:
             reasons.append({"code": "population_outlier",
                             "detail": f"unusual among {st.tier or 'unknown'}-tier accounts (score above the "
                                       f"segment's {100 * cfg.population_quantile:g}th percentile)",
                             "value": round(pop.score, 4),
-                            "baseline": None if pop.threshold is None else round(pop.threshold, 4)})
+                            "baseline": None if pop.threshold is None else round(pop.threshold, 4),
+                            "contribution": round(score - max(hs, 0.5 * shift), 4)})
         reasons += shift_reasons
         if not reasons:
             reasons.append({"code": "harvest_profile", "detail": "mix of elicitation, templating and volume",
-                            "value": round(hs, 4), "baseline": None})
-        score = max(hs, 0.5 * shift, 0.3 if pop.anomalous else 0.0)
+                            "value": round(hs, 4), "baseline": None,
+                            "contribution": round(score - max(0.5 * shift, popv), 4)})
         return Finding(ev["account_id"], ev["ts"], "account_behaviour", sev, round(score, 4), tuple(reasons),
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
                        window_events=int(round(p["events_day"])), org=st.org)

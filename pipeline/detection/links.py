@@ -257,16 +257,26 @@ def evaluate(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float
         # one shared card is one customer's sub-fleet (a company's developers among a tool's users); a pool
         # of shared cards across accounts that share the operator's client or template is an operator's
         shared_cards = core.shared / k if core.shared_cards >= 2 else 0.0
-    coordination = max(shared_cards, alike * machine)
     r = g.running(cfg)
     templ = r.w_templ / (1e4 * r.wsum) if r.wsum else 0.0
-    harvest = elicit * (0.5 + 0.5 * max(long_share, templ))
-    breadth = _clip((k - 2.0) / 13.0)
-    score = harvest * coordination * (0.5 + 0.5 * breadth)
-    return score, {"members": float(k), "elicitation": elicit, "templating": templ, "long_outputs": long_share,
-                   "round_the_clock": clock, "regularity": regular, "shared_cards": shared_cards,
-                   "alike": alike, "machine": machine, "breadth": breadth, "one_customer": float(fleet),
-                   "cards": float(len(core.cards))}
+    comp = {"members": float(k), "elicitation": elicit, "templating": templ, "long_outputs": long_share,
+            "round_the_clock": clock, "regularity": regular, "shared_cards": shared_cards, "alike": alike,
+            "machine": machine, "breadth": _clip((k - 2.0) / 13.0), "one_customer": float(fleet),
+            "cards": float(len(core.cards))}
+    return group_score(comp), comp
+
+
+def group_score(c: dict[str, float]) -> float:
+    """harvest × coordination × breadth, from ``evaluate``'s components: the harvest is elicitation, more
+    with long outputs or templates; coordination the pool of shared cards, or alike and like machines."""
+    harvest = c["elicitation"] * (0.5 + 0.5 * max(c["long_outputs"], c["templating"]))
+    return harvest * max(c["shared_cards"], c["alike"] * c["machine"]) * (0.5 + 0.5 * c["breadth"])
+
+
+GROUP_NEUTRAL = {"linked_accounts": ("breadth", 0.0), "group_elicitation": ("elicitation", 0.0),
+                 "group_templating": ("templating", 0.0), "group_round_the_clock": ("machine", 0.0),
+                 "shared_payment": ("shared_cards", 0.0), "members_alike": ("alike", 0.0)}
+"""The term of ``group_score`` each campaign reason stands for, and its value as no evidence."""
 
 
 def _evaluate_shared_key(g: LinkGroup, cfg: DetectionConfig) -> tuple[float, dict[str, float]]:
@@ -336,7 +346,7 @@ def judge(g: LinkGroup, cfg: DetectionConfig) -> GroupSignal | None:
             "code": "campaign_member",
             "detail": f"shares a {kind_word} with {int(comp['members']) - 1} other accounts that together "
                       f"harvest model outputs; behaves like the group's core ({100 * similarity:.0f}% alike)",
-            "value": round(similarity, 4), "baseline": cfg.member_similarity,
+            "value": round(similarity, 4), "baseline": cfg.member_similarity, "contribution": None,
         }
         findings.append(Finding(acc, g.now, "coordinated_campaign", sev, round(score, 4),
                                 (member_reason, *reasons), "", (), m[7], m[1], m[8]))
@@ -363,10 +373,19 @@ def _similarity(g: LinkGroup, m: Member, comp: dict[str, float], means: list[flo
     return member_similarity(m, means)
 
 
+def _contribution(c: dict[str, float], code: str) -> float | None:
+    """How much of the group's score the reason ``code`` accounts for: the score less what it would be with
+    that term at its neutral value; None for a reason that is no term of it (and in the ablation)."""
+    term = GROUP_NEUTRAL.get(code)
+    if term is None or "alike" not in c:
+        return None
+    return round(group_score(c) - group_score({**c, term[0]: term[1]}), 4)
+
+
 def _campaign_reasons(c: dict[str, float], kind_word: str) -> list[Reason]:
     def r(code: str, detail: str, value: float, baseline: float | None = None) -> Reason:
         return {"code": code, "detail": detail, "value": round(value, 4),
-                "baseline": None if baseline is None else round(baseline, 4)}
+                "baseline": None if baseline is None else round(baseline, 4), "contribution": _contribution(c, code)}
 
     out = [r("linked_accounts", f"{c['members']:.0f} active accounts share one {kind_word}", c["members"])]
     out.append(r("group_elicitation", f"{100 * c['elicitation']:.0f}% of the group's traffic elicits reasoning "

@@ -70,6 +70,16 @@ class LinkUpdate(NamedTuple):
         return cls(key, MemberSummary.from_list(s), template)
 
 
+def reason_list(r: Reason) -> list[Any]:
+    return [r["code"], r["detail"], r["value"], r["baseline"], r.get("contribution")]
+
+
+def reason_of(r: list[Any]) -> Reason:
+    """A reason from its list form; one written before reasons had contributions (four items) has none."""
+    return {"code": r[0], "detail": r[1], "value": r[2], "baseline": r[3],
+            "contribution": r[4] if len(r) > 4 else None}
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """Evidence against one account, for the policy: from its own behaviour or from a campaign."""
@@ -88,14 +98,14 @@ class Finding:
 
     def encode(self) -> bytes:
         return msgpack.packb([self.account, self.ts, self.kind, self.severity, self.score,
-                              [list(r.values()) for r in self.reasons], self.campaign_id, list(self.related),
+                              [reason_list(r) for r in self.reasons], self.campaign_id, list(self.related),
                               self.window_start_ts, self.window_events, self.org])
 
     @classmethod
     def decode(cls, raw: bytes) -> Finding:
         a, ts, kind, sev, score, reasons, camp, related, ws, we, org = msgpack.unpackb(raw)
-        rs = tuple({"code": r[0], "detail": r[1], "value": r[2], "baseline": r[3]} for r in reasons)
-        return cls(a, ts, kind, sev, score, rs, camp, tuple(related), ws, we, org)  # type: ignore[arg-type]
+        rs = tuple(reason_of(r) for r in reasons)
+        return cls(a, ts, kind, sev, score, rs, camp, tuple(related), ws, we, org)
 
 
 class GroupSignal(NamedTuple):
@@ -112,14 +122,14 @@ class GroupSignal(NamedTuple):
 
     def encode(self) -> bytes:
         return msgpack.packb([self.key, self.ts, self.severity, self.score,
-                              [list(r.values()) for r in self.reasons], self.members, self.window_start_ts,
+                              [reason_list(r) for r in self.reasons], self.members, self.window_start_ts,
                               [f.encode() for f in self.named]])
 
     @classmethod
     def decode(cls, raw: bytes) -> GroupSignal:
         key, ts, sev, score, reasons, members, ws, named = msgpack.unpackb(raw)
-        rs = tuple({"code": r[0], "detail": r[1], "value": r[2], "baseline": r[3]} for r in reasons)
-        return cls(key, ts, sev, score, rs, members, ws, tuple(Finding.decode(f) for f in named))  # type: ignore[arg-type]
+        rs = tuple(reason_of(r) for r in reasons)
+        return cls(key, ts, sev, score, rs, members, ws, tuple(Finding.decode(f) for f in named))
 
 
 # In the worker, link updates and findings travel in batches: one Kafka message per destination

@@ -40,6 +40,8 @@ LADDER = ("flag_for_review", "require_verification", "throttle", "suspend", "ban
 _RANK = {a: i + 1 for i, a in enumerate(LADDER)}
 CAMPAIGN = "coordinated_campaign"  # a campaign member's finding (the link stage); the rest are its own
 ALERT_MEMORY = 16
+ALERT_SCHEMA_VERSION = 2
+"""AnomalyAlert v2: v1 with each reason's contribution to the score (``schemas/anomaly_alert.v2.json``)."""
 """Alerts an account's policy state remembers (id, kind, campaign, time), newest last: a verdict must name
 one of them, so verdicts for made-up ids are refused and add nothing to state."""
 HOUR_MS = 3_600_000
@@ -209,9 +211,9 @@ class Policy:
         reasons = list(f.reasons)
         if allow:
             reasons.append({"code": "allowlisted", "detail": "account or organisation is allow-listed: "
-                            "review only, no enforcement", "value": None, "baseline": None})
+                            "review only, no enforcement", "value": None, "baseline": None, "contribution": None})
         return {
-            "schema_version": 1,
+            "schema_version": ALERT_SCHEMA_VERSION,
             "alert_id": self.alert_id(f, ladder),
             "ts": f.ts,
             "account_id": f.account,
@@ -246,7 +248,7 @@ class Policy:
     def campaign_alert(self, campaign_id: str, ts: int, c: dict[str, Any]) -> AnomalyAlert:
         """The campaign-level alert (no account, the named members in ``related_accounts``)."""
         return {
-            "schema_version": 1,
+            "schema_version": ALERT_SCHEMA_VERSION,
             "alert_id": stable_id("alr", self.cfg.detector_version, campaign_id, c["episode_ts"], c["severity"],
                                   c["members"]),
             "ts": ts,

@@ -43,6 +43,26 @@ HARVEST_WEIGHTS = {"round_the_clock": 0.3, "volume": 0.3, "long_outputs": 0.25, 
 """How the intensity terms add up: a harvest runs round the clock at volume for long outputs."""
 
 
+NEUTRAL = {"elicitation": 0.0, "templating": 0.0, "round_the_clock": 0.0, "regularity": 0.0, "volume": 0.0,
+           "long_outputs": 0.0, "model_focus": 1.0}
+"""Each evidence term at the value that is no evidence at all (one model at full focus is the neutral
+case: spreading over several models is what lowers a score)."""
+
+
+def combine(c: dict[str, float]) -> float:
+    """The harvest score of evidence terms ``c`` (see :func:`harvest_score`)."""
+    intensity = sum(w * c[k] for k, w in HARVEST_WEIGHTS.items())
+    return c["elicitation"] * intensity * (0.75 + 0.25 * c["templating"]) * (0.3 + 0.7 * c["model_focus"])
+
+
+def contributions(c: dict[str, float], floor: float = 0.0) -> dict[str, float]:
+    """How much of the score each evidence term accounts for: the score, ``max(harvest, floor)`` (``floor``:
+    what the account's other evidence gives on its own), less the same with that term at its neutral
+    value. Elicitation gates the score, so it accounts for all of it; several models lower it (negative)."""
+    total = max(combine(c), floor)
+    return {k: round(total - max(combine({**c, k: v}), floor), 4) for k, v in NEUTRAL.items()}
+
+
 def harvest_score(p: dict[str, float]) -> float:
     """0..1: elicitation × intensity (round the clock, volume, long outputs, pacing), amplified by
     templating and by focus on one model.
@@ -53,65 +73,76 @@ def harvest_score(p: dict[str, float]) -> float:
     student has no round-the-clock volume; an evaluation sweep spread evenly over several models counts
     three tenths.
     """
-    c = harvest_components(p)
-    intensity = sum(w * c[k] for k, w in HARVEST_WEIGHTS.items())
-    return c["elicitation"] * intensity * (0.75 + 0.25 * c["templating"]) * (0.3 + 0.7 * c["model_focus"])
+    return combine(harvest_components(p))
 
 
-def shift_score(p: dict[str, float]) -> tuple[float, list[Reason]]:
+def shift_score(p: dict[str, float], floor: float = 0.0) -> tuple[float, list[Reason]]:
     """Change against the account's own day: the last hour's rate, reasoning share and model mix.
 
     Only accounts with a day of history and at least 20 requests in the last hour are judged; a volume
     jump needs 60 requests an hour at eight times the daily rate (developers' sessions are bursty).
+    A reason's contribution is to the alert's score, ``max(floor, shift / 2)`` (``floor``: what the
+    account's other evidence gives on its own).
     """
-    reasons: list[Reason] = []
     if p["age_hours"] < 24.0 or p["events_hour"] < 480.0:
-        return 0.0, reasons  # no past of its own yet, or too few requests in the hour to judge a change
+        return 0.0, []  # no past of its own yet, or too few requests in the hour to judge a change
     rate_ratio = p["events_hour"] / max(p["events_day"], 1.0)
-    score = 0.0
+    found: list[tuple[float, str, str, float | None, float | None]] = []
     if p["events_hour"] >= 1440.0 and rate_ratio >= 8.0:
-        score = max(score, _clip((rate_ratio - 8.0) / 16.0 + 0.5))
-        reasons.append(_reason("volume_jump", f"the last hour ran at {p['events_hour']:.0f} requests/day, "
-                               f"{rate_ratio:.1f}x the account's daily rate", p["events_hour"], p["events_day"]))
+        found.append((_clip((rate_ratio - 8.0) / 16.0 + 0.5), "volume_jump",
+                      f"the last hour ran at {p['events_hour']:.0f} requests/day, {rate_ratio:.1f}x the "
+                      "account's daily rate", p["events_hour"], p["events_day"]))
     if p["reasoning_share_hour"] - p["reasoning_share"] >= 0.5:
-        score = max(score, 0.5)
-        reasons.append(_reason("reasoning_jump", "reasoning requests jumped in the last hour",
-                               p["reasoning_share_hour"], p["reasoning_share"]))
+        found.append((0.5, "reasoning_jump", "reasoning requests jumped in the last hour",
+                      p["reasoning_share_hour"], p["reasoning_share"]))
     if p["new_model_share_hour"] >= 0.5:
-        score = max(score, 0.3)
-        reasons.append(_reason("model_shift", "most of the last hour went to a model the account did not "
-                               "use before", p["new_model_share_hour"], None))
+        found.append((0.3, "model_shift", "most of the last hour went to a model the account did not use before",
+                      p["new_model_share_hour"], None))
+    score = max((f[0] for f in found), default=0.0)
+    total = max(floor, 0.5 * score)
+    reasons = []
+    for i, (_, code, detail, value, baseline) in enumerate(found):
+        without = max((f[0] for j, f in enumerate(found) if j != i), default=0.0)
+        reasons.append(_reason(code, detail, value, baseline, total - max(floor, 0.5 * without)))
     return score, reasons
 
 
-def harvest_reasons(p: dict[str, float]) -> list[Reason]:
-    """Reasons a reviewer can act on, strongest first."""
+def harvest_reasons(p: dict[str, float], floor: float = 0.0) -> list[Reason]:
+    """Reasons a reviewer can act on, strongest first, each with its contribution to the score
+    ``max(harvest, floor)`` (:func:`contributions`)."""
     c = harvest_components(p)
+    part = contributions(c, floor)
     out: list[Reason] = []
     if max(p["reasoning_share"], p["agentic_tools_share"]) >= 0.5:
         if p["reasoning_share"] >= p["agentic_tools_share"]:
             out.append(_reason("reasoning_elicitation", f"{100 * p['reasoning_share']:.0f}% of requests ask for "
-                               "reasoning traces", p["reasoning_share"], None))
+                               "reasoning traces", p["reasoning_share"], None, part["elicitation"]))
         else:
             out.append(_reason("agentic_harvest", f"{100 * p['agentic_tools_share']:.0f}% of requests are "
-                               "agentic or coding with tool definitions", p["agentic_tools_share"], None))
+                               "agentic or coding with tool definitions", p["agentic_tools_share"], None,
+                               part["elicitation"]))
     if c["templating"] >= 0.5:
         out.append(_reason("templated_prompts", f"{100 * p['template_share']:.0f}% of prompts are near-"
-                           f"duplicates of {p['templates']:.0f} templates", p["template_share"], None))
+                           f"duplicates of {p['templates']:.0f} templates", p["template_share"], None,
+                           part["templating"]))
     if c["round_the_clock"] >= 0.5:
         out.append(_reason("round_the_clock", f"active in {p['active_hours']:.0f} of the last 24 hours",
-                           p["active_hours"], 24.0))
+                           p["active_hours"], 24.0, part["round_the_clock"]))
     if c["volume"] >= 0.3:
-        out.append(_reason("high_volume", f"about {p['events_day']:.0f} requests a day", p["events_day"], 50.0))
+        out.append(_reason("high_volume", f"about {p['events_day']:.0f} requests a day", p["events_day"], 50.0,
+                           part["volume"]))
     if c["long_outputs"] >= 0.5:
         out.append(_reason("long_outputs", f"{100 * p['long_output_share']:.0f}% of outputs are long",
-                           p["long_output_share"], None))
+                           p["long_output_share"], None, part["long_outputs"]))
     if c["model_focus"] < 0.5:
         out.append(_reason("several_models", f"only {100 * p['model_top_share']:.0f}% of requests went to one "
-                           "model, as in a model evaluation (counts less)", p["model_top_share"], 0.8))
+                           "model, as in a model evaluation (counts less)", p["model_top_share"], 0.8,
+                           part["model_focus"]))
     return out
 
 
-def _reason(code: str, detail: str, value: float | None, baseline: float | None) -> Reason:
+def _reason(code: str, detail: str, value: float | None, baseline: float | None,
+            contribution: float | None = None) -> Reason:
     return {"code": code, "detail": detail, "value": None if value is None else round(float(value), 4),
-            "baseline": None if baseline is None else round(float(baseline), 4)}
+            "baseline": None if baseline is None else round(float(baseline), 4),
+            "contribution": None if contribution is None else round(float(contribution), 4)}

@@ -133,7 +133,7 @@ def test_harvester_gets_schema_valid_alerts_and_signed_actions_and_worker_goes_o
     actions = [msgpack.unpackb(m["value"]) for m in app_parts.sent["actions"].messages]
     assert [a["severity"] for a in alerts] == ["medium", "high"]
     for a in alerts:
-        validator("anomaly_alert").validate(a)
+        validator("anomaly_alert", 2).validate(a)
     assert [a["action"] for a in actions] == ["flag_for_review", "require_verification"]
     for a in actions:
         validator("enforcement_action").validate(a)
@@ -217,7 +217,7 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
     campaign = [msgpack.unpackb(m["value"]) for m in app_parts.sent["alerts"].messages]
     assert campaign and campaign[0]["kind"] == "coordinated_campaign"
     assert cids == {campaign[0]["campaign_id"]}, "members are named under the campaign's one id"
-    validator("anomaly_alert").validate(campaign[0])
+    validator("anomaly_alert", 2).validate(campaign[0])
 
 
 def test_link_updates_leave_as_one_message_per_partition_per_batch(app_parts):
@@ -363,7 +363,8 @@ def test_batch_messages_stay_under_the_size_limit_and_lose_nothing():
     from pipeline.detection.messages import Finding, MemberSummary, encode_findings
 
     findings = [Finding(f"acct-{i}", 1, "coordinated_campaign", 3, 0.5,
-                        tuple({"code": "campaign_member", "detail": "x" * 300, "value": 1.0, "baseline": None}
+                        tuple({"code": "campaign_member", "detail": "x" * 300, "value": 1.0, "baseline": None,
+                               "contribution": None}
                               for _ in range(5)), "camp-1") for i in range(2000)]
     msgs = encode_findings(findings, max_bytes=64 * 1024)
     assert len(msgs) > 1 and all(len(m) <= 64 * 1024 + 2048 for m in msgs)

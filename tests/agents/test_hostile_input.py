@@ -132,7 +132,7 @@ def test_findings_and_verdicts_on_the_wrong_partition_go_to_the_dlq(make_setting
     verdict = sign_verdict({"schema_version": 2, "alert_id": "alr-x", "account_id": "victim",
                             "kind": "account_behaviour", "campaign_id": None, "verdict": "false_positive",
                             "ts": factories.BASE_TS, "analyst": "ana"}, analyst_key.encode())
-    reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None}
+    reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None, "contribution": None}
     finding = Finding("victim", factories.BASE_TS, "coordinated_campaign", HIGH, 0.9, (reason,), "camp-1")
     _run(parts, [_message(parts, 0, b"victim", msgpack.packb(verdict), topic="analyst-verdicts", partition=other),
                  _message(parts, 0, b"", encode_findings([finding])[0], topic="findings", partition=other)])
@@ -203,7 +203,7 @@ def test_policy_state_is_swept_once_no_verdict_can_name_its_alerts(make_settings
     parts = make_parts(settings)
     day = 86_400_000
     t0 = factories.BASE_TS
-    reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None}
+    reason = {"code": "campaign_member", "detail": "d", "value": None, "baseline": None, "contribution": None}
 
     def finding(account: str, ts: int) -> Message:
         raw = encode_findings([Finding(account, ts, "coordinated_campaign", HIGH, 0.9, (reason,), "camp-1")])[0]

@@ -48,4 +48,4 @@ def test_alerts_and_actions_read_with_kcat_are_plain_msgpack_maps_valid_against_
         for raw in values:
             obj = msgpack.unpackb(raw, raw=False)
             assert isinstance(obj, dict) and "__faust" not in obj
-            validator(kind).validate(obj)
+            validator(kind, obj["schema_version"]).validate(obj)

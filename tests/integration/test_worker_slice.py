@@ -64,7 +64,7 @@ def test_10k_events_with_100_malformed(kafka_bootstrap, make_settings, tmp_path)
         kinds[reason.split(":")[0]] += 1
     assert len(kinds) >= 8, f"expected many distinct reasons, got {kinds}"
 
-    schema = validator("anomaly_alert")
+    schema = validator("anomaly_alert", 2)
     severities = []
     for m in alerts:
         value = msgpack.unpackb(m.value, raw=False)  # plain msgpack: no framework metadata

@@ -102,8 +102,11 @@ def test_typed_dict_keys_equal_schema_properties(kind: str) -> None:
 
 
 def test_reason_typed_dict_equals_schema_reason() -> None:
-    reason = schemas.load_schema("anomaly_alert")["$defs"]["reason"]
+    """The pipeline writes AnomalyAlert v2: its reason is v1's plus ``contribution``."""
+    reason = schemas.load_schema("anomaly_alert", 2)["$defs"]["reason"]
     assert models.REASON_FIELDS == tuple(reason["properties"]) == tuple(reason["required"])
+    v1 = schemas.load_schema("anomaly_alert", 1)["$defs"]["reason"]
+    assert (*v1["properties"], "contribution") == models.REASON_FIELDS
 
 
 @pytest.mark.parametrize("kind", schemas.KINDS)

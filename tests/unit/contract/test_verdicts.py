@@ -37,7 +37,8 @@ KEYS = {"current": ANALYST_KEY}
 EXAMPLE_KEY = b"example-analyst-key-public-in-schemas-examples"
 EXAMPLES = schema_dir() / "examples" / "verdict.v2"
 CFG = DetectionConfig()
-REASON: Reason = {"code": "reasoning_elicitation", "detail": "asks for reasoning", "value": 0.9, "baseline": None}
+REASON: Reason = {"code": "reasoning_elicitation", "detail": "asks for reasoning", "value": 0.9, "baseline": None,
+                  "contribution": 0.4}
 
 
 def _examples(validity: str) -> list[Path]:

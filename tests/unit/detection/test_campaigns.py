@@ -26,7 +26,8 @@ from pipeline.detection.messages import (
 from tests.factories import BASE_TS
 
 CFG = DetectionConfig()
-REASON = {"code": "linked_accounts", "detail": "6 active accounts share one card", "value": 6.0, "baseline": None}
+REASON = {"code": "linked_accounts", "detail": "6 active accounts share one card", "value": 6.0, "baseline": None,
+          "contribution": 0.1}
 
 
 def signal(key: str, ts: int, accounts: list[str], severity: int = HIGH) -> GroupSignal:

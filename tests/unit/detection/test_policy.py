@@ -20,7 +20,7 @@ from tests.factories import BASE_TS
 KEY = b"policy-test-key"
 CFG = DetectionConfig()
 REASON: Reason = {"code": "reasoning_elicitation", "detail": "90% of requests ask for reasoning traces",
-                  "value": 0.9, "baseline": None}
+                  "value": 0.9, "baseline": None, "contribution": 0.5}
 
 
 def finding(severity: int, ts: int = BASE_TS, account: str = "acct-1", **kw: Any) -> Finding:
@@ -268,7 +268,7 @@ def test_every_alert_and_action_validates_against_the_schema() -> None:
     actions = [x for _, x in outputs if x]
     assert len(alerts) >= 5 and len(actions) >= 5
     for a in alerts:
-        schemas.validator("anomaly_alert").validate(a)
+        schemas.validator("anomaly_alert", 2).validate(a)
     for x in actions:
         schemas.validator("enforcement_action").validate(x)
 
@@ -277,7 +277,7 @@ def test_campaign_alert_validates_and_has_a_deterministic_id() -> None:
     c = {"severity": HIGH, "score": 0.42, "reasons": [REASON], "related": ["acct-1", "acct-2"],
          "window_start_ts": BASE_TS, "members": 6, "episode_ts": BASE_TS}
     a = Policy(CFG, KEY).campaign_alert("camp-1", BASE_TS + 5, c)
-    schemas.validator("anomaly_alert").validate(a)
+    schemas.validator("anomaly_alert", 2).validate(a)
     assert a["account_id"] is None and a["related_accounts"] == ["acct-1", "acct-2"]
     assert a["alert_id"] == Policy(CFG, KEY).campaign_alert("camp-1", BASE_TS + 999, c)["alert_id"]
 

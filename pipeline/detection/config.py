@@ -104,7 +104,11 @@ class DetectionConfig:
     shadow: bool = True
     detector_version: str = "dg-detect-2.1"
     """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared
-    key; templating no longer gates the account score; network links; the population model out of decisions."""
+    key; templating no longer gates the account score; network links; the population model out of decisions.
+    2.1: the same decisions; alerts carry each reason's contribution (AnomalyAlert v2)."""
+    alert_schema_version: int = 2
+    """The AnomalyAlert version written: 2, each reason with its contribution; 1 (the same alerts without
+    contributions) for a transition while consumers still validate v1 (``DG_ALERT_SCHEMA_VERSION``)."""
     policy_version: str = "dg-policy-1.1"
     action_ttl_ms: int = 7 * DAY_MS
     verdict_ttl_hours: float = 30 * 24.0
@@ -118,10 +122,11 @@ class DetectionConfig:
 
     def decisions(self) -> dict[str, Any]:
         """Every field that changes a decision, JSON-ready (allow-lists sorted): what ``digest`` covers.
-        Left out: the mode (``shadow``: each action states it) and the two version names."""
+        Left out: the mode (``shadow``: each action states it), the two version names and the alerts'
+        schema version (what is written, not what is decided)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("shadow", "detector_version", "policy_version"):
+            if f.name in ("shadow", "detector_version", "policy_version", "alert_schema_version"):
                 continue
             v = getattr(self, f.name)
             out[f.name] = sorted(v) if isinstance(v, frozenset) else v

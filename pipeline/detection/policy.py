@@ -212,7 +212,7 @@ class Policy:
         if allow:
             reasons.append({"code": "allowlisted", "detail": "account or organisation is allow-listed: "
                             "review only, no enforcement", "value": None, "baseline": None, "contribution": None})
-        return {
+        return self._versioned({
             "schema_version": ALERT_SCHEMA_VERSION,
             "alert_id": self.alert_id(f, ladder),
             "ts": f.ts,
@@ -226,7 +226,15 @@ class Policy:
             "window_start_ts": f.window_start_ts,
             "window_events": f.window_events,
             "detector_version": self.cfg.detector_version,
-        }
+        })
+
+    def _versioned(self, alert: AnomalyAlert) -> AnomalyAlert:
+        """``alert`` as the configured version: v2 as built, or v1 (its reasons without contributions)."""
+        if self.cfg.alert_schema_version == 1:
+            alert["schema_version"] = 1
+            alert["reasons"] = [{k: v for k, v in r.items() if k != "contribution"}  # type: ignore[misc]
+                                for r in alert["reasons"]]
+        return alert
 
     def action(self, f: Finding, ladder: Ladder, name: str, alert_ids: list[str]) -> EnforcementAction:
         body: dict[str, Any] = {
@@ -247,7 +255,7 @@ class Policy:
 
     def campaign_alert(self, campaign_id: str, ts: int, c: dict[str, Any]) -> AnomalyAlert:
         """The campaign-level alert (no account, the named members in ``related_accounts``)."""
-        return {
+        return self._versioned({
             "schema_version": ALERT_SCHEMA_VERSION,
             "alert_id": stable_id("alr", self.cfg.detector_version, campaign_id, c["episode_ts"], c["severity"],
                                   c["members"]),
@@ -262,4 +270,4 @@ class Policy:
             "window_start_ts": c["window_start_ts"],
             "window_events": None,
             "detector_version": self.cfg.detector_version,
-        }
+        })

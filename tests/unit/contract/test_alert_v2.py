@@ -82,3 +82,30 @@ def test_every_alert_the_engine_writes_is_v2_with_contributions_within_its_score
                 scored += 1
                 assert -1.0 <= r["contribution"] <= a["score"] + 1e-4, (a["alert_id"], r)
     assert scored
+
+
+def test_alert_schema_version_1_writes_the_same_alerts_without_contributions_for_a_transition() -> None:
+    """``DG_ALERT_SCHEMA_VERSION=1``: consumers that still validate v1 get v1 (the same ids, scores and
+    reasons, without contributions); the setting decides nothing, so the policy digest is the same."""
+    sim = generate("tiny", 1, 1.0)
+    v1_cfg = DetectionConfig(alert_schema_version=1)
+    assert v1_cfg.digest() == DetectionConfig().digest()
+    runs = []
+    for cfg in (DetectionConfig(), v1_cfg):
+        engine = Engine(cfg)
+        runs.append([o.value for e in sim.events for o in engine.process(e)  # type: ignore[arg-type]
+                     if o.topic == "anomaly-alerts"])
+    v2_alerts, v1_alerts = runs
+    validator = schemas.validator("anomaly_alert", 1)
+    assert len(v1_alerts) == len(v2_alerts) > 0
+    for a1, a2 in zip(v1_alerts, v2_alerts, strict=True):
+        validator.validate(a1)
+        assert a1["alert_id"] == a2["alert_id"] and a1["score"] == a2["score"]
+        assert a1["reasons"] == [{k: v for k, v in r.items() if k != "contribution"} for r in a2["reasons"]]
+
+
+def test_the_setting_reaches_the_detection_config() -> None:
+    from pipeline.settings import Settings
+
+    assert DetectionConfig.from_settings(Settings(alert_schema_version=1)).alert_schema_version == 1
+    assert DetectionConfig.from_settings(Settings()).alert_schema_version == 2

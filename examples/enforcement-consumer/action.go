@@ -1,6 +1,6 @@
 // What the enforcement service checks of one action before it acts, and what it would do.
 //
-// The same checks as the pipeline's own `python -m pipeline verify` (pipeline/verify.py): the signature,
+// The same checks as the pipeline's own `python -m pipeline verify` (pipeline/contract/verify.py): the signature,
 // the fields of EnforcementAction v1 or v2 (v2: the verb lift, which ends the actions named in lifts), an
 // enforce-mode key that is no public key and at least 32 bytes, no
 // replay in enforce mode, and freshness against now.
@@ -29,7 +29,7 @@ const (
 	replayMark         = "+replay"
 )
 
-// publicKeys are keys published in the repository (pipeline/signing.py, DEVELOPMENT_KEYS): an action they
+// publicKeys are keys published in the repository (pipeline/contract/signing.py, DEVELOPMENT_KEYS): an action they
 // signed may be shown in shadow mode, never carried out.
 var publicKeys = map[string]bool{
 	"distillation-guard-development-key:not-for-enforcement":           true,

@@ -107,9 +107,9 @@ class Settings(BaseSettings):
     )
     verdict_ttl_hours: float = Field(30 * 24, gt=0, description="an analyst's verdict holds for this many hours "
                                      "of event time after the alert it names")
-    alert_schema_version: Literal[1, 2] = Field(
-        2, description="AnomalyAlert version written: 2 (each reason with its contribution) or 1 (without), "
-                       "for consumers that still validate v1")
+    alert_schema_version: int = Field(
+        2, ge=1, le=2, description="AnomalyAlert version written: 2 (each reason with its contribution) or 1 "
+                                   "(without), for consumers that still validate v1")
 
     @model_validator(mode="after")
     def _check_security(self) -> Self:

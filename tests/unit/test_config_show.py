@@ -58,3 +58,16 @@ def test_an_incomplete_security_setup_is_a_usage_error(
     monkeypatch.delenv("DG_SASL_PASSWORD")
     assert cli.main(["config", "show"]) == 2
     assert "security_protocol SASL_SSL needs DG_SASL_PASSWORD" in capsys.readouterr().err
+
+
+def test_every_setting_survives_the_trip_through_a_child_process_environment(monkeypatch) -> None:
+    """``to_env`` is how the demo, the benchmarks and the tests hand settings to a worker: every field,
+    at its default, must read back from those strings (a ``Literal`` of ints once did not)."""
+    base = Settings()
+    for key in [k for k in os.environ if k.startswith("DG_")]:
+        monkeypatch.delenv(key)
+    for key, value in base.to_env().items():
+        monkeypatch.setenv(key, value)
+    again = Settings()
+    for name in type(base).model_fields:
+        assert getattr(again, name) == getattr(base, name), name

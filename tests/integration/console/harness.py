@@ -53,8 +53,9 @@ class ConsoleServer:
         self.consumer.stop()
         if self._ready.is_set():
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(30)
+        if self._thread.is_alive():  # a test that failed before ``start`` must show its own error
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(30)
         if self.console.publisher is not None:
             self.console.publisher.close()
 

@@ -104,8 +104,15 @@ def test_alert_schema_version_1_writes_the_same_alerts_without_contributions_for
         assert a1["reasons"] == [{k: v for k, v in r.items() if k != "contribution"} for r in a2["reasons"]]
 
 
-def test_the_setting_reaches_the_detection_config() -> None:
+def test_the_setting_reaches_the_detection_config_from_the_environment(monkeypatch) -> None:
+    from pydantic import ValidationError
+
     from pipeline.settings import Settings
 
-    assert DetectionConfig.from_settings(Settings(alert_schema_version=1)).alert_schema_version == 1
+    monkeypatch.setenv("DG_ALERT_SCHEMA_VERSION", "1")  # as a worker started by a tool gets it
+    assert DetectionConfig.from_settings(Settings()).alert_schema_version == 1
+    monkeypatch.setenv("DG_ALERT_SCHEMA_VERSION", "2")
     assert DetectionConfig.from_settings(Settings()).alert_schema_version == 2
+    monkeypatch.setenv("DG_ALERT_SCHEMA_VERSION", "3")
+    with pytest.raises(ValidationError):
+        Settings()

@@ -29,7 +29,7 @@ def _filters(source: str, sources: list[str], f: queries.QueueFilter, kinds: lis
     sev = _option("", "any", f.severity) + "".join(_option(s, f"{s} and above", f.severity) for s in SEVERITIES)
     kind = _option("", "all", f.kind) + _option("campaign", "campaigns", f.kind) + "".join(
         _option(k, k.replace("_", " "), f.kind) for k in kinds)
-    st = "".join(_option(s, s or "all", f.status) for s in ("open", "confirmed", "dismissed", ""))
+    st = "".join(_option(s, s or "all", f.status) for s in ("open", "confirmed", "dismissed", "merged", ""))
     hours = "".join(_option(str(h), label, str(f.hours)) for h, label in
                     ((0, "all time"), (1, "last hour"), (6, "last 6 hours"), (24, "last day"), (168, "last week")))
     return (f"<form class=filters method=get action='/'><label>source<select name=source>{src}</select></label>"
@@ -103,8 +103,12 @@ def campaign_page(c: dict[str, Any], campaign_id: str, source: str, csrf: str) -
                          action="/verdict/campaign", extra={"campaign_id": campaign_id})
     own = [a for a in c["alerts"] if a["account_id"] is None]
     timeline = "".join(f"<li>{e(sentence(a))}</li>" for a in own) or "<li class=muted>none</li>"
+    into = item.get("merged_into")
+    merged = (f"<p class=merged>Merged into campaign <a href='{url('/campaign/' + into, source=source)}'>"
+              f"<code>{e(into)}</code></a>: the detector found the same operator behind both; its members and "
+              "alerts from then on are there.</p>") if into else ""
     return (f"<h1>Campaign <code>{e(campaign_id)}</code> {severity(rank=item['sev_rank'])} "
-            f"{status(item['status'])}</h1><p>{item['size']} accounts named · {item['n_alerts']} alerts from "
+            f"{status(item['status'])}</h1>{merged}<p>{item['size']} accounts named · {item['n_alerts']} alerts from "
             f"{when(item['first_ts'])} to {when(item['last_ts'])}</p>"
             f"<h2>Verdict on the whole campaign</h2>{whole}"
             f"<h2>Members</h2>{members}<h2>Links that tie them</h2>{_links(c['evidence'])}"

@@ -17,7 +17,7 @@ ACTIVITY_MEMBERS = 40
 class QueueFilter:
     severity: str = ""  # the lowest severity shown; "" all
     kind: str = ""  # "" all, "campaign", or an alert kind
-    status: str = "open"  # open, confirmed, dismissed, or "" all
+    status: str = "open"  # open, confirmed, dismissed, merged (into another campaign), or "" all
     hours: int = 0  # only items active in the last N hours before the source's newest alert; 0 all
 
 

@@ -13,6 +13,7 @@ query however many alerts are stored.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -62,6 +63,9 @@ MIGRATIONS: list[tuple[int, str]] = [
     (2, """
     CREATE INDEX items_status ON items (source, status, sev_rank DESC, last_ts DESC);
     CREATE INDEX actions_lift ON actions (source, action) WHERE action = 'lift';
+    """),
+    (3, """
+    ALTER TABLE items ADD COLUMN merged_into TEXT;
     """),
 ]
 
@@ -147,14 +151,27 @@ class Batch:
             size = self.conn.execute("SELECT count(*) FROM members WHERE source = ? AND campaign_id = ?",
                                      (source, campaign)).fetchone()[0]
             self._item(source, "campaign", campaign, CAMPAIGN_KIND, rank, size, a["ts"])
+            for absorbed in merged_ids(a):
+                self._merged(source, absorbed, campaign, a["ts"])
             self.touched.update((source, m) for m in members)
         elif account:
             self._item(source, "account", account, a["kind"], rank, 1, a["ts"])
             self.touched.add((source, account))
 
+    def _merged(self, source: str, absorbed: str, into: str, ts: int) -> None:
+        """Campaign ``absorbed`` is now part of ``into`` (the detector merged them): it leaves the queue, and its
+        page points to ``into``. Its own alerts may come before or after the merge (alerts of different
+        campaigns are on different partitions): an item made here waits for them, and they keep it merged."""
+        if absorbed == into:
+            return
+        self.conn.execute(
+            f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?, 'campaign', ?, ?, 0, 0, ?, ?, 0, 'merged', ?) "
+            "ON CONFLICT DO UPDATE SET status = 'merged', merged_into = excluded.merged_into",
+            (source, absorbed, CAMPAIGN_KIND, ts, ts, into))
+
     def _item(self, source: str, item_type: str, item_id: str, kind: str, rank: int, size: int, ts: int) -> None:
         self.conn.execute(
-            "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'open') ON CONFLICT DO UPDATE SET "
+            f"INSERT INTO items ({ITEM_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 'open', NULL) ON CONFLICT DO UPDATE SET "
             "sev_rank = max(sev_rank, excluded.sev_rank), size = max(size, excluded.size), "
             "first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), "
             "n_alerts = n_alerts + 1", (source, item_type, item_id, kind, rank, size, ts, ts))
@@ -187,6 +204,20 @@ class Batch:
             [(source, acct, hour, n) for (acct, hour), n in counts.items()])
 
 
+ITEM_COLUMNS = "source, item_type, item_id, kind, sev_rank, size, first_ts, last_ts, n_alerts, status, merged_into"
+MERGED_ID = re.compile(r"\bcamp-[0-9a-f]{8,64}\b")
+
+
+def merged_ids(alert: Mapping[str, Any]) -> list[str]:
+    """The campaign ids a campaign alert says it absorbed: its ``campaign_merged`` reason names them in its
+    words (AnomalyAlert has no field for them), at most 20 per alert."""
+    out: list[str] = []
+    for r in alert.get("reasons") or []:
+        if r.get("code") == "campaign_merged":
+            out += MERGED_ID.findall(str(r.get("detail") or ""))
+    return out
+
+
 def similarity(alert: Mapping[str, Any]) -> float | None:
     """How alike a member is to its campaign's core, as its ``campaign_member`` reason carries it."""
     for r in alert.get("reasons") or []:
@@ -216,8 +247,8 @@ def refresh_status(conn: sqlite3.Connection, source: str, account: str) -> None:
         verdicts = [r[0] for r in rows]
         status = ("confirmed" if "true_positive" in verdicts else
                   "dismissed" if verdicts and all(v == "false_positive" for v in verdicts) else "open")
-        conn.execute("UPDATE items SET status = ? WHERE source = ? AND item_type = 'campaign' AND item_id = ?",
-                     (status, source, campaign))
+        conn.execute("UPDATE items SET status = ? WHERE source = ? AND item_type = 'campaign' AND item_id = ? "
+                     "AND status != 'merged'", (status, source, campaign))
 
 
 def account_status(conn: sqlite3.Connection, source: str, account: str) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from pipeline.console import queries, store
+from pipeline.console import pages, queries, store
 from pipeline.console.loader import RunFiles, load_run
 from pipeline.console.store import LIVE, Batch
-from tests.unit.console.helpers import CAMPAIGN, action, alert, campaign_alerts
+from tests.unit.console.helpers import BASE_TS, CAMPAIGN, action, alert, campaign_alerts
 
 
 def _snapshot(conn) -> dict[str, list[tuple]]:
@@ -138,3 +138,39 @@ def test_two_runs_compared_show_the_settings_they_differ_in_and_severity_changes
     cmp = queries.compare(conn, "strict", "loose")
     assert cmp["settings"] == [("account_high", 0.8, 0.6)]
     assert cmp["severity_changed"] == [("acct-a", 3, 4)] and cmp["only_b"] == ["acct-b"]
+
+
+def test_a_campaign_absorbed_by_a_merge_leaves_the_queue_and_points_to_the_survivor(tmp_path):
+    """The detector merges campaigns of one operator into the oldest; the survivor's alert names the absorbed
+    ids in its ``campaign_merged`` reason. Whichever comes first, the absorbed campaign's own alerts or the
+    merge, the queue shows the survivor only, and the absorbed one's page points to it."""
+    older, younger = "camp-" + "a" * 32, "camp-" + "b" * 32
+    merge = alert("alr-merge", None, severity="critical", kind="coordinated_campaign", campaign=older,
+                  related=["acct-a", "acct-b"], ts=BASE_TS + 9000)
+    merge["reasons"].append({"code": "campaign_merged", "detail": f"the same operator as campaign {younger}: now "
+                             "one campaign", "value": 1.0, "baseline": None, "contribution": None})
+    own = [alert("alr-y", None, severity="high", kind="coordinated_campaign", campaign=younger, related=["acct-b"]),
+           alert("alr-yb", "acct-b", severity="high", kind="coordinated_campaign", campaign=younger,
+                 similarity=0.8)]
+    for n, order in enumerate(([*own, merge], [merge, *own])):
+        conn = store.connect(tmp_path / f"c{n}.db")
+        with Batch(conn) as b:
+            for a in order:
+                b.alert(LIVE, a)
+        q = queries.queue(conn, LIVE, queries.QueueFilter())
+        assert [i["item_id"] for i in q["items"] if i["item_type"] == "campaign"] == [older]
+        assert sum(w["n"] for w in q["waiting"] if w["item_type"] == "campaign") == 1
+        gone = queries.queue(conn, LIVE, queries.QueueFilter(status="merged"))["items"]
+        assert [(i["item_id"], i["merged_into"]) for i in gone] == [(younger, older)]
+        c = queries.campaign(conn, LIVE, younger)
+        assert c is not None and c["item"]["merged_into"] == older
+        assert f"Merged into campaign <a href='/campaign/{older}?source=live'>" in pages.campaign_page(
+            c, younger, LIVE, "csrf")
+        # a verdict on the absorbed campaign's member leaves it merged
+        with Batch(conn) as b:
+            b.verdict(LIVE, ("t-analyst-verdicts", 0, 1), {
+                "alert_id": "alr-yb", "account_id": "acct-b", "kind": "coordinated_campaign", "campaign_id": younger,
+                "verdict": "false_positive", "ts": BASE_TS + 10_000, "analyst": "ana", "signature": "ab"})
+        status = conn.execute("SELECT status FROM items WHERE item_id = ?", (younger,)).fetchone()[0]
+        assert status == "merged"
+        conn.close()

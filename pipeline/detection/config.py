@@ -78,6 +78,11 @@ class DetectionConfig:
     campaign_critical: float = 0.5
     member_similarity: float = 0.6
     """How closely (0..1) a member must match the campaign core's profile to be named."""
+    link_order_slack_ms: int = 30_000
+    """Link updates are applied in event-time order (``ordering``): each is held until every source
+    partition has processed events this much later than it, so events up to this far out of order within a
+    partition (gateways' clocks and queues) still reach their link groups in the same order in a worker as
+    in a backtest. It is also how long, in event time, a campaign finding waits."""
     network_links: bool = True
     """Accounts are also linked by their client network (``ip_prefix``); off: the ablation."""
     coordination_evidence: bool = True

@@ -17,7 +17,7 @@ State lives in the stores the engine is given (dicts in a backtest, Faust tables
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from pipeline.detection.messages import (
     LinkUpdate,
     MemberSummary,
 )
+from pipeline.detection.ordering import Aligner
 from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import Policy, PolicyState
 from pipeline.detection.population import PopulationModels, PopulationScore
@@ -106,6 +107,8 @@ class Engine:
         self.campaign_stage = Campaigns(cfg, {} if campaigns is None else campaigns)
         self.models = PopulationModels(cfg)
         self._partition_cache: dict[str, int] = {}
+        # in process (``process``): link updates in event-time order, as the worker's link stage applies them
+        self._order = Aligner(cfg.partitions, cfg.link_order_slack_ms, wait_for_all=False)
         self.observe_score: Callable[[str, float], None] | None = None
         """Called with (account, harvest score) at each window update, alerting or not: a backtest's
         report sweeps thresholds over every account's score, not only over those that alerted."""
@@ -232,11 +235,19 @@ class Engine:
     # ------------------------------------------------------------------------------ stage 2: link key
 
     def on_link_update(self, upd: LinkUpdate, offset: int | None = None) -> GroupSignal | None:
+        """Apply one update (in event-time order: ``ordering``). A summary no newer than the member's record
+        (the same life of the account, no more events) is a redelivered copy, or was overtaken: nothing
+        changes. ``offset`` (updates applied in the order they were read): a redelivery by offset."""
         g: LinkGroup | None = self.links.get(upd.key)
         if g is None:
             g = LinkGroup(upd.key)
-        elif offset is not None and offset <= g.applied_offset:
-            return None  # a redelivery: already applied
+        else:
+            if offset is not None and offset <= g.applied_offset:
+                return None  # a redelivery: already applied
+            s = upd.summary
+            m = g.members.get(s.account)
+            if m is not None and m[7] == s.first_ts and m[1] >= s.n:
+                return None
         if offset is not None:
             g.applied_offset = offset
         if not g.add(upd.summary, self.cfg, upd.template):
@@ -296,17 +307,41 @@ class Engine:
         return p
 
     def process(self, ev: UsageEvent) -> list[Output]:
-        """All three stages for one event, in process (backtests): what the worker does via topics."""
-        res = self.on_event(ev, self.partition(ev["account_id"]))
+        """All three stages for one event, in process (backtests): what the worker does via topics. Link
+        updates are applied in event-time order once every partition seen so far has passed them
+        (``ordering``), as the worker's link stage does; :meth:`finish` applies the rest at the end."""
+        partition = self.partition(ev["account_id"])
+        res = self.on_event(ev, partition)
         outputs = res.outputs
+        order = self._order
         for upd in res.links:
-            signal = self.on_link_update(upd)
-            if signal is None:
-                continue
-            outs, findings = self.on_group_signal(signal)
-            outputs += outs
-            for f in findings:
-                outputs += self.on_finding(f)
+            if not order.offer(upd, partition):
+                outputs += self._link(upd)  # late: at once
+        order.advance(partition, ev["ts"])
+        for upd, _ in order.release():
+            outputs += self._link(upd)
+        return outputs
+
+    def finish(self) -> list[Output]:
+        """The end of the input: the link updates still held, applied in order, and what they give."""
+        outputs: list[Output] = []
+        for upd, _ in self._order.drain():
+            outputs += self._link(upd)
+        return outputs
+
+    def replay(self, events: Iterable[UsageEvent]) -> Iterator[Output]:
+        """``process`` for each event, then ``finish``: everything the events give, in order."""
+        for ev in events:
+            yield from self.process(ev)
+        yield from self.finish()
+
+    def _link(self, upd: LinkUpdate) -> list[Output]:
+        signal = self.on_link_update(upd)
+        if signal is None:
+            return []
+        outputs, findings = self.on_group_signal(signal)
+        for f in findings:
+            outputs += self.on_finding(f)
         return outputs
 
 

@@ -158,6 +158,10 @@ def _chunks(items: list[bytes], max_bytes: int) -> list[bytes]:
     return out
 
 
+EMPTY_BATCH = msgpack.packb([BATCH_VERSION, []])
+"""A batch message with no items: a link-updates message that carries only its headers (``dg.wm``)."""
+
+
 def _items(raw: bytes, what: str) -> list[bytes]:
     version, items = msgpack.unpackb(raw)
     if version != BATCH_VERSION:

@@ -19,7 +19,7 @@ from pipeline.contract.eventfile import BadRecord, read_events
 from pipeline.contract.models import UsageEvent
 from pipeline.contract.signing import REPLAY_MARK
 from pipeline.detection import DetectionConfig, Engine
-from pipeline.detection.engine import ACTIONS, ALERTS
+from pipeline.detection.engine import ACTIONS, ALERTS, Output
 from pipeline.offline.evaluation import Evaluation
 from pipeline.settings import Settings
 
@@ -61,11 +61,9 @@ def replay(
     if evaluation is not None:
         engine.observe_score = evaluation.observe_score
     counts = counts or BacktestCounts()
-    for event in events:
-        counts.events += 1
-        if evaluation is not None:
-            evaluation.observe_event(event)
-        for out in engine.process(event):
+
+    def emit(outputs: list[Output]) -> None:
+        for out in outputs:
             if out.topic == ALERTS:
                 counts.alerts += 1
                 fh = alerts_fh
@@ -80,8 +78,15 @@ def replay(
                 sink(out.topic, out.value)
             if evaluation is not None:
                 evaluation.observe_output(out.topic, out.value)
+
+    for event in events:
+        counts.events += 1
+        if evaluation is not None:
+            evaluation.observe_event(event)
+        emit(engine.process(event))
         if on_event is not None:
             on_event()
+    emit(engine.finish())  # the link updates still held for event-time order
     return counts
 
 

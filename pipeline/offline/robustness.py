@@ -37,6 +37,8 @@ def run_variant(
         ev.observe_event(e)
         for out in engine.process(cast(UsageEvent, e)):  # the simulator writes contract events
             ev.observe_output(out.topic, out.value)
+    for out in engine.finish():
+        ev.observe_output(out.topic, out.value)
     metrics = ev.compute()
     metrics.pop("threshold_curve", None)
     return {

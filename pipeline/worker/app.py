@@ -62,6 +62,7 @@ from pipeline.settings import Settings
 from pipeline.worker import health, stall
 from pipeline.worker.consumer import WorkerConsumer
 from pipeline.worker.guard import InvalidRateGuard
+from pipeline.worker.link_order import IDLE_AFTER_S, ORDER_TABLE
 from pipeline.worker.observability import WorkerMetrics, default_metrics
 from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES, Wire
 from pipeline.worker.stages import AccountStage, CampaignStage, Emitter, LinkStage, StageContext
@@ -86,7 +87,7 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 SWEEP_INTERVAL_S = 30.0
 WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
-TABLES = ("account-state", "policy-state", "link-state", "campaign-state")
+TABLES = ("account-state", "policy-state", "link-state", "campaign-state", ORDER_TABLE)
 
 
 @dataclass
@@ -218,7 +219,7 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
         settings=settings, engine=engine, wire=wire, account_in=account_in, link_topic=link_topic,
         findings_topic=findings_topic, signals_topic=signals_topic, dlq_topic=dlq_topic, outputs=outputs,
         tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, analyst_keys(settings)),
-        link_stage=LinkStage(ctx, engine, links), campaign_stage=CampaignStage(ctx, engine, campaigns),
+        link_stage=LinkStage(ctx, engine, links, tables[ORDER_TABLE]), campaign_stage=CampaignStage(ctx, engine, campaigns),
         sweepers=_sweepers(app, settings, engine, tables), watchdog=watchdog)
 
 
@@ -283,6 +284,17 @@ def _add_sweeps(app: faust.App, parts: WorkerParts) -> None:
             await asyncio.sleep(0)
 
 
+def _add_idle_sources(app: faust.App, parts: WorkerParts) -> None:
+    """Every half ``IDLE_AFTER_S``, the usage-events partitions this worker owns that have gone quiet are
+    announced idle to the link stage (``pipeline.worker.link_order``), so it does not wait for them."""
+    usage = parts.settings.topic(USAGE_EVENTS)
+
+    @app.timer(IDLE_AFTER_S / 2)
+    async def announce_idle_sources() -> None:
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == usage}
+        await parts.account_stage.announce_idle(owned)
+
+
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:
     """Build the Faust app with its topics, tables, stages, agents and timers from the settings; its parts
     are ``app.dg`` (a ``WorkerParts``)."""
@@ -292,5 +304,6 @@ def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faus
     _add_agents(app, parts)
     _add_health(app, parts, metrics)
     _add_sweeps(app, parts)
+    _add_idle_sources(app, parts)
     app.dg = parts  # type: ignore[attr-defined]  # handles for tests and tools
     return app

@@ -81,6 +81,12 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("dg_state_accounts", "gauge", "Accounts with detection state on this worker"),
     MetricSpec("dg_state_bytes", "gauge", "Serialised size of the detection state on this worker"),
     MetricSpec("dg_link_keys", "gauge", "Shared keys (payment, fingerprint, network) tracked for campaign linking"),
+    MetricSpec("dg_link_updates_held", "gauge",
+               "Link updates the link stage holds until every usage-events partition has passed them (event-time "
+               "order); it stays up while a partition has no worker"),
+    MetricSpec("dg_link_updates_late_total", "counter",
+               "Link updates that came after later ones had been applied (a partition more than the slack out of "
+               "order, or idle and woken with old events): applied at once, out of event-time order"),
     MetricSpec("dg_rocksdb_memory_bytes", "gauge",
                "Native memory of the worker's RocksDB state stores, as RocksDB estimates it, by component: "
                "memtables, table_readers (index and filter blocks outside the block cache), block_cache",
@@ -218,6 +224,14 @@ class WorkerMetrics:
         self._m["dg_state_bytes"].set(size_bytes)
         if link_keys is not None:
             self._m["dg_link_keys"].set(link_keys)
+
+    def set_link_updates_held(self, n: int) -> None:
+        """Link updates held for event-time order (``pipeline.worker.link_order``)."""
+        self._m["dg_link_updates_held"].set(n)
+
+    def link_updates_late(self, n: int) -> None:
+        """``n`` link updates applied out of event-time order (late)."""
+        self._m["dg_link_updates_late_total"].inc(n)
 
     def set_rocksdb_memory(self, components: dict[str, int]) -> None:
         """RocksDB's own memory estimates, summed over this worker's databases (see ``ROCKSDB_MEMORY``)."""

@@ -18,6 +18,7 @@ import faust
 
 from pipeline.detection.campaigns import SIGNALS_KEY
 from pipeline.detection.messages import (
+    EMPTY_BATCH,
     Finding,
     GroupSignal,
     LinkUpdate,
@@ -26,6 +27,7 @@ from pipeline.detection.messages import (
     encode_link_updates,
 )
 from pipeline.detection.partition import partition_for
+from pipeline.worker.link_order import WM_HEADER, pairs_header
 
 DLQ_REASON = "dlq.reason"
 DLQ_TOPIC = "dlq.source.topic"
@@ -112,6 +114,7 @@ class Outbox:
         self.signals: list[GroupSignal] = []
         self.links: dict[int, list[LinkUpdate]] = {}
         self.findings: dict[int, list[Finding]] = {}
+        self.watermarks: list[tuple[int, int]] = []  # (usage-events partition, event time) to announce
         self.tripped = False  # the invalid-input breaker fired during this batch
         self.accepted = 0  # input events handed to detection (counted in the metrics once per batch)
 
@@ -131,9 +134,20 @@ class Outbox:
         """Send everything gathered, then wait until Kafka has acknowledged it all; the outbox is empty after."""
         send = self.wire.send
         futures = [await send(topic, key, value, None, headers) for topic, key, value, headers in self.items]
-        for partition, updates in sorted(self.links.items()):
-            for raw in encode_link_updates(updates):
-                futures.append(await send(self.link_topic, None, raw, partition))
+        if self.watermarks:
+            # every link partition hears how far these sources have got, on the last message it gets from
+            # this batch (after the updates it carries: ``pipeline.worker.link_order``)
+            headers = pairs_header(WM_HEADER, self.watermarks)
+            for partition in range(self.partitions):
+                raws = encode_link_updates(self.links.get(partition, [])) or [EMPTY_BATCH]
+                for i, raw in enumerate(raws):
+                    futures.append(await send(self.link_topic, None, raw, partition,
+                                              headers if i == len(raws) - 1 else None))
+            self.watermarks = []
+        else:
+            for partition, updates in sorted(self.links.items()):
+                for raw in encode_link_updates(updates):
+                    futures.append(await send(self.link_topic, None, raw, partition))
         for partition, findings in sorted(self.findings.items()):
             for raw in encode_findings(findings):
                 futures.append(await send(self.findings_topic, None, raw, partition))

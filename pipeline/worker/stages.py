@@ -13,6 +13,7 @@ engine's (``pipeline.detection``); a stage only decodes, checks where a message 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ from pipeline.contract.privacy import redact
 from pipeline.contract.verdicts import decode_verdict
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
-from pipeline.detection.messages import decode_findings, decode_group_signals, decode_link_updates
+from pipeline.detection.messages import EMPTY_BATCH, LinkUpdate, decode_findings, decode_group_signals
 from pipeline.logs import get_logger
 from pipeline.settings import Settings
 from pipeline.worker import stall
 from pipeline.worker.exits import EXIT_INVALID_FLOOD, fatal
 from pipeline.worker.guard import InvalidRateGuard
+from pipeline.worker.link_order import IDLE_HEADER, PartitionOrder, SourceClock, pairs_header
 from pipeline.worker.observability import WorkerMetrics
 from pipeline.worker.outbox import (
     DLQ_REASON_MAX,
@@ -43,6 +45,7 @@ from pipeline.worker.outbox import (
     partition_of,
 )
 from pipeline.worker.state import LINK_CACHE, BatchStore
+from pipeline.worker.tables import PartitionedTable
 
 log = get_logger("worker")
 
@@ -68,7 +71,9 @@ flight, and the worker's memory doubles; the bound costs speed there (a large gr
 a batch touch is written once per part), and little on the standard file, whose batches rarely reach it.
 The figures are in ``bench/README.md``."""
 LINK_OFFSET_STRIDE = 1 << 20
-"""A link update's applied-offset is ``source offset * LINK_OFFSET_STRIDE + its index in the message``."""
+"""A campaign signal's applied-offset is ``source offset * LINK_OFFSET_STRIDE + its index in the message``."""
+RELEASE_CHUNK = 512
+"""Held link updates applied between two checks of a batch's changed state (``Stage.more``)."""
 
 
 class Emitter:
@@ -152,6 +157,11 @@ class Stage:
         """Decode one input message, apply it to the engine, put what it returns in ``outbox``."""
         raise NotImplementedError
 
+    def more(self, outbox: Outbox) -> bool:
+        """Work the last message set free, a part at a time (the link stage's held updates): True while
+        some is left, so that a batch can write out between parts."""
+        return False
+
     async def run(self, stream: faust.StreamT) -> None:
         """The agent's body: batches of up to ``BATCH_MAX`` messages gathered for ``BATCH_WITHIN_S``."""
         # take_events acks the batch's events only after this loop body: outputs, then state, then ack
@@ -176,6 +186,9 @@ class Stage:
                     store.cache.clear()
             if sum(store.pending_weight for store in self.stores) >= BATCH_STATE_WEIGHT:
                 await self.checkpoint(outbox)
+            while self.more(outbox):  # the link stage's released updates, a chunk at a time
+                if sum(store.pending_weight for store in self.stores) >= BATCH_STATE_WEIGHT:
+                    await self.checkpoint(outbox)
         await self.checkpoint(outbox)
         self.ctx.metrics.observe_processing(time.perf_counter() - t0)
 
@@ -229,9 +242,37 @@ class AccountStage(Stage):
         self.accounts, self.policy = accounts, policy
         self.verdict_keys = verdict_keys  # none: every verdict is refused
         self.watermark = admission.Watermark()
+        self.sources = SourceClock()  # how far each usage-events partition has got, for the link stage
+        self.lock = asyncio.Lock()  # a batch, or an idle announcement: never both at once
         topic = ctx.settings.topic
         self.handlers: dict[str, Callable[[Outbox, Any], None]] = {
             topic(USAGE_EVENTS): self.on_event, topic(FINDINGS): self.on_findings, topic(VERDICTS): self.on_verdict}
+
+    async def process_batch(self, messages: list[Any]) -> None:
+        async with self.lock:
+            await super().process_batch(messages)
+
+    async def checkpoint(self, outbox: Outbox) -> None:
+        outbox.watermarks = self.sources.take_advanced()
+        await super().checkpoint(outbox)
+
+    async def announce_idle(self, owned: set[int]) -> None:
+        """Tell every link partition which of the usage-events partitions ``owned`` by this worker have
+        had no events for a while, so that the link stage does not wait for them (``link_order``). Never
+        during a batch: all the updates of an idle partition's events have been delivered before."""
+        async with self.lock:
+            idle = self.sources.gone_idle(owned)
+            if not idle:
+                return
+            ctx = self.ctx
+            headers = pairs_header(IDLE_HEADER, idle)
+            try:
+                futures = [await ctx.wire.send(ctx.link_topic, None, EMPTY_BATCH, p, headers)
+                           for p in range(ctx.partitions)]
+                await asyncio.gather(*futures)
+            except Exception as exc:
+                fatal("announcing idle partitions to the link stage", exc)
+            log.debug("sources_idle", partitions=[p for p, _ in idle])
 
     def handle(self, outbox: Outbox, message: Any) -> None:
         self.accounts.partition = self.policy.partition = message.partition
@@ -260,6 +301,7 @@ class AccountStage(Stage):
             self.to_dlq(outbox, message, admission.TS_IN_FUTURE)
             return
         self.watermark.advance(ev["ts"], broker_ms)
+        self.sources.saw(message.partition, ev["ts"])
         res = self.engine.on_event(ev, message.partition, message.offset)
         if res.duplicate:
             self.ctx.metrics.event_duplicate()
@@ -311,22 +353,91 @@ class AccountStage(Stage):
 
 class LinkStage(Stage):
     """Link updates (an account's summary, sent to each of its link keys): the engine keeps each link
-    group and returns a signal for a group judged a campaign, sent to the campaign stage. An update is
-    known by (source offset, its index in the message): ``LINK_OFFSET_STRIDE``."""
+    group and returns a signal for a group judged a campaign, sent to the campaign stage.
+
+    Updates are applied in event-time order, whatever order the source partitions were read in: each link
+    partition's ``PartitionOrder`` holds them until every usage-events partition has passed them
+    (``pipeline.worker.link_order``), and is written to the ``link-order`` table after the link groups at
+    each checkpoint."""
 
     name = "link"
 
-    def __init__(self, ctx: StageContext, engine: Engine, links: BatchStore) -> None:
+    def __init__(self, ctx: StageContext, engine: Engine, links: BatchStore, order_table: PartitionedTable) -> None:
         super().__init__(ctx, engine, (links,))
         self.links = links
+        self.order_table = order_table
+        self.orders: dict[int, PartitionOrder] = {}
+        self.releasing: PartitionOrder | None = None  # the order whose freed updates ``more`` applies
+        self.slack = engine.cfg.link_order_slack_ms
+        order_table.caches.append(self)  # a rebalance or a recovery: read the orders back from the table
+
+    def pop(self, key: str) -> bool:  # the table's cache protocol: orders are dropped whole, in ``clear``
+        return False
+
+    def clear(self) -> None:
+        self.orders.clear()
+
+    def _source_of(self, account: str) -> int:
+        return partition_of(account, self.ctx.partitions)
+
+    def _order(self, partition: int) -> PartitionOrder:
+        order = self.orders.get(partition)
+        if order is None:
+            table = self.order_table
+            order = self.orders[partition] = PartitionOrder.restore(
+                partition, self.ctx.partitions, self.slack, lambda key: table.get_raw(partition, key),
+                self._source_of)
+        return order
+
+    def held(self) -> int:
+        """Updates held for event-time order on this worker."""
+        return sum(len(o.aligner) for o in self.orders.values())
 
     def handle(self, outbox: Outbox, message: Any) -> None:
         self.links.partition = message.partition
-        base = message.offset * LINK_OFFSET_STRIDE
-        for i, upd in enumerate(decode_link_updates(message.value)):
-            signal = self.engine.on_link_update(upd, base + i)
+        order = self._order(message.partition)
+        late = order.take(message.offset, message.value, getattr(message, "headers", None), self._source_of)
+        if late is None:
+            return  # read before: its updates are held, or applied
+        if late:
+            self.ctx.metrics.link_updates_late(len(late))
+            self._apply(outbox, late)
+        self.releasing = order
+
+    def more(self, outbox: Outbox) -> bool:
+        """Apply up to ``RELEASE_CHUNK`` of the updates the last message set free (a watermark can free many
+        at once: a partition that was far behind catching up)."""
+        order = self.releasing
+        if order is None:
+            return False
+        self.links.partition = order.partition
+        chunk = order.release(RELEASE_CHUNK)
+        self._apply(outbox, chunk)
+        if len(chunk) < RELEASE_CHUNK:
+            self.releasing = None
+        return self.releasing is not None
+
+    def _apply(self, outbox: Outbox, updates: list[LinkUpdate]) -> None:
+        on_link_update = self.engine.on_link_update
+        for upd in updates:
+            try:
+                signal = on_link_update(upd)
+            except Exception:  # a bug must not stop the stage: the update is logged, and skipped
+                log.exception("processing_error", stage="link", link_key=upd.key, account_id=upd.summary.account,
+                              summary_ts=upd.summary.ts)
+                self.links.cache.clear()  # the failed call may have changed a cached group half-way
+                continue
             if signal is not None:
                 outbox.add_signal(signal)
+
+    async def checkpoint(self, outbox: Outbox) -> None:
+        await super().checkpoint(outbox)
+        writes = [w for order in self.orders.values() for w in order.writes()]
+        try:
+            await self.order_table.put_many(writes)
+        except Exception as exc:
+            fatal("writing the link order", exc)
+        self.ctx.metrics.set_link_updates_held(self.held())
 
 
 class CampaignStage(Stage):

@@ -19,6 +19,7 @@ from faust.types import Message
 
 from pipeline.contract.schemas import validator
 from pipeline.detection.messages import (
+    EMPTY_BATCH,
     HIGH,
     Finding,
     LinkUpdate,
@@ -30,6 +31,7 @@ from pipeline.detection.messages import (
 )
 from pipeline.detection.partition import partition_for
 from pipeline.worker.app import LINK_BUFFER, STREAM_BUFFER, WorkerParts, create_app
+from pipeline.worker.link_order import IDLE_HEADER, pairs_header
 from pipeline.worker.outbox import DLQ_OFFSET, DLQ_REASON, DLQ_TOPIC
 from pipeline.worker.tables import ROCKSDB_MEMORY, rocksdb_memory
 from tests import factories
@@ -90,8 +92,9 @@ def app_parts(make_settings) -> PartsUnderTest:
     return make_parts(make_settings(store="memory://"))
 
 
-def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[bytes, bytes]], topic: str | None = None) -> None:
-    """Feed raw messages to an agent as if they came from ``topic`` (default: the agent's first topic)."""
+def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[Any, ...]], topic: str | None = None) -> None:
+    """Feed raw messages ``(key, value[, headers])`` to an agent as if they came from ``topic`` (default: the
+    agent's first topic), at offsets from 0."""
     first = {"account_agent": "usage-events", "link_agent": "link-updates", "campaign_agent": "campaign-signals"}
     if topic is None:
         topic = parts.settings.topic(first[agent])
@@ -102,14 +105,21 @@ def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[bytes, bytes]],
     def partition(key: bytes | None) -> int:  # an account-keyed message is on its account's partition
         return partition_for(key.decode(), n_parts) if agent == "account_agent" and key else 0
 
-    msgs = [Message(topic=topic, partition=partition(key), offset=offset, timestamp=BROKER_S, timestamp_type=1,
-                    headers=None, key=key, value=value, checksum=b"") for offset, (key, value) in enumerate(messages)]
+    msgs = [Message(topic=topic, partition=partition(m[0]), offset=offset, timestamp=BROKER_S, timestamp_type=1,
+                    headers=m[2] if len(m) > 2 else None, key=m[0], value=m[1], checksum=b"")
+            for offset, m in enumerate(messages)]
 
     async def go() -> None:
         for i in range(0, len(msgs), 500):
             await batch(msgs[i:i + 500])
 
     asyncio.run(go())
+
+
+def _all_idle(parts: PartsUnderTest) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """A link-updates message that says every usage-events partition has gone idle: the link stage
+    applies all it holds (``pipeline.worker.link_order``)."""
+    return (b"x", EMPTY_BATCH, pairs_header(IDLE_HEADER, [(p, 0) for p in range(parts.settings.input_partitions)]))
 
 
 def test_invalid_event_goes_to_dlq_with_original_bytes_and_reason(app_parts):
@@ -207,6 +217,8 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
                           None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         msgs += [(b"pay:shared", raw) for raw in encode_link_updates([LinkUpdate("pay:shared", s)])]
     _put(app_parts, "link_agent", msgs)
+    assert not app_parts.sent["signals"].messages, "held until every source partition has passed them"
+    _put(app_parts, "link_agent", [*msgs, _all_idle(app_parts)])  # the same again (skipped), then idle
     signals = app_parts.sent["signals"].messages
     assert signals and not app_parts.sent["findings"].messages, "the link stage reports to the campaign stage"
     assert {m["partition"] for m in signals} == {partition_for("campaigns", app_parts.settings.input_partitions)}
@@ -243,22 +255,27 @@ def test_a_redelivered_link_message_is_applied_once(app_parts):
                                                       0.8, 1.0))
                for i in range(20)]
     [raw] = encode_link_updates(updates)
-    _put(app_parts, "link_agent", [(b"x", raw)])
+    _put(app_parts, "link_agent", [(b"x", raw), _all_idle(app_parts)])
     group = app_parts.engine.links.get("pay:shared")
-    first = (group.updates, group.applied_offset)
-    _put(app_parts, "link_agent", [(b"x", raw)])  # same offset 0: a redelivery after a crash
-    group = app_parts.engine.links.get("pay:shared")
-    assert (group.updates, group.applied_offset) == first == (20, 19)
+    first = group.updates
+    _put(app_parts, "link_agent", [(b"x", raw), _all_idle(app_parts)])  # offsets 0 and 1 again: a redelivery
+    assert app_parts.engine.links.get("pay:shared").updates == first == 20
+    # the link stage forgets its order (a rebalance) and reads it back from its table: still nothing twice
+    app_parts.link_stage.clear()
+    _put(app_parts, "link_agent", [(b"x", raw), _all_idle(app_parts)])
+    assert app_parts.engine.links.get("pay:shared").updates == 20
 
 
 def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_parts, monkeypatch):
     """A link batch of many groups writes its outputs, then its state, each time the changed state reaches
-    ``BATCH_STATE_WEIGHT``, and ends with the state one write at the end would leave; redelivered whole
-    after that (a crash before the ack), it changes and sends nothing."""
+    ``BATCH_STATE_WEIGHT``, also while it applies the updates one message set free (a chunk of
+    ``RELEASE_CHUNK`` at a time), and ends with the state one write at the end would leave; redelivered
+    whole after that (a crash before the ack), it changes and sends nothing."""
     import pipeline.worker.stages
     from pipeline.detection.messages import MemberSummary
 
     monkeypatch.setattr(pipeline.worker.stages, "BATCH_STATE_WEIGHT", 100)
+    monkeypatch.setattr(pipeline.worker.stages, "RELEASE_CHUNK", 16)
     ts = factories.BASE_TS + 12 * 3_600_000
     msgs = []
     for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)
@@ -266,12 +283,13 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
                           None, "pro", 0.9, f"card-{i % 4}", 0.8, 1.0)
         updates = [LinkUpdate("pay:shared", s)] + [LinkUpdate(f"pay:one-off-{i}-{j}", s) for j in range(15)]
         msgs += [(b"x", raw) for raw in encode_link_updates(updates)]
+    msgs.append(_all_idle(app_parts))  # every source idle: the link stage applies what it holds, in order
     order: list[tuple[str, int]] = []  # the batch's outputs (a message each) and writes of state (groups)
     send, table = app_parts.wire.send, app_parts.tables["link-state"]
-    changelog, put_many = table.changelog_topic.get_topic_name(), table.put_many
+    put_many = table.put_many
 
     async def recording_send(topic: str, *args: Any, **kwargs: Any) -> Any:
-        if topic != changelog:
+        if not topic.endswith("-changelog"):  # the link groups' and the link order's
             order.append(("output", 1))
         return await send(topic, *args, **kwargs)
 
@@ -281,9 +299,10 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
 
     app_parts.wire.send = recording_send
     monkeypatch.setattr(table, "put_many", recording_put_many)
-    _put(app_parts, "link_agent", msgs)  # one batch of 20 messages
-    # one message's 16 groups reach the bound: the batch writes after each message, and the outputs of a
-    # message (from the fifth on, the campaign group's signal) leave before its groups' state
+    _put(app_parts, "link_agent", msgs)  # one batch of 21 messages
+    # the updates are held until the last message says every source is idle; then each chunk of 16 (one
+    # member's groups) reaches the bound: the batch writes after each chunk, and the outputs of a chunk
+    # (from the fifth on, the campaign group's signal) leave before its groups' state
     rounds, outputs = [], 0
     for kind, n in order:
         if kind == "output":

@@ -92,8 +92,7 @@ def backtest(settings: Settings, events: list[dict[str, Any]]) -> tuple[set[str]
     flagged: set[str] = set()
     alerts: list[dict[str, Any]] = []
     actions: list[dict[str, Any]] = []
-    for ev in events:
-        for out in engine.process(ev):  # type: ignore[arg-type]
+    for out in engine.replay(events):  # type: ignore[arg-type]
             flagged.update(flagged_accounts(out.topic, out.value))
             (alerts if out.topic == "anomaly-alerts" else actions).append(out.value)
     return flagged, alerts, actions

@@ -42,8 +42,7 @@ def test_topic_replay_matches_file_backtest_and_writes_only_to_the_sandbox(kafka
 
     engine = Engine.from_config(settings)
     expected: set[str] = set()
-    for ev in sim.events:
-        for out in engine.process(ev):
+    for out in engine.replay(sim.events):
             expected.update(flagged_accounts(out.topic, out.value))
     got = {a for v in first for a in flagged_accounts("anomaly-alerts", v)}
     got |= {a for v in read_jsonl(tmp_path / "actions-1.jsonl") for a in flagged_accounts("enforcement-actions", v)}

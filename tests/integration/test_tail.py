@@ -37,7 +37,7 @@ def _engine_outputs(settings: Settings) -> list[Any]:
                for ev in factories.harvester_and_noise(2_000, seed=4)]
     shift = int(time.time() * 1000) - max(e["ts"] for e in events) - 60_000  # recent: its actions not expired
     events = sorted(({**e, "ts": e["ts"] + shift} for e in events), key=lambda e: e["ts"])
-    return [out for ev in events for out in engine.process(ev)]
+    return list(engine.replay(events))
 
 
 def _send(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes, int | None]]) -> None:

@@ -72,7 +72,7 @@ def test_every_alert_the_engine_writes_is_v2_with_contributions_within_its_score
     sim = generate("tiny", 1, 1.0)
     engine = Engine(DetectionConfig())
     validator = schemas.validator("anomaly_alert", 2)
-    alerts = [o.value for e in sim.events for o in engine.process(e) if o.topic == "anomaly-alerts"]  # type: ignore[arg-type]
+    alerts = [o.value for o in engine.replay(sim.events) if o.topic == "anomaly-alerts"]  # type: ignore[arg-type]
     assert alerts
     scored = 0
     for a in alerts:
@@ -93,7 +93,7 @@ def test_alert_schema_version_1_writes_the_same_alerts_without_contributions_for
     runs = []
     for cfg in (DetectionConfig(), v1_cfg):
         engine = Engine(cfg)
-        runs.append([o.value for e in sim.events for o in engine.process(e)  # type: ignore[arg-type]
+        runs.append([o.value for o in engine.replay(sim.events)  # type: ignore[arg-type]
                      if o.topic == "anomaly-alerts"])
     v2_alerts, v1_alerts = runs
     validator = schemas.validator("anomaly_alert", 1)

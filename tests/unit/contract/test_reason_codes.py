@@ -27,7 +27,6 @@ def test_every_code_in_the_source_is_listed() -> None:
 def test_a_backtest_emits_only_listed_codes() -> None:
     engine = Engine(DetectionConfig())
     seen: set[str] = set()
-    for ev in generate("tiny", 1).events:
-        for out in engine.process(ev):
+    for out in engine.replay(generate("tiny", 1).events):
             seen |= {r["code"] for r in out.value.get("reasons", [])} | set(out.value.get("reason_codes", []))
     assert seen and seen <= set(CODES), sorted(seen - set(CODES))

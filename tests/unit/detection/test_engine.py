@@ -29,7 +29,7 @@ def tiny() -> Simulation:
 
 def run_engine(events: list[dict[str, Any]]) -> list[tuple[str, str, bytes]]:
     engine = Engine(DetectionConfig())
-    return [(o.topic, o.key, orjson.dumps(o.value)) for ev in events for o in engine.process(ev)]  # type: ignore[arg-type]
+    return [(o.topic, o.key, orjson.dumps(o.value)) for o in engine.replay(events)]  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------------------- determinism

@@ -72,8 +72,7 @@ def test_a_victim_whose_template_is_copied_by_throwaways_gets_a_review_at_most(c
     engine = Engine(DetectionConfig())
     flagged: set[str] = set()
     victim_outputs = []
-    for e in events:
-        for out in engine.process(e):  # type: ignore[arg-type]
+    for out in engine.replay(events):  # type: ignore[arg-type]
             flagged.update(flagged_accounts(out.topic, out.value))
             v = out.value
             if v.get("account_id") == VICTIM or VICTIM in (v.get("related_accounts") or []):

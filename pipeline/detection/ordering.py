@@ -1,0 +1,127 @@
+"""Event-time order for the link stage, so a link group sees its members' summaries in the same order
+whatever order the worker read its source partitions in.
+
+A link group's judgement depends on the order its members' summaries reach it: which members it holds,
+and how each looked, when it judges. In a backtest that order is the file's; in a worker, summaries come
+from every usage-events partition, read as their fetches happen to come (a backlog after a restart reads
+one partition hours of event time ahead of another). ``Aligner`` restores one order, the same in both:
+it holds each update until every source partition's watermark (the latest event time it has processed)
+has passed the update's event time by ``slack_ms``, then gives the held updates in key order
+(``order_key``: event time, account, the account's event count, link key). An update that arrives after
+updates with larger keys were given out (from a source more than ``slack_ms`` out of order, or one that was
+idle and woke up with old events) is *late*: the caller applies it at once, where a backtest of the same
+events may have applied it in order.
+
+A source partition that has no events for a while is marked idle (the worker's account stage says so):
+it does not hold the others back, and its next update or watermark makes it count again.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import msgpack
+
+from pipeline.detection.messages import LinkUpdate
+
+Key = tuple[int, str, int, str]
+
+
+def order_key(upd: LinkUpdate) -> Key:
+    """Where ``upd`` stands in event-time order: its summary's event time, then account, then the
+    account's event count (two summaries of one account at one millisecond), then the link key."""
+    s = upd.summary
+    return (s.ts, s.account, s.n, upd.key)
+
+
+class Aligner:
+    """Link updates of one link partition, held until every source partition has passed them.
+
+    ``sources``: how many usage-events partitions feed it. ``wait_for_all``: hold everything until each
+    source has been heard from (the worker, where a source not heard from may still have a backlog); a
+    backtest counts only the sources it has seen events of, since the file is in event-time order."""
+
+    __slots__ = ("sources", "slack", "wait_for_all", "wm", "idle", "heap", "last", "seq")
+
+    def __init__(self, sources: int, slack_ms: int, wait_for_all: bool = True) -> None:
+        self.sources, self.slack, self.wait_for_all = sources, slack_ms, wait_for_all
+        self.wm: dict[int, int] = {}  # source partition → its watermark (event time), as last heard
+        self.idle: set[int] = set()
+        self.heap: list[tuple[Key, int, LinkUpdate, Any]] = []
+        self.last: Key | None = None  # the key of the last update given out
+        self.seq = 0  # keeps the heap from comparing updates of one key (a redelivered copy)
+
+    def __len__(self) -> int:
+        return len(self.heap)
+
+    def offer(self, upd: LinkUpdate, source: int, ref: Any = None) -> bool:
+        """Hold ``upd`` (from source partition ``source``; ``ref`` is given back with it); False when it is
+        late, to be applied at once. An update from an idle source makes it count again."""
+        if source in self.idle:
+            self.idle.discard(source)
+        key = order_key(upd)
+        if self.last is not None and key <= self.last:
+            return False
+        heapq.heappush(self.heap, (key, self.seq, upd, ref))
+        self.seq += 1
+        return True
+
+    def advance(self, source: int, wm: int) -> None:
+        """Source ``source`` has processed its events up to event time ``wm`` (a lower figure than one heard
+        before, from a restarted source, changes nothing)."""
+        self.idle.discard(source)
+        if wm > self.wm.get(source, -(1 << 62)):
+            self.wm[source] = wm
+
+    def rest(self, source: int, wm: int) -> None:
+        """Source ``source`` has had no events for a while (its watermark ``wm``, 0 if it never had any)."""
+        self.idle.add(source)
+        if wm > self.wm.get(source, -(1 << 62)):
+            self.wm[source] = wm
+
+    def horizon(self) -> int | None:
+        """Updates with an event time below this can be given out; None while nothing can."""
+        if self.wait_for_all and len(self.wm) < self.sources:
+            return None
+        active = [w for p, w in self.wm.items() if p not in self.idle]
+        if not active:
+            return None if not self.wm else 1 << 62  # every source is idle: all that is held
+        return min(active) - self.slack
+
+    def release(self, limit: int | None = None) -> list[tuple[LinkUpdate, Any]]:
+        """The held updates the sources have all passed (at most ``limit``), in key order."""
+        h = self.horizon()
+        heap = self.heap
+        if h is None or not heap or heap[0][0][0] >= h:
+            return []
+        out: list[tuple[LinkUpdate, Any]] = []
+        while heap and heap[0][0][0] < h and (limit is None or len(out) < limit):
+            key, _, upd, ref = heapq.heappop(heap)
+            self.last = key
+            out.append((upd, ref))
+        return out
+
+    def drain(self) -> list[tuple[LinkUpdate, Any]]:
+        """Everything held, in key order (the end of a backtest's input)."""
+        out: list[tuple[LinkUpdate, Any]] = []
+        while self.heap:
+            key, _, upd, ref = heapq.heappop(self.heap)
+            self.last = key
+            out.append((upd, ref))
+        return out
+
+    # the worker keeps the sources' watermarks and the last key given out in a changelogged table; the
+    # held updates themselves are kept there as the messages they came in
+
+    def state_bytes(self) -> bytes:
+        return msgpack.packb([1, sorted(self.wm.items()), sorted(self.idle),
+                              None if self.last is None else list(self.last)])
+
+    def restore(self, raw: bytes) -> None:
+        version, wm, idle, last = msgpack.unpackb(raw, strict_map_key=True)
+        if version != 1:
+            raise ValueError(f"link order state version {version} is not 1")
+        self.wm = {int(p): int(w) for p, w in wm}
+        self.idle = {int(p) for p in idle}
+        self.last = None if last is None else (int(last[0]), str(last[1]), int(last[2]), str(last[3]))

@@ -213,11 +213,19 @@ class Watch:
             if self.caught_up_at is None and group_lag(settings.bootstrap, settings.app_id, in_topic,
                                                        settings=settings) == 0:
                 self.caught_up_at = now
-            if self.caught_up_at is not None and now - last_new > 2 and now - self.caught_up_at > 2:
+            if (self.caught_up_at is not None and now - last_new > 2 and now - self.caught_up_at > 2
+                    and self._nothing_held()):
                 break
             if self.caught_up_at is None and now - last_new > demo.opts.max_seconds:
                 break
         return True
+
+    def _nothing_held(self) -> bool:
+        """The worker holds nothing for event-time order (its last campaign findings are out), or does not say."""
+        from pipeline.worker.observability import held_for_order
+
+        port = self.demo.settings.metrics_port
+        return not port or held_for_order(port) in (0, None)
 
     def drain(self, consumer: Any) -> bool:
         """Print and evaluate what the consumer has now; True if there was anything."""

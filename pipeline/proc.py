@@ -86,3 +86,4 @@ class WorkerProcess(ChildProcess):
     def __init__(self, settings: Settings, log_path: Path, loglevel: str = "warning", **env: str) -> None:
         super().__init__([sys.executable, "-m", "pipeline", "worker", "-l", loglevel], log_path,
                          {**settings.to_env(), **env})
+        self.settings = settings

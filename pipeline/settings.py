@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     max_event_skew_ms: int = Field(10 * 60_000, ge=0, description="an event whose ts is further ahead of its "
                                    "Kafka message timestamp (broker time) than this goes to the DLQ as "
                                    "ts_in_future: one message cannot move event time (pipeline/contract/admission.py)")
+    source_idle_s: float = Field(5.0, gt=0, le=3600, description="a usage-events partition with every message "
+                                 "handled and no events for this long is announced idle, so campaign detection does "
+                                 "not wait for it (input pushed in bursts with longer pauses may then come late)")
     broker_timeout_s: float = Field(300, gt=0, description="exit with a clear error when no Kafka broker has "
                                     "answered for this many seconds (the worker rides out shorter outages)")
     dlq_redact_text: bool = Field(True, description="DLQ copies without raw text: fields named like prompt/"
@@ -81,6 +84,9 @@ class Settings(BaseSettings):
     account_critical: float = Field(0.8, gt=0, le=1, description="harvest-profile score for a critical account alert")
     campaign_high: float = Field(0.3, gt=0, le=1, description="campaign score for a high campaign alert")
     campaign_critical: float = Field(0.5, gt=0, le=1, description="campaign score for a critical campaign alert")
+    link_order_slack_ms: int = Field(30_000, ge=0, le=3_600_000, description="campaign detection applies link "
+                                     "updates in event-time order, each once every usage-events partition is this "
+                                     "far past it: events this far out of order within a partition stay in order")
     population_review: bool = Field(False, description="a river population model's outliers with some harvest "
                                     "profile earn a review (its trees live in each worker's memory: off by default)")
 

@@ -56,6 +56,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "store_dir": tmp_path / f"store-{tag}",
             "web_port": _free_port(),
             "metrics_port": _free_port(),
+            "source_idle_s": 2.0,  # campaign findings at the end of each input 3 s sooner (the default is 5)
         }
         base.update(overrides)
         return Settings(**base)

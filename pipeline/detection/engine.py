@@ -40,7 +40,7 @@ from pipeline.detection.messages import (
     LinkUpdate,
     MemberSummary,
 )
-from pipeline.detection.ordering import Aligner
+from pipeline.detection.ordering import Aligner, signal_key
 from pipeline.detection.partition import partition_for
 from pipeline.detection.policy import Policy, PolicyState
 from pipeline.detection.population import PopulationModels, PopulationScore
@@ -109,6 +109,7 @@ class Engine:
         self._partition_cache: dict[str, int] = {}
         # in process (``process``): link updates in event-time order, as the worker's link stage applies them
         self._order = Aligner(cfg.partitions, cfg.link_order_slack_ms, wait_for_all=False)
+        self._signals = Aligner(cfg.partitions, 0, wait_for_all=False, key=signal_key)  # the campaign stage's
         self.observe_score: Callable[[str, float], None] | None = None
         """Called with (account, harvest score) at each window update, alerting or not: a backtest's
         report sweeps thresholds over every account's score, not only over those that alerted."""
@@ -318,15 +319,24 @@ class Engine:
             if not order.offer(upd, partition):
                 outputs += self._link(upd)  # late: at once
         order.advance(partition, ev["ts"])
-        for upd, _ in order.release():
+        released = order.release()
+        for upd, _ in released:
             outputs += self._link(upd)
+        if released:
+            frontier = order.frontier()
+            if frontier is not None:
+                for signal, _ in self._signals.release(below=frontier):
+                    outputs += self._campaign(signal)
         return outputs
 
     def finish(self) -> list[Output]:
-        """The end of the input: the link updates still held, applied in order, and what they give."""
+        """The end of the input: the link updates still held, applied in order, then the groups' signals
+        still held, and what they give."""
         outputs: list[Output] = []
         for upd, _ in self._order.drain():
             outputs += self._link(upd)
+        for signal, _ in self._signals.drain():
+            outputs += self._campaign(signal)
         return outputs
 
     def replay(self, events: Iterable[UsageEvent]) -> Iterator[Output]:
@@ -336,9 +346,14 @@ class Engine:
         yield from self.finish()
 
     def _link(self, upd: LinkUpdate) -> list[Output]:
+        """Apply a link update; a signal it gives is held for the campaign stage's event-time order (as
+        the worker's campaign stage holds it until every link partition has passed it)."""
         signal = self.on_link_update(upd)
-        if signal is None:
-            return []
+        if signal is not None and not self._signals.offer(signal, self.partition(signal.key)):
+            return self._campaign(signal)  # late: at once
+        return []
+
+    def _campaign(self, signal: GroupSignal) -> list[Output]:
         outputs, findings = self.on_group_signal(signal)
         for f in findings:
             outputs += self.on_finding(f)

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from pipeline.contract import signing
 from pipeline.contract.manifest import (
@@ -62,7 +63,7 @@ from pipeline.settings import Settings
 from pipeline.worker import health, stall
 from pipeline.worker.consumer import WorkerConsumer
 from pipeline.worker.guard import InvalidRateGuard
-from pipeline.worker.link_order import IDLE_AFTER_S, ORDER_TABLE
+from pipeline.worker.link_order import ORDER_TABLE
 from pipeline.worker.observability import WorkerMetrics, default_metrics
 from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES, Wire
 from pipeline.worker.stages import AccountStage, CampaignStage, Emitter, LinkStage, StageContext
@@ -219,7 +220,7 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
         settings=settings, engine=engine, wire=wire, account_in=account_in, link_topic=link_topic,
         findings_topic=findings_topic, signals_topic=signals_topic, dlq_topic=dlq_topic, outputs=outputs,
         tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, analyst_keys(settings)),
-        link_stage=LinkStage(ctx, engine, links, tables[ORDER_TABLE]), campaign_stage=CampaignStage(ctx, engine, campaigns),
+        link_stage=LinkStage(ctx, engine, links, tables[ORDER_TABLE]), campaign_stage=CampaignStage(ctx, engine, campaigns, tables[ORDER_TABLE]),
         sweepers=_sweepers(app, settings, engine, tables), watchdog=watchdog)
 
 
@@ -285,14 +286,30 @@ def _add_sweeps(app: faust.App, parts: WorkerParts) -> None:
 
 
 def _add_idle_sources(app: faust.App, parts: WorkerParts) -> None:
-    """Every half ``IDLE_AFTER_S``, the usage-events partitions this worker owns that have gone quiet are
-    announced idle to the link stage (``pipeline.worker.link_order``), so it does not wait for them."""
+    """Every second (or fifth of ``DG_SOURCE_IDLE_S``), the usage-events partitions this worker owns that
+    have gone quiet are announced idle to the link stage (``pipeline.worker.link_order``), so it does not
+    wait for them."""
     usage = parts.settings.topic(USAGE_EVENTS)
+    handled = parts.account_stage.sources.next_offset
 
-    @app.timer(IDLE_AFTER_S / 2)
+    def caught_up(partition: int) -> bool:
+        """Every message of the partition handled: its end offset (as the last fetch saw it) reached by
+        what the account stage handled, or by the committed offset when it handled none since it started."""
+        consumer = app.consumer
+        tp = TP(usage, partition)
+        try:
+            high = consumer.highwater(tp)
+        except Exception:  # not known yet (no fetch since the assignment)
+            return False
+        if high is None:
+            return False
+        committed = getattr(consumer, "_committed_offset", {}).get(tp)  # Faust keeps no public one
+        return max(handled.get(partition, 0), committed or 0) >= high
+
+    @app.timer(min(1.0, parts.settings.source_idle_s / 5))
     async def announce_idle_sources() -> None:
         owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == usage}
-        await parts.account_stage.announce_idle(owned)
+        await parts.account_stage.announce_idle(owned, caught_up)
 
 
 def create_app(settings: Settings, metrics: WorkerMetrics | None = None) -> faust.App:

@@ -23,14 +23,17 @@ from typing import Any
 
 import msgpack
 
-from pipeline.detection.messages import LinkUpdate, decode_link_updates
 from pipeline.detection.ordering import Aligner
 
 WM_HEADER = "dg.wm"
 IDLE_HEADER = "dg.idle"
-IDLE_AFTER_S = 0.5
-"""A usage-events partition with no events for this long (wall clock) is announced idle, so the link stage
-does not wait for it; its next event makes it count again."""
+IDLE_AFTER_S = 5.0
+"""A usage-events partition with every message handled and no events for this long (wall clock,
+``DG_SOURCE_IDLE_S``) is announced idle, so the link stage does not wait for it; its next event makes it
+count again. In real time a partition that wakes brings events newer than what the others have passed;
+input sent in bursts with pauses longer than this (a file pushed to the topic piece by piece) may wake it
+with older ones, which are then applied on arrival (late). Longer holds campaign findings that long at the
+end of such a burst."""
 ORDER_TABLE = "link-order"
 
 
@@ -53,8 +56,9 @@ class SourceClock:
     """The account stage's view of its usage-events partitions: each one's watermark (the largest event
     time admitted), which advanced since the last announcement, and which were announced idle."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
+    def __init__(self, clock: Callable[[], float] = time.monotonic, idle_after_s: float = IDLE_AFTER_S) -> None:
+        self.clock, self.idle_after_s = clock, idle_after_s
+        self.next_offset: dict[int, int] = {}  # per partition, the offset after the last message handled
         self.wm: dict[int, int] = {}
         self.advanced: set[int] = set()
         self.last_event: dict[int, float] = {}
@@ -74,46 +78,51 @@ class SourceClock:
         self.advanced.clear()
         return out
 
-    def gone_idle(self, owned: set[int]) -> list[tuple[int, int]]:
-        """The owned partitions to announce idle now: no event for ``IDLE_AFTER_S`` and not announced since.
-        A partition newly owned is announced again (another worker may have had it meanwhile)."""
-        for p in owned - self.owned:
-            self.resting.discard(p)
-            self.last_event.setdefault(p, self.clock())
-        self.owned = set(owned)
+    def gone_idle(self, owned: set[int], caught_up: Callable[[int], bool]) -> list[tuple[int, int]]:
+        """The owned partitions to announce idle now: every message in them handled (``caught_up``: none
+        waiting in the broker or in the worker's buffers), no event for ``idle_after_s``, and not announced
+        since. A partition newly owned is announced again (another worker may have had it meanwhile). A
+        partition that is only slow to be read (a worker starting, or busy) is never idle: what it holds
+        would come late."""
         now = self.clock()
-        idle = [p for p in sorted(owned) if p not in self.resting and now - self.last_event[p] >= IDLE_AFTER_S]
+        for p in owned - self.owned:  # (again) this worker's: quiet from now on, until it shows events
+            self.resting.discard(p)
+            self.last_event[p] = now
+        self.owned = set(owned)
+        idle = [p for p in sorted(owned) if p not in self.resting and now - self.last_event[p] >= self.idle_after_s
+                and caught_up(p)]
         self.resting.update(idle)
         return [(p, self.wm.get(p, 0)) for p in idle]
 
 
-def _message_key(partition: int, offset: int) -> bytes:
-    return b"m:%d:%020d" % (partition, offset)
-
-
-def _state_key(partition: int) -> bytes:
-    return b"f:%d" % partition
-
-
 class PartitionOrder:
-    """One link partition's order: its Aligner, the offsets of messages with updates still held (and how
-    many each still has), and what changed since the last write (``writes``)."""
+    """One input partition's order (a link partition's updates, or the campaign stage's signals): its
+    Aligner, the offsets of messages with items still held (and how many each still has), and what
+    changed since the last write (``writes``). ``decode`` reads a message's items, ``source_of`` says
+    which source partition an item came from; table keys start with ``prefix``."""
 
-    def __init__(self, partition: int, sources: int, slack_ms: int) -> None:
+    def __init__(self, partition: int, aligner: Aligner, decode: Callable[[bytes], list[Any]],
+                 source_of: Callable[[Any], int], prefix: bytes) -> None:
         self.partition = partition
-        self.aligner = Aligner(sources, slack_ms)
+        self.aligner = aligner
+        self.decode, self.source_of, self.prefix = decode, source_of, prefix
         self.read = -1  # the last message offset taken
-        self.held: dict[int, int] = {}  # message offset → its updates still held
-        self.new: dict[int, bytes] = {}  # messages with held updates, not yet written
-        self.done: set[int] = set()  # written messages whose updates are all applied: to delete
+        self.held: dict[int, int] = {}  # message offset → its items still held
+        self.new: dict[int, bytes] = {}  # messages with held items, not yet written
+        self.done: set[int] = set()  # written messages whose items are all applied: to delete
         self.dirty = False
+        self.announced: int | None = None  # the frontier last told downstream (the link stage's)
 
-    @classmethod
-    def restore(cls, partition: int, sources: int, slack_ms: int, get: Callable[[bytes], bytes | None],
-                source_of: Callable[[str], int]) -> PartitionOrder:
-        """The order written for ``partition`` (``get``: a raw table lookup), with its held updates again."""
-        self = cls(partition, sources, slack_ms)
-        raw = get(_state_key(partition))
+    def _message_key(self, offset: int) -> bytes:
+        return self.prefix + b"m:%d:%020d" % (self.partition, offset)
+
+    def _state_key(self) -> bytes:
+        return self.prefix + b"f:%d" % self.partition
+
+    def restore(self, get: Callable[[bytes], bytes | None]) -> PartitionOrder:
+        """Read back what was written for this partition (``get``: a raw table lookup), with its held
+        items offered again (those given out before are not: their keys are below the last one)."""
+        raw = get(self._state_key())
         if raw is None:
             return self
         version, aligner_state, self.read, held = msgpack.unpackb(raw)
@@ -121,11 +130,10 @@ class PartitionOrder:
             raise ValueError(f"link order record version {version} is not 1")
         self.aligner.restore(aligner_state)
         for offset in held:
-            value = get(_message_key(partition, offset))
+            value = get(self._message_key(offset))
             if value is None:  # pragma: no cover - written with the record that names it
                 continue
-            n = sum(self.aligner.offer(u, source_of(u.summary.account), offset)
-                    for u in (decode_link_updates(value) if value else ()))
+            n = sum(self.aligner.offer(x, self.source_of(x), offset) for x in self.decode(value))
             if n:
                 self.held[offset] = n
             else:
@@ -133,21 +141,21 @@ class PartitionOrder:
                 self.dirty = True
         return self
 
-    def take(self, offset: int, value: bytes, headers: Any, source_of: Callable[[str], int]) -> list[LinkUpdate] | None:
-        """Take one link-updates message: hold its updates, note its watermarks. None when it was taken
-        before (a redelivery); else the updates that are late, to apply at once."""
+    def take(self, offset: int, value: bytes, headers: Any) -> list[Any] | None:
+        """Take one message: hold its items, note its watermarks. None when it was taken before (a
+        redelivery); else the items that are late, to apply at once."""
         if offset <= self.read:
             return None
         self.read = offset
         self.dirty = True
         aligner = self.aligner
-        late: list[LinkUpdate] = []
+        late: list[Any] = []
         held = 0
-        for upd in decode_link_updates(value) if value else ():
-            if aligner.offer(upd, source_of(upd.summary.account), offset):
+        for x in self.decode(value) if value else ():
+            if aligner.offer(x, self.source_of(x), offset):
                 held += 1
             else:
-                late.append(upd)
+                late.append(x)
         if held:
             self.held[offset] = held
             self.new[offset] = value
@@ -157,12 +165,12 @@ class PartitionOrder:
             aligner.rest(p, wm)
         return late
 
-    def release(self, limit: int | None = None) -> list[LinkUpdate]:
-        """The held updates every source has passed (at most ``limit``), in order; their messages' counts
-        go down."""
+    def release(self, limit: int | None = None) -> list[tuple[Any, int]]:
+        """The held items every source has passed (at most ``limit``), in order, each with the offset of
+        the message it came in; their messages' counts go down."""
         out = []
-        for upd, offset in self.aligner.release(limit):
-            out.append(upd)
+        for x, offset in self.aligner.release(limit):
+            out.append((x, offset))
             left = self.held[offset] - 1
             if left:
                 self.held[offset] = left
@@ -177,11 +185,19 @@ class PartitionOrder:
         if not self.dirty:
             return []
         p = self.partition
-        out: list[tuple[int, bytes, bytes | None]] = [(p, _message_key(p, o), v) for o, v in self.new.items()]
-        out += [(p, _message_key(p, o), None) for o in self.done]
-        out.append((p, _state_key(p), msgpack.packb([1, self.aligner.state_bytes(), self.read,
-                                                       sorted(self.held)])))
+        out: list[tuple[int, bytes, bytes | None]] = [(p, self._message_key(o), v) for o, v in self.new.items()]
+        out += [(p, self._message_key(o), None) for o in self.done]
+        out.append((p, self._state_key(), msgpack.packb([1, self.aligner.state_bytes(), self.read,
+                                                           sorted(self.held)])))
         self.new.clear()
         self.done.clear()
         self.dirty = False
         return out
+
+    def frontier_news(self) -> int | None:
+        """This partition's frontier (``Aligner.frontier``) if it moved since it was last told, else None."""
+        f = self.aligner.frontier()
+        if f is None or f == self.announced:
+            return None
+        self.announced = f
+        return f

@@ -81,12 +81,14 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("dg_state_accounts", "gauge", "Accounts with detection state on this worker"),
     MetricSpec("dg_state_bytes", "gauge", "Serialised size of the detection state on this worker"),
     MetricSpec("dg_link_keys", "gauge", "Shared keys (payment, fingerprint, network) tracked for campaign linking"),
-    MetricSpec("dg_link_updates_held", "gauge",
-               "Link updates the link stage holds until every usage-events partition has passed them (event-time "
-               "order); it stays up while a partition has no worker"),
-    MetricSpec("dg_link_updates_late_total", "counter",
-               "Link updates that came after later ones had been applied (a partition more than the slack out of "
-               "order, or idle and woken with old events): applied at once, out of event-time order"),
+    MetricSpec("dg_order_held", "gauge",
+               "Items held for event-time order, by stage: link updates until every usage-events partition has "
+               "passed them, group signals until every link partition has; it stays up while a partition has no "
+               "worker", ("stage",)),
+    MetricSpec("dg_order_late_total", "counter",
+               "Items that came after later ones had been applied (a partition more than the slack out of order, "
+               "or idle and woken with old events): applied at once, out of event-time order, by stage",
+               ("stage",)),
     MetricSpec("dg_rocksdb_memory_bytes", "gauge",
                "Native memory of the worker's RocksDB state stores, as RocksDB estimates it, by component: "
                "memtables, table_readers (index and filter blocks outside the block cache), block_cache",
@@ -160,6 +162,9 @@ class WorkerMetrics:
         # Label values known up front are exposed at 0, so rate() works from the first scrape.
         for result in EVENT_RESULTS:
             self._m["dg_events_total"].labels(result=result)
+        for stage in ("link", "campaign"):
+            self._m["dg_order_held"].labels(stage=stage)
+            self._m["dg_order_late_total"].labels(stage=stage)
 
     # -------------------------------------------------------------------- events
 
@@ -225,13 +230,13 @@ class WorkerMetrics:
         if link_keys is not None:
             self._m["dg_link_keys"].set(link_keys)
 
-    def set_link_updates_held(self, n: int) -> None:
-        """Link updates held for event-time order (``pipeline.worker.link_order``)."""
-        self._m["dg_link_updates_held"].set(n)
+    def set_order_held(self, stage: str, n: int) -> None:
+        """Items held for event-time order by ``stage`` (``pipeline.worker.link_order``)."""
+        self._m["dg_order_held"].labels(stage=stage).set(n)
 
-    def link_updates_late(self, n: int) -> None:
-        """``n`` link updates applied out of event-time order (late)."""
-        self._m["dg_link_updates_late_total"].inc(n)
+    def order_late(self, stage: str, n: int) -> None:
+        """``n`` items applied out of event-time order (late) by ``stage``."""
+        self._m["dg_order_late_total"].labels(stage=stage).inc(n)
 
     def set_rocksdb_memory(self, components: dict[str, int]) -> None:
         """RocksDB's own memory estimates, summed over this worker's databases (see ``ROCKSDB_MEMORY``)."""
@@ -251,6 +256,20 @@ class WorkerMetrics:
     def value(self, name: str, **labels: str) -> float | None:
         """The current value of one sample (e.g. ``dg_events_total`` with ``result="accepted"``)."""
         return self.registry.get_sample_value(name, labels)
+
+
+def held_for_order(port: int, timeout: float = 2.0) -> int | None:
+    """Items a worker serving metrics on ``port`` holds for event-time order (``dg_order_held``, all
+    stages), or None when it does not answer: a worker whose input is all read and whose held count is 0
+    has done everything that input will give."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            text = r.read().decode("utf-8")
+    except OSError:
+        return None
+    return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("dg_order_held{")))
 
 
 @cache

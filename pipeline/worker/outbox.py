@@ -115,6 +115,7 @@ class Outbox:
         self.links: dict[int, list[LinkUpdate]] = {}
         self.findings: dict[int, list[Finding]] = {}
         self.watermarks: list[tuple[int, int]] = []  # (usage-events partition, event time) to announce
+        self.signal_watermarks: list[tuple[int, int]] = []  # (link partition, frontier) to announce
         self.tripped = False  # the invalid-input breaker fired during this batch
         self.accepted = 0  # input events handed to detection (counted in the metrics once per batch)
 
@@ -137,12 +138,12 @@ class Outbox:
         if self.watermarks:
             # every link partition hears how far these sources have got, on the last message it gets from
             # this batch (after the updates it carries: ``pipeline.worker.link_order``)
-            headers = pairs_header(WM_HEADER, self.watermarks)
+            wm = pairs_header(WM_HEADER, self.watermarks)
             for partition in range(self.partitions):
                 raws = encode_link_updates(self.links.get(partition, [])) or [EMPTY_BATCH]
                 for i, raw in enumerate(raws):
                     futures.append(await send(self.link_topic, None, raw, partition,
-                                              headers if i == len(raws) - 1 else None))
+                                              wm if i == len(raws) - 1 else None))
             self.watermarks = []
         else:
             for partition, updates in sorted(self.links.items()):
@@ -151,11 +152,16 @@ class Outbox:
         for partition, findings in sorted(self.findings.items()):
             for raw in encode_findings(findings):
                 futures.append(await send(self.findings_topic, None, raw, partition))
-        if self.signals:
-            key = SIGNALS_KEY.encode("utf-8")
-            for raw in encode_group_signals(self.signals):
-                futures.append(await send(self.signals_topic, key, raw, partition_of(SIGNALS_KEY, self.partitions)))
+        if self.signals or self.signal_watermarks:
+            # the campaign stage hears how far these link partitions have got on the last message
+            key, partition = SIGNALS_KEY.encode("utf-8"), partition_of(SIGNALS_KEY, self.partitions)
+            raws = encode_group_signals(self.signals) or [EMPTY_BATCH]
+            swm = pairs_header(WM_HEADER, self.signal_watermarks) if self.signal_watermarks else None
+            for i, raw in enumerate(raws):
+                futures.append(await send(self.signals_topic, key, raw, partition,
+                                          swm if i == len(raws) - 1 else None))
             self.signals.clear()
+            self.signal_watermarks = []
         self.items.clear()
         self.links.clear()
         self.findings.clear()

@@ -17,6 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -27,7 +28,13 @@ from pipeline.contract.privacy import redact
 from pipeline.contract.verdicts import decode_verdict
 from pipeline.detection import Engine
 from pipeline.detection.engine import ACTIONS, ALERTS, Output
-from pipeline.detection.messages import EMPTY_BATCH, LinkUpdate, decode_findings, decode_group_signals
+from pipeline.detection.messages import (
+    EMPTY_BATCH,
+    decode_findings,
+    decode_group_signals,
+    decode_link_updates,
+)
+from pipeline.detection.ordering import Aligner, signal_key
 from pipeline.logs import get_logger
 from pipeline.settings import Settings
 from pipeline.worker import stall
@@ -70,8 +77,6 @@ one batch would otherwise hold tens of thousands of decoded groups and as many c
 flight, and the worker's memory doubles; the bound costs speed there (a large group that many parts of
 a batch touch is written once per part), and little on the standard file, whose batches rarely reach it.
 The figures are in ``bench/README.md``."""
-LINK_OFFSET_STRIDE = 1 << 20
-"""A campaign signal's applied-offset is ``source offset * LINK_OFFSET_STRIDE + its index in the message``."""
 RELEASE_CHUNK = 512
 """Held link updates applied between two checks of a batch's changed state (``Stage.more``)."""
 
@@ -242,7 +247,7 @@ class AccountStage(Stage):
         self.accounts, self.policy = accounts, policy
         self.verdict_keys = verdict_keys  # none: every verdict is refused
         self.watermark = admission.Watermark()
-        self.sources = SourceClock()  # how far each usage-events partition has got, for the link stage
+        self.sources = SourceClock(idle_after_s=ctx.settings.source_idle_s)  # how far each partition has got
         self.lock = asyncio.Lock()  # a batch, or an idle announcement: never both at once
         topic = ctx.settings.topic
         self.handlers: dict[str, Callable[[Outbox, Any], None]] = {
@@ -256,12 +261,13 @@ class AccountStage(Stage):
         outbox.watermarks = self.sources.take_advanced()
         await super().checkpoint(outbox)
 
-    async def announce_idle(self, owned: set[int]) -> None:
+    async def announce_idle(self, owned: set[int], caught_up: Callable[[int], bool]) -> None:
         """Tell every link partition which of the usage-events partitions ``owned`` by this worker have
-        had no events for a while, so that the link stage does not wait for them (``link_order``). Never
-        during a batch: all the updates of an idle partition's events have been delivered before."""
+        had no events for a while and nothing more to read (``caught_up``), so that the link stage does
+        not wait for them (``link_order``). Never during a batch: all the updates of an idle partition's
+        events have been delivered before."""
         async with self.lock:
-            idle = self.sources.gone_idle(owned)
+            idle = self.sources.gone_idle(owned, caught_up)
             if not idle:
                 return
             ctx = self.ctx
@@ -285,6 +291,7 @@ class AccountStage(Stage):
 
     def on_event(self, outbox: Outbox, message: Any) -> None:
         settings = self.ctx.settings
+        self.sources.next_offset[message.partition] = message.offset + 1
         try:
             ev = codec.decode_event(message.value, max_bytes=settings.max_message_bytes)
         except codec.CodecError as exc:
@@ -351,75 +358,117 @@ class AccountStage(Stage):
                 self.emit(outbox, out, message)
 
 
-class LinkStage(Stage):
-    """Link updates (an account's summary, sent to each of its link keys): the engine keeps each link
-    group and returns a signal for a group judged a campaign, sent to the campaign stage.
+class OrderedStage(Stage):
+    """A stage whose input comes from several source partitions and is applied in event-time order,
+    whatever order those were read in: each input partition's ``PartitionOrder`` holds the items until
+    every source has passed them (``pipeline.worker.link_order``), and is written to the ``link-order``
+    table after the stage's own state at each checkpoint. Subclasses say how to read a message
+    (``decode``), where an item came from (``source_of``), its order (``aligner``) and what applying one
+    does (``apply``)."""
 
-    Updates are applied in event-time order, whatever order the source partitions were read in: each link
-    partition's ``PartitionOrder`` holds them until every usage-events partition has passed them
-    (``pipeline.worker.link_order``), and is written to the ``link-order`` table after the link groups at
-    each checkpoint."""
+    prefix = b""
 
-    name = "link"
-
-    def __init__(self, ctx: StageContext, engine: Engine, links: BatchStore, order_table: PartitionedTable) -> None:
-        super().__init__(ctx, engine, (links,))
-        self.links = links
+    def __init__(self, ctx: StageContext, engine: Engine, store: BatchStore, order_table: PartitionedTable) -> None:
+        super().__init__(ctx, engine, (store,))
+        self.store = store
         self.order_table = order_table
         self.orders: dict[int, PartitionOrder] = {}
-        self.releasing: PartitionOrder | None = None  # the order whose freed updates ``more`` applies
-        self.slack = engine.cfg.link_order_slack_ms
+        self.releasing: PartitionOrder | None = None  # the order whose freed items ``more`` applies
         order_table.caches.append(self)  # a rebalance or a recovery: read the orders back from the table
+
+    def decode(self, raw: bytes) -> list[Any]:
+        raise NotImplementedError
+
+    def source_of(self, item: Any) -> int:
+        raise NotImplementedError
+
+    def aligner(self) -> Aligner:
+        raise NotImplementedError
+
+    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
+        """Apply items (each with the offset of the message it came in) of input partition ``partition``."""
+        raise NotImplementedError
 
     def pop(self, key: str) -> bool:  # the table's cache protocol: orders are dropped whole, in ``clear``
         return False
 
     def clear(self) -> None:
         self.orders.clear()
-
-    def _source_of(self, account: str) -> int:
-        return partition_of(account, self.ctx.partitions)
+        self.releasing = None
+        self.ctx.metrics.set_order_held(self.name, 0)  # what it held is read back when its partitions are
 
     def _order(self, partition: int) -> PartitionOrder:
         order = self.orders.get(partition)
         if order is None:
             table = self.order_table
-            order = self.orders[partition] = PartitionOrder.restore(
-                partition, self.ctx.partitions, self.slack, lambda key: table.get_raw(partition, key),
-                self._source_of)
+            order = self.orders[partition] = PartitionOrder(
+                partition, self.aligner(), self.decode, self.source_of, self.prefix,
+            ).restore(lambda key: table.get_raw(partition, key))
         return order
 
     def held(self) -> int:
-        """Updates held for event-time order on this worker."""
+        """Items held for event-time order on this worker."""
         return sum(len(o.aligner) for o in self.orders.values())
 
     def handle(self, outbox: Outbox, message: Any) -> None:
-        self.links.partition = message.partition
+        self.store.partition = message.partition
         order = self._order(message.partition)
-        late = order.take(message.offset, message.value, getattr(message, "headers", None), self._source_of)
+        late = order.take(message.offset, message.value, getattr(message, "headers", None))
         if late is None:
-            return  # read before: its updates are held, or applied
+            return  # read before: its items are held, or applied
         if late:
-            self.ctx.metrics.link_updates_late(len(late))
-            self._apply(outbox, late)
+            self.ctx.metrics.order_late(self.name, len(late))
+            self.apply(outbox, [(x, message.offset) for x in late], message.partition)
         self.releasing = order
 
     def more(self, outbox: Outbox) -> bool:
-        """Apply up to ``RELEASE_CHUNK`` of the updates the last message set free (a watermark can free many
+        """Apply up to ``RELEASE_CHUNK`` of the items the last message set free (a watermark can free many
         at once: a partition that was far behind catching up)."""
         order = self.releasing
         if order is None:
             return False
-        self.links.partition = order.partition
+        self.store.partition = order.partition
         chunk = order.release(RELEASE_CHUNK)
-        self._apply(outbox, chunk)
+        self.apply(outbox, chunk, order.partition)
         if len(chunk) < RELEASE_CHUNK:
             self.releasing = None
         return self.releasing is not None
 
-    def _apply(self, outbox: Outbox, updates: list[LinkUpdate]) -> None:
+    async def checkpoint(self, outbox: Outbox) -> None:
+        await super().checkpoint(outbox)
+        writes = [w for order in self.orders.values() for w in order.writes()]
+        try:
+            await self.order_table.put_many(writes)
+        except Exception as exc:
+            fatal(f"writing the {self.name} stage's order", exc)
+        self.ctx.metrics.set_order_held(self.name, self.held())
+
+
+class LinkStage(OrderedStage):
+    """Link updates (an account's summary, sent to each of its link keys), in event-time order: the engine
+    keeps each link group and returns a signal for a group judged a campaign, sent to the campaign stage
+    with this link partition's frontier (``dg.wm``: every update before it applied), which is the campaign
+    stage's watermark for this partition."""
+
+    name = "link"
+    prefix = b"l"
+
+    def __init__(self, ctx: StageContext, engine: Engine, links: BatchStore, order_table: PartitionedTable) -> None:
+        super().__init__(ctx, engine, links, order_table)
+        self.links = links
+
+    def decode(self, raw: bytes) -> list[Any]:
+        return decode_link_updates(raw)
+
+    def source_of(self, item: Any) -> int:
+        return partition_of(item.summary.account, self.ctx.partitions)
+
+    def aligner(self) -> Aligner:
+        return Aligner(self.ctx.partitions, self.engine.cfg.link_order_slack_ms)
+
+    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
         on_link_update = self.engine.on_link_update
-        for upd in updates:
+        for upd, _ in items:
             try:
                 signal = on_link_update(upd)
             except Exception:  # a bug must not stop the stage: the update is logged, and skipped
@@ -431,31 +480,38 @@ class LinkStage(Stage):
                 outbox.add_signal(signal)
 
     async def checkpoint(self, outbox: Outbox) -> None:
+        outbox.signal_watermarks = [(p, f) for p, o in sorted(self.orders.items())
+                                    if (f := o.frontier_news()) is not None]
         await super().checkpoint(outbox)
-        writes = [w for order in self.orders.values() for w in order.writes()]
-        try:
-            await self.order_table.put_many(writes)
-        except Exception as exc:
-            fatal("writing the link order", exc)
-        self.ctx.metrics.set_link_updates_held(self.held())
 
 
-class CampaignStage(Stage):
-    """Signals of link groups judged campaigns: the engine merges groups that name the same accounts into
-    one campaign and returns its alerts, and findings for the named members (sent to their partitions)."""
+class CampaignStage(OrderedStage):
+    """Signals of link groups judged campaigns, in event-time order across the link partitions they come
+    from: the engine merges groups that name the same accounts into one campaign and returns its alerts,
+    and findings for the named members (sent to their partitions)."""
 
     name = "campaign"
+    prefix = b"c"
 
-    def __init__(self, ctx: StageContext, engine: Engine, campaigns: BatchStore) -> None:
-        super().__init__(ctx, engine, (campaigns,))
+    def __init__(self, ctx: StageContext, engine: Engine, campaigns: BatchStore, order_table: PartitionedTable) -> None:
+        super().__init__(ctx, engine, campaigns, order_table)
         self.campaigns = campaigns
+        self.topic = ctx.signals_topic
 
-    def handle(self, outbox: Outbox, message: Any) -> None:
-        self.campaigns.partition = message.partition
-        base = message.offset * LINK_OFFSET_STRIDE
-        for i, sig in enumerate(decode_group_signals(message.value)):
-            outs, findings = self.engine.on_group_signal(sig, base + i)
+    def decode(self, raw: bytes) -> list[Any]:
+        return decode_group_signals(raw)
+
+    def source_of(self, item: Any) -> int:
+        return partition_of(item.key, self.ctx.partitions)
+
+    def aligner(self) -> Aligner:
+        return Aligner(self.ctx.partitions, 0, key=signal_key)
+
+    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
+        for sig, offset in items:
+            outs, findings = self.engine.on_group_signal(sig)
+            source = SimpleNamespace(topic=self.topic, partition=partition, offset=offset)
             for out in outs:
-                self.emit(outbox, out, message)
+                self.emit(outbox, out, source)
             for f in findings:
                 outbox.add_finding(f)

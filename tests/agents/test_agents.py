@@ -117,7 +117,7 @@ def _put(parts: PartsUnderTest, agent: str, messages: list[tuple[Any, ...]], top
 
 
 def _all_idle(parts: PartsUnderTest) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """A link-updates message that says every usage-events partition has gone idle: the link stage
+    """A message that says every source partition has gone idle: the link stage (or the campaign stage)
     applies all it holds (``pipeline.worker.link_order``)."""
     return (b"x", EMPTY_BATCH, pairs_header(IDLE_HEADER, [(p, 0) for p in range(parts.settings.input_partitions)]))
 
@@ -222,7 +222,8 @@ def test_link_agent_names_campaign_members_in_findings(app_parts):
     signals = app_parts.sent["signals"].messages
     assert signals and not app_parts.sent["findings"].messages, "the link stage reports to the campaign stage"
     assert {m["partition"] for m in signals} == {partition_for("campaigns", app_parts.settings.input_partitions)}
-    _put(app_parts, "campaign_agent", [(m["key"], m["value"]) for m in signals])
+    _put(app_parts, "campaign_agent", [*((m["key"], m["value"], m["headers"]) for m in signals),
+                                       _all_idle(app_parts)])  # the link partitions that sent nothing: idle
     named = {f.account for m in app_parts.sent["findings"].messages for f in decode_findings(m["value"])}
     assert named == {f"m{i}" for i in range(20)}
     cids = {f.campaign_id for m in app_parts.sent["findings"].messages for f in decode_findings(m["value"])}
@@ -289,7 +290,7 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     put_many = table.put_many
 
     async def recording_send(topic: str, *args: Any, **kwargs: Any) -> Any:
-        if not topic.endswith("-changelog"):  # the link groups' and the link order's
+        if not topic.endswith("-changelog") and args[1] != EMPTY_BATCH:  # not state, nor a bare watermark
             order.append(("output", 1))
         return await send(topic, *args, **kwargs)
 

@@ -84,9 +84,11 @@ def free_ports(count: int) -> list[int]:
 
 
 def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 240.0) -> None:
-    """Wait until the app's consumer group has committed everything on its input and internal topics
-    (twice in a row, a second apart: a finding may still be on its way after the link stage caught up)."""
+    """Wait until the app's consumer group has committed everything on its input and internal topics, and
+    no worker holds anything for event-time order (three times in a row, a second apart: a finding may
+    still be on its way after the link stage caught up)."""
     from pipeline.kafka.lag import group_lag
+    from pipeline.worker.observability import held_for_order
 
     names = ["usage-events", "link-updates", "campaign-signals", "findings", "analyst-verdicts"]
     deadline = time.monotonic() + timeout
@@ -94,7 +96,9 @@ def wait_until_idle(settings: Settings, workers: list[Worker], timeout: float = 
     while time.monotonic() < deadline:
         check_workers(workers)
         lags = [group_lag(settings.bootstrap, settings.app_id, settings.topic(n)) for n in names]
-        calm = calm + 1 if all(lag == 0 for lag in lags) else 0
+        held = [held_for_order(w.settings.metrics_port) if w.settings.metrics_port else 0 for w in workers
+                if w.alive()]
+        calm = calm + 1 if all(lag == 0 for lag in lags) and all(h == 0 for h in held) else 0
         if calm >= 3:
             return
         time.sleep(1.0)

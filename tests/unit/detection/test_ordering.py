@@ -144,5 +144,9 @@ def test_the_engine_gives_the_same_outputs_whether_link_updates_come_in_order_or
             pos[src] += run
         for upd, _ in aligner.drain():
             outputs += engine._link(upd)
+        for signal, _ in engine._signals.drain():  # the groups' signals, in their order, to the campaigns
+            outputs += engine._campaign(signal)
         flagged = {o.key for o in outputs if o.topic == "enforcement-actions"}
         assert flagged == flagged_ref and flagged
+        got = sorted((o.topic, o.key, o.value.get("alert_id") or o.value.get("action_id")) for o in outputs)
+        assert got == sorted(reference), "the same alerts and actions, ids and all"

@@ -65,8 +65,9 @@ from pipeline.worker.consumer import WorkerConsumer
 from pipeline.worker.guard import InvalidRateGuard
 from pipeline.worker.link_order import ORDER_TABLE
 from pipeline.worker.observability import WorkerMetrics, default_metrics
+from pipeline.worker.ordered import CampaignStage, LinkStage
 from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES, Wire
-from pipeline.worker.stages import AccountStage, CampaignStage, Emitter, LinkStage, StageContext
+from pipeline.worker.stages import AccountStage, Emitter, StageContext
 from pipeline.worker.state import ACCOUNT_CACHE, LINK_CACHE, BatchStore, StateCache, link_group_weight
 from pipeline.worker.tables import PartitionedTable, Sweeper, TableManager, standby_of
 

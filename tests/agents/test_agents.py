@@ -272,11 +272,12 @@ def test_a_batch_writes_out_whenever_its_changed_state_reaches_the_bound(app_par
     ``BATCH_STATE_WEIGHT``, also while it applies the updates one message set free (a chunk of
     ``RELEASE_CHUNK`` at a time), and ends with the state one write at the end would leave; redelivered
     whole after that (a crash before the ack), it changes and sends nothing."""
+    import pipeline.worker.ordered
     import pipeline.worker.stages
     from pipeline.detection.messages import MemberSummary
 
     monkeypatch.setattr(pipeline.worker.stages, "BATCH_STATE_WEIGHT", 100)
-    monkeypatch.setattr(pipeline.worker.stages, "RELEASE_CHUNK", 16)
+    monkeypatch.setattr(pipeline.worker.ordered, "RELEASE_CHUNK", 16)
     ts = factories.BASE_TS + 12 * 3_600_000
     msgs = []
     for i in range(20):  # each message: a member of one campaign, and 15 one-off groups (weight 9 each)

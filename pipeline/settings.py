@@ -84,7 +84,7 @@ class Settings(BaseSettings):
     account_critical: float = Field(0.8, gt=0, le=1, description="harvest-profile score for a critical account alert")
     campaign_high: float = Field(0.3, gt=0, le=1, description="campaign score for a high campaign alert")
     campaign_critical: float = Field(0.5, gt=0, le=1, description="campaign score for a critical campaign alert")
-    link_order_slack_ms: int = Field(30_000, ge=0, le=3_600_000, description="campaign detection applies link "
+    link_order_slack_ms: int = Field(10_000, ge=0, le=3_600_000, description="campaign detection applies link "
                                      "updates in event-time order, each once every usage-events partition is this "
                                      "far past it: events this far out of order within a partition stay in order")
     population_review: bool = Field(False, description="a river population model's outliers with some harvest "

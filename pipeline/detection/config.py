@@ -78,11 +78,12 @@ class DetectionConfig:
     campaign_critical: float = 0.5
     member_similarity: float = 0.6
     """How closely (0..1) a member must match the campaign core's profile to be named."""
-    link_order_slack_ms: int = 30_000
+    link_order_slack_ms: int = 10_000
     """Link updates are applied in event-time order (``ordering``): each is held until every source
     partition has processed events this much later than it, so events up to this far out of order within a
     partition (gateways' clocks and queues) still reach their link groups in the same order in a worker as
-    in a backtest. It is also how long, in event time, a campaign finding waits."""
+    in a backtest. It is also how long, in event time, a campaign finding waits: at 30 s the median delay
+    rose by up to 0.04 points of a campaign's events in the robustness matrix."""
     network_links: bool = True
     """Accounts are also linked by their client network (``ip_prefix``); off: the ablation."""
     coordination_evidence: bool = True
@@ -107,10 +108,13 @@ class DetectionConfig:
     """Quiet time after which an account's next finding, or a campaign's next firing group, opens a new
     alert episode."""
     shadow: bool = True
-    detector_version: str = "dg-detect-2.1"
+    detector_version: str = "dg-detect-2.2"
     """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared
     key; templating no longer gates the account score; network links; the population model out of decisions.
-    2.1: the same decisions; alerts carry each reason's contribution (AnomalyAlert v2)."""
+    2.1: the same decisions; alerts carry each reason's contribution (AnomalyAlert v2).
+    2.2: the same judgements, made on link updates and group signals in event-time order (``ordering``):
+    a worker's alerts are a replay's, whatever order it read its partitions in; campaign findings come up to
+    ``link_order_slack_ms`` of event time later."""
     alert_schema_version: int = 2
     """The AnomalyAlert version written: 2, each reason with its contribution; 1 (the same alerts without
     contributions) for a transition while consumers still validate v1 (``DG_ALERT_SCHEMA_VERSION``)."""

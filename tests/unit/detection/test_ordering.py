@@ -150,3 +150,20 @@ def test_the_engine_gives_the_same_outputs_whether_link_updates_come_in_order_or
         assert flagged == flagged_ref and flagged
         got = sorted((o.topic, o.key, o.value.get("alert_id") or o.value.get("action_id")) for o in outputs)
         assert got == sorted(reference), "the same alerts and actions, ids and all"
+
+
+def test_a_group_signal_applied_again_gives_no_new_alert_or_action():
+    """After a crash between the campaign state's write and the order's, the campaign stage offers signals
+    it had applied again: each second application must send nothing new."""
+    engine = Engine(DetectionConfig())
+    first = engine._campaign
+    again: list[Any] = []
+
+    def twice(signal: Any) -> Any:
+        out = first(signal)
+        again.extend(o for o in first(signal) if o.topic in ("anomaly-alerts", "enforcement-actions"))
+        return out
+
+    engine._campaign = twice  # type: ignore[method-assign]
+    outputs = list(engine.replay(generate("tiny", 3).events))  # type: ignore[arg-type]
+    assert any(o.value.get("kind") == "coordinated_campaign" for o in outputs) and again == []

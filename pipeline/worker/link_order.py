@@ -66,15 +66,20 @@ class SourceClock:
         self.owned: set[int] = set()
 
     def saw(self, partition: int, ts: int) -> None:
+        """An event admitted (per event: no clock read here, ``take_advanced`` notes the time per batch)."""
         if ts > self.wm.get(partition, 0):
             self.wm[partition] = ts
         self.advanced.add(partition)
-        self.last_event[partition] = self.clock()
-        self.resting.discard(partition)
 
     def take_advanced(self) -> list[tuple[int, int]]:
-        """The watermarks to announce with this checkpoint's link updates."""
-        out = [(p, self.wm[p]) for p in self.advanced]
+        """The watermarks to announce with this checkpoint's link updates; their partitions are active now
+        (``gone_idle`` never runs inside a batch, so a batch's end is when its events were seen)."""
+        now = self.clock()
+        out = []
+        for p in self.advanced:
+            out.append((p, self.wm[p]))
+            self.last_event[p] = now
+            self.resting.discard(p)
         self.advanced.clear()
         return out
 

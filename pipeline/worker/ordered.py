@@ -53,9 +53,20 @@ class OrderedStage(Stage):
     def aligner(self) -> Aligner:
         raise NotImplementedError
 
-    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
-        """Apply items (each with the offset of the message it came in) of input partition ``partition``."""
+    def apply_one(self, outbox: Outbox, item: Any, partition: int, offset: int) -> None:
+        """Apply one item of input partition ``partition`` (that came in the message at ``offset``)."""
         raise NotImplementedError
+
+    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
+        """Apply items (each with the offset of the message it came in). An item whose application raises
+        is logged and skipped: a bug must not stop the stage (a released item has no message to send to
+        the DLQ), and the store's cache is dropped, since the failed call may have changed an object half-way."""
+        for item, offset in items:
+            try:
+                self.apply_one(outbox, item, partition, offset)
+            except Exception:
+                log.exception("processing_error", stage=self.name, key=item.key, partition=partition, offset=offset)
+                self.store.cache.clear()
 
     def pop(self, key: str) -> bool:  # the table's cache protocol: orders are dropped whole, in ``clear``
         return False
@@ -134,18 +145,10 @@ class LinkStage(OrderedStage):
     def aligner(self) -> Aligner:
         return Aligner(self.ctx.partitions, self.engine.cfg.link_order_slack_ms)
 
-    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
-        on_link_update = self.engine.on_link_update
-        for upd, _ in items:
-            try:
-                signal = on_link_update(upd)
-            except Exception:  # a bug must not stop the stage: the update is logged, and skipped
-                log.exception("processing_error", stage="link", link_key=upd.key, account_id=upd.summary.account,
-                              summary_ts=upd.summary.ts)
-                self.links.cache.clear()  # the failed call may have changed a cached group half-way
-                continue
-            if signal is not None:
-                outbox.add_signal(signal)
+    def apply_one(self, outbox: Outbox, item: Any, partition: int, offset: int) -> None:
+        signal = self.engine.on_link_update(item)
+        if signal is not None:
+            outbox.add_signal(signal)
 
     async def checkpoint(self, outbox: Outbox) -> None:
         outbox.signal_watermarks = [(p, f) for p, o in sorted(self.orders.items())
@@ -175,17 +178,10 @@ class CampaignStage(OrderedStage):
     def aligner(self) -> Aligner:
         return Aligner(self.ctx.partitions, 0, key=signal_key)
 
-    def apply(self, outbox: Outbox, items: list[tuple[Any, int]], partition: int) -> None:
-        for sig, offset in items:
-            try:
-                outs, findings = self.engine.on_group_signal(sig)
-            except Exception:  # a bug must not stop the stage: the signal is logged, and skipped
-                log.exception("processing_error", stage="campaign", link_key=sig.key, signal_ts=sig.ts,
-                              partition=partition, offset=offset)
-                self.campaigns.cache.clear()  # the failed call may have changed a cached campaign half-way
-                continue
-            source = SimpleNamespace(topic=self.topic, partition=partition, offset=offset)
-            for out in outs:
-                self.emit(outbox, out, source)
-            for f in findings:
-                outbox.add_finding(f)
+    def apply_one(self, outbox: Outbox, item: Any, partition: int, offset: int) -> None:
+        outs, findings = self.engine.on_group_signal(item)
+        source = SimpleNamespace(topic=self.topic, partition=partition, offset=offset)
+        for out in outs:
+            self.emit(outbox, out, source)
+        for f in findings:
+            outbox.add_finding(f)

@@ -28,6 +28,7 @@ def test_a_partition_is_idle_only_when_quiet_and_caught_up_and_is_announced_once
     clock = Clock()
     sources = SourceClock(clock)
     sources.saw(0, 1_000)
+    sources.take_advanced()  # the batch's checkpoint
     caught_up = {0: True, 1: False}
     assert sources.gone_idle({0, 1}, caught_up.__getitem__) == []  # just seen, and just owned
     clock.now += IDLE_AFTER_S
@@ -36,6 +37,7 @@ def test_a_partition_is_idle_only_when_quiet_and_caught_up_and_is_announced_once
     caught_up[1] = True
     assert sources.gone_idle({0, 1}, caught_up.__getitem__) == [(1, 0)], "never had an event: watermark 0"
     sources.saw(0, 2_000)  # wakes: a new announcement when it goes quiet again
+    sources.take_advanced()
     clock.now += IDLE_AFTER_S
     assert sources.gone_idle({0, 1}, caught_up.__getitem__) == [(0, 2_000)]
     # partition 1 moves away and comes back: another worker may have told the link stage it was active

@@ -88,7 +88,12 @@ class Settings(BaseSettings):
                                      "updates in event-time order, each once every usage-events partition is this "
                                      "far past it: events this far out of order within a partition stay in order")
     population_review: bool = Field(False, description="a river population model's outliers with some harvest "
-                                    "profile earn a review (its trees live in each worker's memory: off by default)")
+                                    "profile earn a review (off by default: in the robustness matrix it added "
+                                    "only benign reviews); its state is in the changelogged population table")
+    population_window: int = Field(250, ge=8, le=100_000, description="window summaries in the population "
+                                   "model's reference window (it scores nothing before its first is full)")
+    population_warmup: int = Field(200, ge=0, le=1_000_000, description="population model scores a segment "
+                                   "collects before its quantile is trusted")
 
     # Local Kafka
     kafka_version: str = Field("3.9.1", description="Apache Kafka version for the local broker")

@@ -41,8 +41,10 @@ class DetectionConfig:
     last summary, or on the first summary in each interval of this length (well inside the six hours
     after which a group counts a member as quiet)."""
 
-    # --- population model (river HalfSpaceTrees per tier segment)
+    # --- population model (river HalfSpaceTrees per tier segment and partition)
     population_seed: int = 7
+    population_window: int = 250
+    """Summaries in a HalfSpaceTrees reference window (the model scores nothing before its first is full)."""
     population_warmup: int = 200
     """Window summaries a segment must see before its scores are trusted."""
     population_quantile: float = 0.995
@@ -50,8 +52,8 @@ class DetectionConfig:
     population_review: bool = False
     """On: a population outlier with some harvest profile earns a review (medium). Off by default: in the
     robustness matrix its outliers added only benign reviews (17 of 48 in the realistic scenario) and
-    never an earlier flag, and its trees live in one worker's memory, so a restarted worker or a moved
-    partition would decide against a model relearnt from nothing. Off, the model is not fed at all."""
+    never an earlier flag. Off, the model is not fed at all. On, the worker keeps each model in the
+    ``population`` table (changelogged), so a restarted worker or a moved partition goes on with it."""
 
     # --- account-level decision thresholds on the harvest profile score (0..1)
     account_medium: float = 0.45

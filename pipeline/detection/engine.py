@@ -50,6 +50,7 @@ from pipeline.detection.scoring import (
     regularity,
     shift_score,
 )
+from pipeline.detection.store import Store
 
 ALERTS = manifest.ALERTS
 ACTIONS = manifest.ACTIONS
@@ -65,11 +66,6 @@ class Output:
     topic: str
     key: str
     value: dict[str, Any]
-
-
-class Store(Protocol):
-    def get(self, key: str, default: Any = None) -> Any: ...
-    def __setitem__(self, key: str, value: Any) -> None: ...
 
 
 class Secret(Protocol):
@@ -98,14 +94,15 @@ class Engine:
 
     def __init__(self, cfg: DetectionConfig, *, signing_key: bytes | None = None,
                  accounts: Store | None = None, links: Store | None = None,
-                 policy: Store | None = None, campaigns: Store | None = None) -> None:
+                 policy: Store | None = None, campaigns: Store | None = None,
+                 population: Store | None = None) -> None:
         self.cfg = cfg
         self.policy = Policy(cfg, signing_key or DEV_SIGNING_KEY)
         self.accounts: Store = {} if accounts is None else accounts
         self.links: Store = {} if links is None else links
         self.policy_states: Store = {} if policy is None else policy
         self.campaign_stage = Campaigns(cfg, {} if campaigns is None else campaigns)
-        self.models = PopulationModels(cfg)
+        self.models = PopulationModels(cfg, population)
         self._partition_cache: dict[str, int] = {}
         # in process (``process``): link updates in event-time order, as the worker's link stage applies them
         self._order = Aligner(cfg.partitions, cfg.link_order_slack_ms, wait_for_all=False)
@@ -151,7 +148,7 @@ class Engine:
             p = st.profile()
             if not cfg.model_focus:
                 p["model_top_share"] = 1.0
-            finding = self._account_finding(st, ev, partition, p)
+            finding = self._account_finding(st, ev, partition, p, offset)
             if finding is not None:
                 outputs += self.on_finding(finding)
             if cfg.link_detection:
@@ -160,13 +157,14 @@ class Engine:
         return EventResult(outputs, links)
 
     def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int,
-                         p: dict[str, float]) -> Finding | None:
+                         p: dict[str, float], offset: int | None = None) -> Finding | None:
         hs = harvest_score(p)
         if self.observe_score is not None:
             self.observe_score(ev["account_id"], hs)
         cfg = self.cfg
         # the population model decides nothing unless ``population_review`` asks it to (see the config)
-        pop = self.models.score(st.tier or "unknown", partition, p) if cfg.population_review else _NO_POPULATION
+        pop = (self.models.score(st.tier or "unknown", partition, p, offset) if cfg.population_review
+               else _NO_POPULATION)
         popv = 0.3 if pop.anomalous else 0.0
         shift, shift_reasons = shift_score(p, max(hs, popv))
         enough = st.day_count() >= cfg.account_min_events

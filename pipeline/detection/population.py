@@ -12,9 +12,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from river import anomaly, stats
+import msgpack
+from river import anomaly
 
 from pipeline.detection.config import DetectionConfig
+from pipeline.detection.store import Store
 
 # features fed to the model, each squashed into [0, 1] (HalfSpaceTrees expects that range)
 FEATURES = (
@@ -123,19 +125,81 @@ class PopulationScore:
     anomalous: bool
 
 
+SCORE_BINS = 1000
+"""Bins of a segment's score distribution over [0, 1]: its quantile is known to a thousandth."""
+
+
+class ScoreHistogram:
+    """How many of a segment's scores fell in each of ``SCORE_BINS`` equal bins of [0, 1]: integer counts,
+    so a quantile is the same wherever and however often the state was written and read back (river's
+    ``stats.Quantile`` keeps its markers in Rust, out of reach of a changelog)."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, counts: list[int] | None = None) -> None:
+        self.counts = counts if counts is not None else [0] * SCORE_BINS
+        self.total = sum(self.counts)
+
+    def add(self, x: float) -> None:
+        i = int(x * SCORE_BINS)
+        self.counts[0 if i < 0 else SCORE_BINS - 1 if i >= SCORE_BINS else i] += 1
+        self.total += 1
+
+    def quantile(self, q: float) -> float | None:
+        """The upper edge of the bin where the share ``q`` of the scores is reached (None when empty): a
+        score above it is above at least that share of the scores seen."""
+        if not self.total:
+            return None
+        need, seen = q * self.total, 0
+        for i, c in enumerate(self.counts):
+            seen += c
+            if seen >= need:
+                return (i + 1) / SCORE_BINS
+        return 1.0
+
+    def sparse(self) -> list[list[int]]:
+        return [[i, c] for i, c in enumerate(self.counts) if c]
+
+    @classmethod
+    def from_sparse(cls, pairs: list[list[int]]) -> ScoreHistogram:
+        counts = [0] * SCORE_BINS
+        for i, c in pairs:
+            counts[i] = c
+        return cls(counts)
+
+
+STATE_VERSION = 1
+
+
+def _river_model(seed: int, window_size: int) -> anomaly.HalfSpaceTrees:
+    return anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=window_size, seed=seed)
+
+
 class Segment:
-    """One segment's model and its running score quantile."""
+    """One segment's model on one partition and its running score distribution, kept in a changelogged
+    table by the worker (``to_bytes``): a restarted worker, or the one a partition moves to, goes on
+    with the same model, as a backtest does.
+
+    Until its first window is over the model is river's and the vectors it learnt are kept: river builds
+    its trees from the seed alone, so learning them again rebuilds it exactly. Then it is ``FlatTrees``,
+    whose lists are the state. ``offset`` (a usage-events offset, in the worker) makes learning
+    idempotent: the worker writes this state before the account states of the same checkpoint, so after
+    a crash between the two the replayed events reach the model again; a summary at an offset already
+    learnt gets the score it got the first time (kept until the next write) and teaches nothing."""
 
     def __init__(self, cfg: DetectionConfig, seed: int) -> None:
         self.seed = seed
-        # river's model until its first window is over, then the same model as ``FlatTrees``
-        self.model: anomaly.HalfSpaceTrees | None = anomaly.HalfSpaceTrees(n_trees=10, height=8, window_size=250,
-                                                                           seed=seed)
+        self.model: anomaly.HalfSpaceTrees | None = _river_model(seed, cfg.population_window)
+        self.first: list[list[float]] = []  # the first window's vectors, while ``model`` is river's
         self.flat: FlatTrees | None = None
-        self.window_size = self.model.window_size
-        self.quantile = stats.Quantile(cfg.population_quantile)
+        self.window_size = cfg.population_window
+        self.q = cfg.population_quantile
+        self.scores = ScoreHistogram()
         self.seen = 0
         self.warmup = cfg.population_warmup
+        self.applied_offset = -1
+        self.memo: dict[int, PopulationScore] = {}  # offset -> score, of what was learnt since the last write
+        self.written = False
 
     def _score_then_learn(self, x: list[float]) -> float:
         if self.flat is not None:
@@ -145,35 +209,88 @@ class Segment:
         xd = dict(zip(FEATURES, x, strict=True))
         score = float(model.score_one(xd))
         model.learn_one(xd)
+        self.first.append(x)
         if not model._first_window:
-            self.flat, self.model = FlatTrees.from_river(model), None
+            self.flat, self.model, self.first = FlatTrees.from_river(model), None, []
         return score
 
-    def score_and_learn(self, x: list[float]) -> PopulationScore:
+    def score_and_learn(self, x: list[float], offset: int | None = None) -> PopulationScore:
+        if offset is not None:
+            if offset <= self.applied_offset:  # learnt before a crash: the same answer, nothing learnt again
+                return self.memo.get(offset, PopulationScore(0.0, None, False))
+            if self.written:
+                self.memo.clear()
+                self.written = False
+            self.applied_offset = offset
         score = self._score_then_learn(x)
         self.seen += 1
         # HalfSpaceTrees scores nothing until its first reference window is full: the calibration starts
         # after that, and the threshold is trusted once it has seen ``warmup`` scores of its own
         if self.seen <= self.window_size:
-            return PopulationScore(score, None, False)
-        calibrated = self.seen > self.window_size + self.warmup
-        threshold = self.quantile.get() if calibrated else None
-        self.quantile.update(score)
-        return PopulationScore(score, threshold, threshold is not None and score > threshold)
+            out = PopulationScore(score, None, False)
+        else:
+            calibrated = self.seen > self.window_size + self.warmup
+            threshold = self.scores.quantile(self.q) if calibrated else None
+            self.scores.add(score)
+            out = PopulationScore(score, threshold, threshold is not None and score > threshold)
+        if offset is not None:
+            self.memo[offset] = out
+        return out
+
+    def to_bytes(self) -> bytes:
+        flat = self.flat
+        self.written = True
+        return msgpack.packb([
+            STATE_VERSION, self.seed, self.seen, self.applied_offset, self.first,
+            None if flat is None else [flat.height, flat.window_size, flat.counter, flat.trees],
+            self.scores.sparse(),
+            [[o, s.score, s.threshold, s.anomalous] for o, s in self.memo.items()],
+        ])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, cfg: DetectionConfig) -> Segment:
+        v = msgpack.unpackb(raw, strict_map_key=True)
+        if v[0] != STATE_VERSION:
+            raise ValueError(f"population model state version {v[0]} is not {STATE_VERSION}")
+        _, seed, seen, applied, first, flat, scores, memo = v
+        seg = cls(cfg, seed)
+        seg.seen, seg.applied_offset = seen, applied
+        if flat is None:
+            model = seg.model
+            assert model is not None
+            for x in first:  # river's trees come from the seed; their masses from these vectors
+                model.learn_one(dict(zip(FEATURES, x, strict=True)))
+            seg.first = [list(x) for x in first]
+        else:
+            height, window_size, counter, trees = flat
+            seg.model = None
+            seg.flat = FlatTrees([(list(f), list(t), list(c), list(r)) for f, t, c, r in trees], height,
+                                 window_size, counter)
+        seg.scores = ScoreHistogram.from_sparse(scores)
+        seg.memo = {o: PopulationScore(s, t, a) for o, s, t, a in memo}
+        seg.written = True
+        return seg
 
 
 class PopulationModels:
-    """Segment models, one per (segment, partition): the same partition gives the same model state
-    whichever worker runs it, so a backtest and any number of workers agree."""
+    """Segment models, one per (segment, partition), in ``store`` under ``"<partition>:<segment>"``: the
+    same partition gives the same model state whichever worker runs it, so a backtest and any number of
+    workers agree."""
 
-    def __init__(self, cfg: DetectionConfig) -> None:
+    def __init__(self, cfg: DetectionConfig, store: Store | None = None) -> None:
         self.cfg = cfg
-        self.segments: dict[tuple[str, int], Segment] = {}
+        self.store: Store = {} if store is None else store
 
-    def score(self, segment: str, partition: int, profile: dict[str, float]) -> PopulationScore:
-        key = (segment, partition)
-        seg = self.segments.get(key)
+    @staticmethod
+    def key(segment: str, partition: int) -> str:
+        return f"{partition}:{segment}"
+
+    def score(self, segment: str, partition: int, profile: dict[str, float],
+              offset: int | None = None) -> PopulationScore:
+        key = self.key(segment, partition)
+        seg: Segment | None = self.store.get(key)
         if seg is None:
-            seed = self.cfg.population_seed * 1000 + partition
-            seg = self.segments[key] = Segment(self.cfg, seed)
-        return seg.score_and_learn(model_vector(profile))
+            seg = Segment(self.cfg, self.cfg.population_seed * 1000 + partition)
+        out = seg.score_and_learn(model_vector(profile), offset)
+        self.store[key] = seg
+        return out

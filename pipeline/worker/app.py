@@ -54,9 +54,11 @@ from pipeline.contract.manifest import (
 from pipeline.contract.verdicts import analyst_keys
 from pipeline.detection import Engine
 from pipeline.detection.campaigns import decode_record, last_ts_of
+from pipeline.detection.config import DetectionConfig
 from pipeline.detection.features import AccountState
 from pipeline.detection.links import LinkGroup
 from pipeline.detection.policy import PolicyState
+from pipeline.detection.population import Segment
 from pipeline.kafka.config import faust_broker_credentials, faust_broker_urls
 from pipeline.logs import faust_logging_config, get_logger
 from pipeline.settings import Settings
@@ -68,7 +70,15 @@ from pipeline.worker.observability import WorkerMetrics, default_metrics
 from pipeline.worker.ordered import CampaignStage, LinkStage
 from pipeline.worker.outbox import KAFKA_MAX_MESSAGE_BYTES, Wire
 from pipeline.worker.stages import AccountStage, Emitter, StageContext
-from pipeline.worker.state import ACCOUNT_CACHE, LINK_CACHE, BatchStore, StateCache, link_group_weight
+from pipeline.worker.state import (
+    ACCOUNT_CACHE,
+    LINK_CACHE,
+    POPULATION_CACHE,
+    POPULATION_TABLE,
+    BatchStore,
+    StateCache,
+    link_group_weight,
+)
 from pipeline.worker.tables import PartitionedTable, Sweeper, TableManager, standby_of
 
 log = get_logger("worker")
@@ -89,7 +99,7 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 SWEEP_INTERVAL_S = 30.0
 WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
-TABLES = ("account-state", "policy-state", "link-state", "campaign-state", ORDER_TABLE)
+TABLES = ("account-state", "policy-state", "link-state", "campaign-state", ORDER_TABLE, POPULATION_TABLE)
 
 
 @dataclass
@@ -207,7 +217,11 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
     policy = BatchStore(tables["policy-state"], PolicyState.from_bytes, StateCache(ACCOUNT_CACHE))
     links = BatchStore(tables["link-state"], LinkGroup.from_bytes, StateCache(LINK_CACHE, link_group_weight))
     campaigns = BatchStore(tables["campaign-state"], decode_record, StateCache(ACCOUNT_CACHE))
-    engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns)
+    population = BatchStore(tables[POPULATION_TABLE],
+                            functools.partial(Segment.from_bytes, cfg=DetectionConfig.from_settings(settings)),
+                            StateCache(POPULATION_CACHE))
+    engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns,
+                                population=population)
     key_id = [(signing.KEY_ID_HEADER, signing.signing_key_id(settings).encode("ascii"))]
     emitter = Emitter(settings, metrics, engine, {name: t.get_topic_name() for name, t in outputs.items()},
                       dlq_topic.get_topic_name(), key_id)
@@ -220,7 +234,7 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
     return WorkerParts(
         settings=settings, engine=engine, wire=wire, account_in=account_in, link_topic=link_topic,
         findings_topic=findings_topic, signals_topic=signals_topic, dlq_topic=dlq_topic, outputs=outputs,
-        tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, analyst_keys(settings)),
+        tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, population, analyst_keys(settings)),
         link_stage=LinkStage(ctx, engine, links, tables[ORDER_TABLE]), campaign_stage=CampaignStage(ctx, engine, campaigns, tables[ORDER_TABLE]),
         sweepers=_sweepers(app, settings, engine, tables), watchdog=watchdog)
 

@@ -20,6 +20,11 @@ LINK_CACHE = 50_000
 """Decoded link groups kept between batches, weighed by members + 8 (a group costs a few KiB of Python
 objects before its first member, a few hundred bytes per member after): at most ~6,000 small groups."""
 
+POPULATION_CACHE = 64
+"""Decoded population models (``DG_POPULATION_REVIEW``), one per tier segment and partition, about 40 KB
+each: every one a worker owns stays decoded."""
+POPULATION_TABLE = "population"
+
 
 def link_group_weight(group: LinkGroup) -> int:
     """A link group's weight in ``LINK_CACHE`` and ``BATCH_STATE_WEIGHT``: its members + 8."""

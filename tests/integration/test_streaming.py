@@ -11,8 +11,9 @@ from typing import Any
 import msgpack
 import pytest
 
-from pipeline.detection import Engine
+from pipeline.detection import DetectionConfig, Engine
 from pipeline.detection.features import AccountState
+from pipeline.detection.population import Segment
 from pipeline.kafka import admin as topics
 from pipeline.offline.evaluation import flagged_accounts
 from pipeline.settings import Settings
@@ -121,15 +122,12 @@ def test_a_backlog_whose_partitions_are_read_far_apart_gives_the_backtests_alert
     assert streamed_flags(alerts, actions) == backtest_flags(settings, events)
 
 
-def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
-        kafka_bootstrap, make_settings, tmp_path, tiny):
-    settings = make_settings(bootstrap=kafka_bootstrap)
-    topics.create_topics(settings)
-    produce_events(settings, tiny.events)
+def kill_halfway_then_run_to_idle(settings: Settings, total: int, tmp_path: Any) -> None:
+    """Run a worker until half of the ``total`` events produced are consumed, SIGKILL it, and run another
+    until everything is done."""
     from pipeline.kafka.lag import group_lag
 
     worker = Worker(settings, tmp_path / "worker-1.log")
-    total = len(tiny.events)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         lag = group_lag(settings.bootstrap, settings.app_id, settings.topic("usage-events"))
@@ -147,6 +145,14 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     finally:
         worker.stop()
 
+
+def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
+        kafka_bootstrap, make_settings, tmp_path, tiny):
+    settings = make_settings(bootstrap=kafka_bootstrap)
+    topics.create_topics(settings)
+    produce_events(settings, tiny.events)
+    kill_halfway_then_run_to_idle(settings, len(tiny.events), tmp_path)
+
     # per-account event counts in the recovered state equal the input
     state: dict[str, AccountState] = {}
     for m in read_all(settings.bootstrap, f"{settings.app_id}-account-state-changelog"):
@@ -160,6 +166,38 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     ids = ids_per_decision(alerts, actions)
     assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
     assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
+
+
+def test_a_worker_killed_halfway_goes_on_with_its_population_models_as_a_backtest_does(
+        kafka_bootstrap, make_settings, tmp_path, tiny):
+    """With the population model deciding (``DG_POPULATION_REVIEW``, small windows so that the tiny
+    scenario fills them), a SIGKILL halfway loses no model: the restarted worker reads its models back from
+    the ``population`` table and gives the backtest's alerts and actions, ids and all. (Relearnt from
+    nothing at the halfway point, in process, the same run gives two ids of 255 that differ.)"""
+    settings = make_settings(bootstrap=kafka_bootstrap, population_review=True, population_window=32,
+                             population_warmup=16)
+    backtest_models: dict[str, Segment] = {}
+    replayed = list(Engine.from_config(settings, population=backtest_models).replay(tiny.events))
+    assert any(r["code"] == "population_outlier" for o in replayed
+               if o.topic.endswith("alerts") for r in o.value["reasons"])  # the model decides something here
+    topics.create_topics(settings)
+    produce_events(settings, tiny.events)
+    kill_halfway_then_run_to_idle(settings, len(tiny.events), tmp_path)
+    alerts, actions = outputs(settings)
+    assert streamed_ids(alerts, actions) == {o.value.get("alert_id") or o.value["action_id"] for o in replayed}
+
+    # each model as the backtest left it: as many summaries learnt, the same trees and score distribution
+    cfg = DetectionConfig.from_settings(settings)
+    streamed = {m.key.decode(): Segment.from_bytes(m.value, cfg)
+                for m in read_all(settings.bootstrap, f"{settings.app_id}-population-changelog")}
+    assert streamed.keys() == backtest_models.keys()
+
+    def model(seg: Segment) -> tuple[Any, ...]:
+        flat = seg.flat
+        return (seg.seen, seg.scores.counts, seg.first,
+                None if flat is None else (flat.trees, flat.counter))
+
+    assert {k: model(v) for k, v in streamed.items()} == {k: model(v) for k, v in backtest_models.items()}
 
 
 def test_two_workers_give_the_same_alerts_as_one(kafka_bootstrap, make_settings, tmp_path, tiny):

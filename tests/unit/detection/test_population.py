@@ -1,11 +1,13 @@
-"""Population models (``pipeline.detection.population``): HalfSpaceTrees per segment, quantile-calibrated."""
+"""Population models (``pipeline.detection.population``): HalfSpaceTrees per segment, quantile-calibrated,
+written and read back exactly."""
 
 from __future__ import annotations
 
 import random
 
+import msgpack
 import pytest
-from river import anomaly, stats
+from river import anomaly
 
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.population import (
@@ -13,6 +15,7 @@ from pipeline.detection.population import (
     FlatTrees,
     PopulationModels,
     PopulationScore,
+    ScoreHistogram,
     Segment,
     model_vector,
 )
@@ -63,10 +66,10 @@ def test_nothing_is_anomalous_before_warm_up() -> None:
 
 
 def test_threshold_is_the_running_quantile_of_the_segments_scores() -> None:
-    """From the first full window on, scores feed a Quantile; after warm-up each summary's threshold is the
-    quantile of the scores before it."""
+    """From the first full window on, scores feed the segment's histogram; after warm-up each summary's
+    threshold is the quantile of the scores before it, to the histogram's thousandth (never below it)."""
     scores = run(PopulationModels(CFG), WINDOW + WARMUP + 150)
-    q = stats.Quantile(CFG.population_quantile)
+    before: list[float] = []
     for i, s in enumerate(scores, start=1):
         if i <= WINDOW:
             assert s.threshold is None
@@ -74,10 +77,23 @@ def test_threshold_is_the_running_quantile_of_the_segments_scores() -> None:
         if i <= WINDOW + WARMUP:
             assert s.threshold is None
         else:
-            expected = q.get()
-            assert expected is not None and s.threshold == expected
-            assert s.anomalous == (s.score > expected)
-        q.update(s.score)
+            ranked = sorted(before)
+            exact = ranked[max(0, -(-int(CFG.population_quantile * len(ranked) * 1e9) // int(1e9)) - 1)]
+            assert s.threshold is not None and exact <= s.threshold <= exact + 1e-3 + 1e-12, i
+            assert s.anomalous == (s.score > s.threshold)
+        before.append(s.score)
+
+
+def test_the_histogram_quantile_is_the_upper_edge_of_the_bin_that_reaches_the_share() -> None:
+    h = ScoreHistogram()
+    assert h.quantile(0.5) is None
+    for x in (0.1004, 0.2, 0.2, 0.9999, 1.0, -0.1):
+        h.add(x)
+    assert h.total == 6
+    assert h.quantile(1 / 6) == 0.001  # -0.1 counts in the first bin
+    assert h.quantile(0.5) == 0.201
+    assert h.quantile(1.0) == 1.0
+    assert ScoreHistogram.from_sparse(h.sparse()).counts == h.counts
 
 
 def test_an_extreme_vector_among_similar_ones_is_anomalous() -> None:
@@ -96,8 +112,8 @@ def test_segments_and_partitions_have_their_own_models() -> None:
     s = models.score("enterprise", 0, EXTREME)
     assert s.threshold is None and not s.anomalous  # a fresh segment is still warming up
     assert models.score("pro", 1, EXTREME).threshold is None  # so is another partition
-    assert set(models.segments) == {("pro", 0), ("enterprise", 0), ("pro", 1)}
-    assert models.segments[("pro", 0)].seen == WINDOW + WARMUP + 10
+    assert set(models.store) == {"0:pro", "0:enterprise", "1:pro"}  # type: ignore[call-overload]
+    assert models.store.get("0:pro").seen == WINDOW + WARMUP + 10
 
 
 def test_two_models_fed_the_same_sequence_give_identical_scores() -> None:
@@ -111,14 +127,14 @@ def test_the_seed_is_explicit_per_partition() -> None:
     models = PopulationModels(CFG)
     models.score("pro", 0, EXTREME)
     models.score("pro", 3, EXTREME)
-    seeds = {k: seg.seed for k, seg in models.segments.items()}
-    assert seeds == {("pro", 0): CFG.population_seed * 1000, ("pro", 3): CFG.population_seed * 1000 + 3}
+    seeds = {k: models.store.get(k).seed for k in ("0:pro", "3:pro")}
+    assert seeds == {"0:pro": CFG.population_seed * 1000, "3:pro": CFG.population_seed * 1000 + 3}
 
 
 @pytest.mark.parametrize("quantile", [0.9, 0.995])
 def test_segment_uses_the_configured_quantile(quantile: float) -> None:
     seg = Segment(DetectionConfig(population_quantile=quantile), seed=1)
-    assert seg.quantile.q == quantile
+    assert seg.q == quantile
 
 
 def test_flat_trees_score_and_learn_exactly_as_river() -> None:
@@ -155,3 +171,57 @@ def test_flat_trees_need_the_first_window_over() -> None:
     model.learn_one(x)
     with pytest.raises(ValueError, match="first window"):
         FlatTrees.from_river(model)
+
+
+def vectors(n: int, seed: int = 5) -> list[list[float]]:
+    rng = random.Random(seed)
+    return [model_vector(EXTREME if i % 41 == 0 else ordinary(rng)) for i in range(n)]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 120, WINDOW - 1, WINDOW, WINDOW + WARMUP + 3, 3 * WINDOW + 17])
+def test_a_segment_written_and_read_back_goes_on_exactly_as_one_never_written(cut: int) -> None:
+    """Cut anywhere (in river's first window, at its end, after warm-up, windows later): the segment read
+    back from its bytes gives the uninterrupted segment's scores, thresholds and calls from there on."""
+    xs = vectors(4 * WINDOW)
+    whole = Segment(CFG, seed=9)
+    expected = [whole.score_and_learn(x) for x in xs]
+    first = Segment(CFG, seed=9)
+    got = [first.score_and_learn(x) for x in xs[:cut]]
+    restored = Segment.from_bytes(first.to_bytes(), CFG)
+    got += [restored.score_and_learn(x) for x in xs[cut:]]
+    assert got == expected
+    assert restored.to_bytes() == whole.to_bytes()
+
+
+def test_summaries_replayed_after_a_crash_get_their_first_scores_and_teach_nothing() -> None:
+    """The worker writes the model before the account states of a checkpoint: after a crash between the
+    two, the checkpoint's events reach the model again, at offsets it has learnt. Each gets the score it
+    got the first time, and the model goes on as if they had come once."""
+    xs = vectors(WINDOW + WARMUP + 200, seed=6)
+    offsets = list(range(100, 100 + 2 * len(xs), 2))
+    once = Segment(CFG, seed=3)
+    expected = [once.score_and_learn(x, o) for x, o in zip(xs, offsets, strict=True)]
+
+    seg = Segment(CFG, seed=3)
+    cut, crash = WINDOW + WARMUP + 40, WINDOW + WARMUP + 90  # written at ``cut``, then at ``crash``
+    got = [seg.score_and_learn(x, o) for x, o in zip(xs[:cut], offsets[:cut], strict=True)]
+    seg = Segment.from_bytes(seg.to_bytes(), CFG)
+    got += [seg.score_and_learn(x, o) for x, o in zip(xs[cut:crash], offsets[cut:crash], strict=True)]
+    stored = seg.to_bytes()  # the crash: account states still at ``cut``, so events from there come again
+    seg = Segment.from_bytes(stored, CFG)
+    replayed = [seg.score_and_learn(x, o) for x, o in zip(xs[cut:], offsets[cut:], strict=True)]
+    assert got == expected[:crash]
+    assert replayed == expected[cut:]
+    assert seg.seen == once.seen
+    more = vectors(300, seed=8)
+    next_offsets = range(offsets[-1] + 1, offsets[-1] + 301)
+    assert ([seg.score_and_learn(x, o) for x, o in zip(more, next_offsets, strict=True)]
+            == [once.score_and_learn(x, o) for x, o in zip(more, next_offsets, strict=True)])
+
+
+def test_a_state_of_another_version_is_refused() -> None:
+    raw = Segment(CFG, seed=1).to_bytes()
+    v = msgpack.unpackb(raw)
+    v[0] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        Segment.from_bytes(msgpack.packb(v), CFG)

@@ -166,6 +166,7 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     ids = ids_per_decision(alerts, actions)
     assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
     assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
+    assert streamed_ids(alerts, actions) == backtest_ids(settings, tiny.events)  # nothing else sent either
 
 
 def test_a_worker_killed_halfway_goes_on_with_its_population_models_as_a_backtest_does(

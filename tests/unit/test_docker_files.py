@@ -323,7 +323,8 @@ def test_dashboard_has_the_panels_and_uses_only_exposed_metrics() -> None:
 
 
 def test_prometheus_loads_alert_rules_on_exposed_metrics_for_the_failures_that_matter() -> None:
-    """docker/prometheus/alerts.yml (issue 21): no ready worker, a stall, lag, a DLQ rate; mounted where
+    """docker/prometheus/alerts.yml (issue 21): no ready worker, a stall, lag, a DLQ rate, campaign detection
+    held back for event-time order (issue 18); mounted where
     prometheus.yml looks for it, and every metric it names is one the worker exposes."""
     config = yaml.safe_load(PROMETHEUS.read_text())
     rules_file = DOCKER / "prometheus" / "alerts.yml"
@@ -333,7 +334,7 @@ def test_prometheus_loads_alert_rules_on_exposed_metrics_for_the_failures_that_m
     rules = [r for g in yaml.safe_load(rules_file.read_text())["groups"] for r in g["rules"]]
     names = {r["alert"] for r in rules}
     assert {"DistillationGuardNoReadyWorker", "DistillationGuardWorkerStalled", "DistillationGuardConsumerLag",
-            "DistillationGuardDeadLetterRate"} <= names
+            "DistillationGuardDeadLetterRate", "DistillationGuardCampaignDetectionWaiting"} <= names
     known = set(METRIC_NAMES)
     for r in rules:
         used = set(re.findall(r"\bdg_[a-z0-9_]+", r["expr"]))

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     population_review: bool = Field(False, description="a river population model's outliers with some harvest "
                                     "profile earn a review (off by default: in the robustness matrix it added "
                                     "only benign reviews); its state is in the changelogged population table")
+    rank_min_accounts: int = Field(50, ge=1, le=1_000_000, description="accounts a tier segment on a partition "
+                                   "counts before account alerts tell the share of them that reach their harvest "
+                                   "score (population_rank; it decides nothing)")
     population_window: int = Field(250, ge=8, le=100_000, description="window summaries in the population "
                                    "model's reference window (it scores nothing before its first is full)")
     population_warmup: int = Field(200, ge=0, le=1_000_000, description="population model scores a segment "

@@ -55,6 +55,10 @@ class DetectionConfig:
     never an earlier flag. Off, the model is not fed at all. On, the worker keeps each model in the
     ``population`` table (changelogged), so a restarted worker or a moved partition goes on with it."""
 
+    rank_min_accounts: int = 50
+    """A tier segment on a partition must count this many accounts before an account alert tells the share
+    of them that reach its harvest score (``calibration``; it decides nothing)."""
+
     # --- account-level decision thresholds on the harvest profile score (0..1)
     account_medium: float = 0.45
     account_high: float = 0.6
@@ -110,13 +114,16 @@ class DetectionConfig:
     """Quiet time after which an account's next finding, or a campaign's next firing group, opens a new
     alert episode."""
     shadow: bool = True
-    detector_version: str = "dg-detect-2.2"
+    detector_version: str = "dg-detect-2.3"
     """2.0: campaigns judged on coordination (shared cards, members alike round the clock), not on a shared
     key; templating no longer gates the account score; network links; the population model out of decisions.
     2.1: the same decisions; alerts carry each reason's contribution (AnomalyAlert v2).
     2.2: the same judgements, made on link updates and group signals in event-time order (``ordering``):
     a worker's alerts are a replay's, whatever order it read its partitions in; campaign findings come up to
-    ``link_order_slack_ms`` of event time later."""
+    ``link_order_slack_ms`` of event time later.
+    2.3: the same decisions; account alerts tell where the harvest score stands among the tier's accounts
+    (``population_rank``, ``calibration``); the population model, when on, is kept in a table and its
+    quantile comes from a histogram of its scores."""
     alert_schema_version: int = 2
     """The AnomalyAlert version written: 2, each reason with its contribution; 1 (the same alerts without
     contributions) for a transition while consumers still validate v1 (``DG_ALERT_SCHEMA_VERSION``)."""
@@ -133,11 +140,12 @@ class DetectionConfig:
 
     def decisions(self) -> dict[str, Any]:
         """Every field that changes a decision, JSON-ready (allow-lists sorted): what ``digest`` covers.
-        Left out: the mode (``shadow``: each action states it), the two version names and the alerts'
-        schema version (what is written, not what is decided)."""
+        Left out: the mode (``shadow``: each action states it), the two version names, the alerts'
+        schema version and when a rank is told (what is written, not what is decided)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name in ("shadow", "detector_version", "policy_version", "alert_schema_version"):
+            if f.name in ("shadow", "detector_version", "policy_version", "alert_schema_version",
+                          "rank_min_accounts"):
                 continue
             v = getattr(self, f.name)
             out[f.name] = sorted(v) if isinstance(v, frozenset) else v

@@ -23,9 +23,10 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from pipeline.contract import manifest
-from pipeline.contract.models import SignedVerdict, UsageEvent
+from pipeline.contract.models import Reason, SignedVerdict, UsageEvent
 from pipeline.contract.signing import DEV_SIGNING_KEY
 from pipeline.contract.simhash import lsh_bands
+from pipeline.detection.calibration import RANK_DAYS, Rank, ScoreRanks
 from pipeline.detection.campaigns import Campaigns
 from pipeline.detection.config import DAY_MS, DetectionConfig
 from pipeline.detection.features import AccountState, event_id_hash
@@ -95,7 +96,7 @@ class Engine:
     def __init__(self, cfg: DetectionConfig, *, signing_key: bytes | None = None,
                  accounts: Store | None = None, links: Store | None = None,
                  policy: Store | None = None, campaigns: Store | None = None,
-                 population: Store | None = None) -> None:
+                 population: Store | None = None, ranks: Store | None = None) -> None:
         self.cfg = cfg
         self.policy = Policy(cfg, signing_key or DEV_SIGNING_KEY)
         self.accounts: Store = {} if accounts is None else accounts
@@ -103,6 +104,7 @@ class Engine:
         self.policy_states: Store = {} if policy is None else policy
         self.campaign_stage = Campaigns(cfg, {} if campaigns is None else campaigns)
         self.models = PopulationModels(cfg, population)
+        self.ranks: Store = {} if ranks is None else ranks  # ``calibration.ScoreRanks`` per partition and tier
         self._partition_cache: dict[str, int] = {}
         # in process (``process``): link updates in event-time order, as the worker's link stage applies them
         self._order = Aligner(cfg.partitions, cfg.link_order_slack_ms, wait_for_all=False)
@@ -159,6 +161,7 @@ class Engine:
     def _account_finding(self, st: AccountState, ev: UsageEvent, partition: int,
                          p: dict[str, float], offset: int | None = None) -> Finding | None:
         hs = harvest_score(p)
+        rank = self._rank(st, partition, ev["ts"], hs, offset)
         if self.observe_score is not None:
             self.observe_score(ev["account_id"], hs)
         cfg = self.cfg
@@ -189,6 +192,8 @@ class Engine:
                             "baseline": None if pop.threshold is None else round(pop.threshold, 4),
                             "contribution": round(score - max(hs, 0.5 * shift), 4)})
         reasons += shift_reasons
+        if sev >= MEDIUM and rank.accounts >= cfg.rank_min_accounts:
+            reasons.append(_rank_reason(rank, st.tier or "unknown"))
         if not reasons:
             reasons.append({"code": "harvest_profile", "detail": "mix of elicitation, templating and volume",
                             "value": round(hs, 4), "baseline": None,
@@ -196,6 +201,20 @@ class Engine:
         return Finding(ev["account_id"], ev["ts"], "account_behaviour", sev, round(score, 4), tuple(reasons),
                        window_start_ts=max(st.first_ts, ev["ts"] - DAY_MS),
                        window_events=int(round(p["events_day"])), org=st.org)
+
+    def _rank(self, st: AccountState, partition: int, ts: int, hs: float, offset: int | None) -> Rank:
+        """Count the account at its harvest score ``hs`` among its tier's accounts on its partition, no
+        longer at its previous score (if it was counted in that tier): its rank after the move."""
+        segment = st.tier or "unknown"
+        key = f"{partition}:{segment}"
+        ranks: ScoreRanks | None = self.ranks.get(key)
+        if ranks is None:
+            ranks = ScoreRanks()
+        old = st.rank
+        rank = ranks.move((old[0], old[1]) if old is not None and old[2] == segment else None, ts, hs, offset)
+        st.rank = [rank.day, rank.bin, segment]
+        self.ranks[key] = ranks
+        return rank
 
     def _link_updates(self, st: AccountState, ev: UsageEvent, p: dict[str, float],
                       established: bool) -> list[LinkUpdate]:
@@ -356,6 +375,15 @@ class Engine:
         for f in findings:
             outputs += self.on_finding(f)
         return outputs
+
+
+def _rank_reason(rank: Rank, tier: str) -> Reason:
+    share = 100 * rank.share
+    told = f"{share:.1f}%" if share < 10 else f"{share:.0f}%"
+    return {"code": "population_rank",
+            "detail": f"a harvest score reached by {told} of the {rank.accounts} {tier}-tier accounts on its "
+                      f"partition in the last {RANK_DAYS} days (told, not weighed)",
+            "value": round(rank.share, 4), "baseline": float(rank.accounts), "contribution": 0.0}
 
 
 @lru_cache(maxsize=1 << 16)

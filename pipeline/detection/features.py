@@ -43,13 +43,15 @@ H_N, H_REASON, H_TPL_HIT = range(3)
 N_HOUR = 3
 
 LN2 = math.log(2.0)
-STATE_VERSION = 5
+STATE_VERSION = 6
 """3: lazily decayed counters; the slot of the (derivable) ``mask_hour`` carries ``ref_hour``; the last
 hour's new-model use is derived from the model list when profiled, no longer kept as an hour counter.
 4: counters at zero (most of a typical account's) are written as the msgpack integer 0, 1 byte instead of
 9, and read back as 0.0. 5: the account's latest client network (``network``, its ``ip_prefix``) at the
-end. Versions 3 and 4 are still read (with no network)."""
-_READABLE_VERSIONS = (3, 4, STATE_VERSION)
+end. 6: where the account is counted among its segment's harvest scores (``rank``: day, bin, segment;
+``calibration``) at the end. Versions 3 to 5 are still read (not counted yet: the next summary counts the
+account)."""
+_READABLE_VERSIONS = (3, 4, 5, STATE_VERSION)
 
 
 def _compact(counters: list[float]) -> list[float | int]:
@@ -94,7 +96,7 @@ class AccountState:
     __slots__ = (
         "n", "first_ts", "last_ts", "day", "hour", "mask", "ref_hour", "ia_mean", "ia_var",
         "tpl", "models", "tier", "org", "payment", "client", "last_summary_ts", "last_summary_n",
-        "recent_ids", "applied_offset", "late", "network",
+        "recent_ids", "applied_offset", "late", "network", "rank",
     )
 
     def __init__(self) -> None:
@@ -119,6 +121,7 @@ class AccountState:
         self.applied_offset = -1
         self.late = 0  # events that arrived later than the allowed lateness: counted, not applied
         self.network: str | None = None  # the latest ``ip_prefix``: a network link key of the account
+        self.rank: list[Any] | None = None  # [day, bin, segment] where ``calibration.ScoreRanks`` counts it
 
     # ------------------------------------------------------------------------------------ update
 
@@ -380,7 +383,7 @@ class AccountState:
              self.mask, self.ref_hour, self.ia_mean, self.ia_var,
              [[h, a or 0, b or 0] for h, a, b in self.tpl], [[m, a or 0, b or 0] for m, a, b in self.models],
              self.tier, self.org, self.payment, self.client, self.last_summary_ts, self.last_summary_n,
-             self.recent_ids, self.applied_offset, self.late, self.network],
+             self.recent_ids, self.applied_offset, self.late, self.network, self.rank],
         )
 
     @staticmethod
@@ -399,6 +402,8 @@ class AccountState:
          s.applied_offset, s.late) = v[:21]
         if v[0] >= 5:
             s.network = v[21]
+        if v[0] >= 6:
+            s.rank = v[22]
         s.day = [float(x) for x in day]
         s.hour = [float(x) for x in hour]
         s.tpl = [[h, float(a), float(b)] for h, a, b in tpl]

@@ -53,6 +53,7 @@ from pipeline.contract.manifest import (
 )
 from pipeline.contract.verdicts import analyst_keys
 from pipeline.detection import Engine
+from pipeline.detection.calibration import ScoreRanks
 from pipeline.detection.campaigns import decode_record, last_ts_of
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.features import AccountState
@@ -75,6 +76,7 @@ from pipeline.worker.state import (
     LINK_CACHE,
     POPULATION_CACHE,
     POPULATION_TABLE,
+    RANKS_TABLE,
     BatchStore,
     StateCache,
     link_group_weight,
@@ -99,7 +101,8 @@ PRODUCER_BATCH_BYTES = 512 * 1024
 SWEEP_INTERVAL_S = 30.0
 WATCHDOG_INTERVAL_S = 5.0
 STATS_INTERVAL_S = 10.0
-TABLES = ("account-state", "policy-state", "link-state", "campaign-state", ORDER_TABLE, POPULATION_TABLE)
+TABLES = ("account-state", "policy-state", "link-state", "campaign-state", ORDER_TABLE, POPULATION_TABLE,
+          RANKS_TABLE)
 
 
 @dataclass
@@ -220,8 +223,9 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
     population = BatchStore(tables[POPULATION_TABLE],
                             functools.partial(Segment.from_bytes, cfg=DetectionConfig.from_settings(settings)),
                             StateCache(POPULATION_CACHE))
+    ranks = BatchStore(tables[RANKS_TABLE], ScoreRanks.from_bytes, StateCache(POPULATION_CACHE))
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns,
-                                population=population)
+                                population=population, ranks=ranks)
     key_id = [(signing.KEY_ID_HEADER, signing.signing_key_id(settings).encode("ascii"))]
     emitter = Emitter(settings, metrics, engine, {name: t.get_topic_name() for name, t in outputs.items()},
                       dlq_topic.get_topic_name(), key_id)
@@ -234,7 +238,8 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
     return WorkerParts(
         settings=settings, engine=engine, wire=wire, account_in=account_in, link_topic=link_topic,
         findings_topic=findings_topic, signals_topic=signals_topic, dlq_topic=dlq_topic, outputs=outputs,
-        tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, population, analyst_keys(settings)),
+        tables=tables, account_stage=AccountStage(ctx, engine, accounts, policy, (ranks, population),
+                                                   analyst_keys(settings)),
         link_stage=LinkStage(ctx, engine, links, tables[ORDER_TABLE]), campaign_stage=CampaignStage(ctx, engine, campaigns, tables[ORDER_TABLE]),
         sweepers=_sweepers(app, settings, engine, tables), watchdog=watchdog)
 

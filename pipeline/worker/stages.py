@@ -235,14 +235,15 @@ class AccountStage(Stage):
     name = "account"
 
     def __init__(self, ctx: StageContext, engine: Engine, accounts: BatchStore, policy: BatchStore,
-                 population: BatchStore, verdict_keys: dict[str, bytes]) -> None:
+                 segments: tuple[BatchStore, ...], verdict_keys: dict[str, bytes]) -> None:
         # policy state is written before account state: after a crash between the two, the replayed events
         # find their findings already decided (no output changes); the other order would apply no event twice
         # but leave the policy unaware of alerts it had sent, to send their ids again with other contents.
-        # The population models go first of all: a summary they learnt before a crash gets its first score
-        # again and teaches nothing (``population.Segment``), so the replayed events decide as before
-        super().__init__(ctx, engine, (population, policy, accounts))
-        self.accounts, self.policy, self.population = accounts, policy, population
+        # The per-segment stores (score ranks, population models) go first of all: a summary they counted
+        # before a crash gets its first answer again and counts nothing twice (``calibration.ScoreRanks``,
+        # ``population.Segment``), so the replayed events decide and tell as before
+        super().__init__(ctx, engine, (*segments, policy, accounts))
+        self.accounts, self.policy, self.segments = accounts, policy, segments
         self.verdict_keys = verdict_keys  # none: every verdict is refused
         self.watermark = admission.Watermark()
         self.sources = SourceClock(idle_after_s=ctx.settings.source_idle_s)  # how far each partition has got
@@ -279,7 +280,9 @@ class AccountStage(Stage):
             log.debug("sources_idle", partitions=[p for p, _ in idle])
 
     def handle(self, outbox: Outbox, message: Any) -> None:
-        self.accounts.partition = self.policy.partition = self.population.partition = message.partition
+        self.accounts.partition = self.policy.partition = message.partition
+        for store in self.segments:
+            store.partition = message.partition
         handler = self.handlers.get(message.topic)
         if handler is not None:
             handler(outbox, message)

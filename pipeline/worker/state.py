@@ -24,6 +24,8 @@ POPULATION_CACHE = 64
 """Decoded population models (``DG_POPULATION_REVIEW``), one per tier segment and partition, about 40 KB
 each: every one a worker owns stays decoded."""
 POPULATION_TABLE = "population"
+RANKS_TABLE = "score-ranks"
+"""``calibration.ScoreRanks`` per tier segment and partition (a few KB each), in the population cache."""
 
 
 def link_group_weight(group: LinkGroup) -> int:

@@ -12,6 +12,7 @@ import msgpack
 import pytest
 
 from pipeline.detection import DetectionConfig, Engine
+from pipeline.detection.calibration import ScoreRanks
 from pipeline.detection.features import AccountState
 from pipeline.detection.population import Segment
 from pipeline.kafka import admin as topics
@@ -169,18 +170,21 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     assert streamed_ids(alerts, actions) == backtest_ids(settings, tiny.events)  # nothing else sent either
 
 
-def test_a_worker_killed_halfway_goes_on_with_its_population_models_as_a_backtest_does(
+def test_a_worker_killed_halfway_goes_on_with_its_segment_models_as_a_backtest_does(
         kafka_bootstrap, make_settings, tmp_path, tiny):
     """With the population model deciding (``DG_POPULATION_REVIEW``, small windows so that the tiny
-    scenario fills them), a SIGKILL halfway loses no model: the restarted worker reads its models back from
-    the ``population`` table and gives the backtest's alerts and actions, ids and all. (Relearnt from
-    nothing at the halfway point, in process, the same run gives two ids of 255 that differ.)"""
+    scenario fills them) and score ranks told from 5 accounts, a SIGKILL halfway loses neither: the
+    restarted worker reads them back from the ``population`` and ``score-ranks`` tables and gives the
+    backtest's alerts and actions, ids and all, and ends with the backtest's models and counts. (Relearnt
+    from nothing at the halfway point, in process, the same run gives two ids of 255 that differ.)"""
     settings = make_settings(bootstrap=kafka_bootstrap, population_review=True, population_window=32,
-                             population_warmup=16)
+                             population_warmup=16, rank_min_accounts=5)
     backtest_models: dict[str, Segment] = {}
-    replayed = list(Engine.from_config(settings, population=backtest_models).replay(tiny.events))
-    assert any(r["code"] == "population_outlier" for o in replayed
-               if o.topic.endswith("alerts") for r in o.value["reasons"])  # the model decides something here
+    backtest_ranks: dict[str, ScoreRanks] = {}
+    replayed = list(Engine.from_config(settings, population=backtest_models, ranks=backtest_ranks)
+                    .replay(tiny.events))
+    told = {r["code"] for o in replayed if o.topic.endswith("alerts") for r in o.value["reasons"]}
+    assert {"population_outlier", "population_rank"} <= told  # both are in the alerts compared
     topics.create_topics(settings)
     produce_events(settings, tiny.events)
     kill_halfway_then_run_to_idle(settings, len(tiny.events), tmp_path)
@@ -199,6 +203,10 @@ def test_a_worker_killed_halfway_goes_on_with_its_population_models_as_a_backtes
                 None if flat is None else (flat.trees, flat.counter))
 
     assert {k: model(v) for k, v in streamed.items()} == {k: model(v) for k, v in backtest_models.items()}
+    # and every account counted once, where the backtest counts it
+    counted = {m.key.decode(): ScoreRanks.from_bytes(m.value)
+               for m in read_all(settings.bootstrap, f"{settings.app_id}-score-ranks-changelog")}
+    assert {k: (r.day, r.days) for k, r in counted.items()} == {k: (r.day, r.days) for k, r in backtest_ranks.items()}
 
 
 def test_two_workers_give_the_same_alerts_as_one(kafka_bootstrap, make_settings, tmp_path, tiny):

@@ -430,3 +430,15 @@ def test_zero_counters_are_written_as_integers_and_read_back_as_the_same_doubles
     old.network = st.network
     assert old.to_bytes() == raw
     assert AccountState.last_ts_of(v3) == AccountState.last_ts_of(raw) == st.last_ts
+
+
+def test_a_version_5_state_reads_as_not_yet_counted_and_a_version_6_keeps_its_rank() -> None:
+    import msgpack
+
+    st = feed(heavy_account(50))
+    st.rank = [20_400, 63, "pro"]
+    v = msgpack.unpackb(st.to_bytes())
+    assert v[0] == 6 and v[22] == [20_400, 63, "pro"]
+    assert AccountState.from_bytes(st.to_bytes()).rank == [20_400, 63, "pro"]
+    v5 = msgpack.packb([5, *v[1:22]])
+    assert AccountState.from_bytes(v5).rank is None  # counted at its next summary

@@ -74,9 +74,9 @@ from pipeline.worker.stages import AccountStage, Emitter, StageContext
 from pipeline.worker.state import (
     ACCOUNT_CACHE,
     LINK_CACHE,
-    POPULATION_CACHE,
     POPULATION_TABLE,
     RANKS_TABLE,
+    SEGMENTS_PER_PARTITION,
     BatchStore,
     StateCache,
     link_group_weight,
@@ -220,10 +220,11 @@ def _build(app: faust.App, settings: Settings, metrics: WorkerMetrics) -> Worker
     policy = BatchStore(tables["policy-state"], PolicyState.from_bytes, StateCache(ACCOUNT_CACHE))
     links = BatchStore(tables["link-state"], LinkGroup.from_bytes, StateCache(LINK_CACHE, link_group_weight))
     campaigns = BatchStore(tables["campaign-state"], decode_record, StateCache(ACCOUNT_CACHE))
+    segments = SEGMENTS_PER_PARTITION * settings.input_partitions
     population = BatchStore(tables[POPULATION_TABLE],
                             functools.partial(Segment.from_bytes, cfg=DetectionConfig.from_settings(settings)),
-                            StateCache(POPULATION_CACHE))
-    ranks = BatchStore(tables[RANKS_TABLE], ScoreRanks.from_bytes, StateCache(POPULATION_CACHE))
+                            StateCache(segments))
+    ranks = BatchStore(tables[RANKS_TABLE], ScoreRanks.from_bytes, StateCache(segments))
     engine = Engine.from_config(settings, accounts=accounts, links=links, policy=policy, campaigns=campaigns,
                                 population=population, ranks=ranks)
     key_id = [(signing.KEY_ID_HEADER, signing.signing_key_id(settings).encode("ascii"))]

@@ -20,12 +20,13 @@ LINK_CACHE = 50_000
 """Decoded link groups kept between batches, weighed by members + 8 (a group costs a few KiB of Python
 objects before its first member, a few hundred bytes per member after): at most ~6,000 small groups."""
 
-POPULATION_CACHE = 64
-"""Decoded population models (``DG_POPULATION_REVIEW``), one per tier segment and partition, about 40 KB
-each: every one a worker owns stays decoded."""
+SEGMENTS_PER_PARTITION = 8
+"""Tier segments per partition: the usage event's seven ``account_tier`` values and none ("unknown")."""
 POPULATION_TABLE = "population"
+"""``population.Segment`` per tier segment and partition (``DG_POPULATION_REVIEW``; about 40 KB each)."""
 RANKS_TABLE = "score-ranks"
-"""``calibration.ScoreRanks`` per tier segment and partition (a few KB each), in the population cache."""
+"""``calibration.ScoreRanks`` per tier segment and partition (a few KB each). Both tables' stores keep
+``SEGMENTS_PER_PARTITION`` objects per input partition decoded: every one a worker can own."""
 
 
 def link_group_weight(group: LinkGroup) -> int:

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     population_review: bool = Field(False, description="a river population model's outliers with some harvest "
                                     "profile earn a review (off by default: in the robustness matrix it added "
                                     "only benign reviews); its state is in the changelogged population table")
+    vetted_tiers_lenient: bool = Field(True, description="enterprise, education and research accounts get their "
+                                       "own-behaviour findings one level lower (a review for high, a verification "
+                                       "for critical); campaign findings are not lowered")
     rank_min_accounts: int = Field(50, ge=1, le=1_000_000, description="accounts a tier segment on a partition "
                                    "counts before account alerts tell the share of them that reach their harvest "
                                    "score (population_rank; it decides nothing)")

@@ -71,6 +71,13 @@ class DetectionConfig:
     score is at least this: developers' sessions and migrations to a new model are bursty by nature."""
     account_min_events: int = 30
     """Fewer events than this in an account's day window give it no account-level high/critical."""
+    vetted_tiers_lenient: bool = True
+    """An account of a vetted tier (enterprise, education, research: contracts and checked institutions)
+    gets its own-behaviour finding one level lower: a harvest profile at the high level earns a review, at
+    the critical level a verification, never a suspension on its own behaviour alone. Evaluation sweeps and
+    research benchmarks run round the clock at a machine's pace, templated, with long reasoning outputs,
+    like a single-account harvest; an institution answers a verification. Campaign findings are not
+    lowered. Off: the ablation."""
 
     # --- linked accounts
     link_detection: bool = True
@@ -121,9 +128,10 @@ class DetectionConfig:
     2.2: the same judgements, made on link updates and group signals in event-time order (``ordering``):
     a worker's alerts are a replay's, whatever order it read its partitions in; campaign findings come up to
     ``link_order_slack_ms`` of event time later.
-    2.3: the same decisions; account alerts tell where the harvest score stands among the tier's accounts
-    (``population_rank``, ``calibration``); the population model, when on, is kept in a table and its
-    quantile comes from a histogram of its scores."""
+    2.3: a vetted tier's own-behaviour findings one level lower (``vetted_tiers_lenient``); account alerts
+    tell where the harvest score stands among the tier's accounts (``population_rank``, ``calibration``);
+    the population model, when on, is kept in a table and its quantile comes from a histogram of its
+    scores."""
     alert_schema_version: int = 2
     """The AnomalyAlert version written: 2, each reason with its contribution; 1 (the same alerts without
     contributions) for a transition while consumers still validate v1 (``DG_ALERT_SCHEMA_VERSION``)."""

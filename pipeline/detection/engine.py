@@ -30,6 +30,7 @@ from pipeline.detection.calibration import RANK_DAYS, Rank, ScoreRanks
 from pipeline.detection.campaigns import Campaigns
 from pipeline.detection.config import DAY_MS, DetectionConfig
 from pipeline.detection.features import AccountState, event_id_hash
+from pipeline.detection.group_sums import INSTITUTIONAL_TIERS
 from pipeline.detection.links import LinkGroup, judge
 from pipeline.detection.messages import (
     CRITICAL,
@@ -181,6 +182,10 @@ class Engine:
             sev = LOW  # a change against its own past, in an account that harvests a little: worth a look
         else:
             return None
+        # a vetted institution's own evaluations and batch jobs look like a harvest: one level lower
+        vetted = cfg.vetted_tiers_lenient and sev >= HIGH and st.tier in INSTITUTIONAL_TIERS
+        if vetted:
+            sev -= 1
         score = max(hs, 0.5 * shift, popv)
         # each reason's contribution: the score less what it would be without that evidence
         reasons = harvest_reasons(p, max(0.5 * shift, popv)) if sev >= MEDIUM else []
@@ -194,6 +199,11 @@ class Engine:
         reasons += shift_reasons
         if sev >= MEDIUM and rank.accounts >= cfg.rank_min_accounts:
             reasons.append(_rank_reason(rank, st.tier or "unknown"))
+        if vetted:
+            reasons.append({"code": "vetted_tier",
+                            "detail": f"a vetted {st.tier}-tier account: its own behaviour counts one level lower "
+                                      "(an institution's evaluations look like a harvest), never a suspension alone",
+                            "value": None, "baseline": None, "contribution": 0.0})
         if not reasons:
             reasons.append({"code": "harvest_profile", "detail": "mix of elicitation, templating and volume",
                             "value": round(hs, 4), "baseline": None,

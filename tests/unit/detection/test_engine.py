@@ -273,3 +273,33 @@ def test_every_accounts_harvest_score_reaches_the_evaluation_not_only_alerting_o
     benign_scored = {a for a in ev.harvest if labels.get(a, ("benign", None))[0] == "benign"}
     assert benign_scored - set(ev.max_score), "benign accounts that never alerted have a score too"
     assert all(0.0 <= s <= 1.0 for s in ev.harvest.values())
+
+
+def harvest_events(tier: str, hours: int = 30, every_s: int = 15) -> list[dict[str, Any]]:
+    """One account harvesting reasoning round the clock: one templated prompt every ``every_s`` seconds,
+    long outputs, one model."""
+    return [event(i, event_id=f"h-{tier}-{i}", account_id=f"harvester-{tier}", ts=BASE_TS + i * every_s * 1000,
+                  account_tier=tier, reasoning_requested=True, capability="reasoning", output_tokens=6000,
+                  prompt_simhash=f"{0x0123456789abcdef ^ (1 << (i % 3)):016x}")
+            for i in range(hours * 3600 // every_s)]
+
+
+@pytest.mark.parametrize("tier", ["enterprise", "education", "research"])
+def test_a_vetted_tiers_own_harvest_profile_counts_one_level_lower_and_says_so(tier: str) -> None:
+    """The same single-account harvest: critical and suspended in the pro tier; in a vetted tier a review
+    at the high level and a verification at the critical level, never a suspension, each alert saying why."""
+    def run(t: str, cfg: DetectionConfig) -> tuple[set[str], set[str], list[dict[str, Any]]]:
+        outs = list(Engine(cfg).replay(harvest_events(t)))
+        alerts = [o.value for o in outs if o.topic == ALERTS]
+        return ({a["severity"] for a in alerts}, {o.value["action"] for o in outs if o.topic == ACTIONS}, alerts)
+
+    sev, acts, _ = run("pro", DetectionConfig())
+    assert "critical" in sev and "suspend" in acts
+    sev, acts, alerts = run(tier, DetectionConfig())
+    assert "critical" not in sev and "high" in sev and "suspend" not in acts and "require_verification" in acts
+    for a in alerts:
+        vetted = [r for r in a["reasons"] if r["code"] == "vetted_tier"]
+        assert bool(vetted) == (a["score"] >= DetectionConfig().account_high)
+        assert all(r["contribution"] == 0.0 for r in vetted)
+    sev, acts, _ = run(tier, DetectionConfig(vetted_tiers_lenient=False))  # the ablation: as in the pro tier
+    assert "critical" in sev and "suspend" in acts

@@ -149,7 +149,20 @@ def kill_halfway_then_run_to_idle(settings: Settings, total: int, tmp_path: Any)
 
 def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_twice(
         kafka_bootstrap, make_settings, tmp_path, tiny):
-    settings = make_settings(bootstrap=kafka_bootstrap)
+    """A SIGKILL halfway, then a new worker: every event applied once, every alert and action the
+    backtest's, ids and all. With the population model deciding (``DG_POPULATION_REVIEW``, small windows so
+    that the tiny scenario fills them) and score ranks told from 5 accounts, so that the restarted worker
+    must also read them back from the ``population`` and ``score-ranks`` tables and end with the backtest's
+    models and counts. (Relearnt from nothing at the halfway point, in process, the same run gives two ids
+    of 255 that differ.)"""
+    settings = make_settings(bootstrap=kafka_bootstrap, population_review=True, population_window=32,
+                             population_warmup=16, rank_min_accounts=5)
+    backtest_models: dict[str, Segment] = {}
+    backtest_ranks: dict[str, ScoreRanks] = {}
+    replayed = list(Engine.from_config(settings, population=backtest_models, ranks=backtest_ranks)
+                    .replay(tiny.events))
+    told = {r["code"] for o in replayed if o.topic.endswith("alerts") for r in o.value["reasons"]}
+    assert {"population_outlier", "population_rank"} <= told  # both are in the alerts compared
     topics.create_topics(settings)
     produce_events(settings, tiny.events)
     kill_halfway_then_run_to_idle(settings, len(tiny.events), tmp_path)
@@ -162,33 +175,11 @@ def test_worker_killed_halfway_and_restarted_loses_nothing_and_counts_nothing_tw
     expected = Counter(ev["account_id"] for ev in tiny.events)
     assert {a: s.n for a, s in state.items()} == dict(expected)
 
-    # no alert or action duplicated under a different id
+    # no alert or action duplicated under a different id, and nothing else sent either
     alerts, actions = outputs(settings)
     ids = ids_per_decision(alerts, actions)
     assert all(len(v) == 1 for v in ids.values()), {k: v for k, v in ids.items() if len(v) > 1}
     assert streamed_flags(alerts, actions) == backtest_flags(settings, tiny.events)
-    assert streamed_ids(alerts, actions) == backtest_ids(settings, tiny.events)  # nothing else sent either
-
-
-def test_a_worker_killed_halfway_goes_on_with_its_segment_models_as_a_backtest_does(
-        kafka_bootstrap, make_settings, tmp_path, tiny):
-    """With the population model deciding (``DG_POPULATION_REVIEW``, small windows so that the tiny
-    scenario fills them) and score ranks told from 5 accounts, a SIGKILL halfway loses neither: the
-    restarted worker reads them back from the ``population`` and ``score-ranks`` tables and gives the
-    backtest's alerts and actions, ids and all, and ends with the backtest's models and counts. (Relearnt
-    from nothing at the halfway point, in process, the same run gives two ids of 255 that differ.)"""
-    settings = make_settings(bootstrap=kafka_bootstrap, population_review=True, population_window=32,
-                             population_warmup=16, rank_min_accounts=5)
-    backtest_models: dict[str, Segment] = {}
-    backtest_ranks: dict[str, ScoreRanks] = {}
-    replayed = list(Engine.from_config(settings, population=backtest_models, ranks=backtest_ranks)
-                    .replay(tiny.events))
-    told = {r["code"] for o in replayed if o.topic.endswith("alerts") for r in o.value["reasons"]}
-    assert {"population_outlier", "population_rank"} <= told  # both are in the alerts compared
-    topics.create_topics(settings)
-    produce_events(settings, tiny.events)
-    kill_halfway_then_run_to_idle(settings, len(tiny.events), tmp_path)
-    alerts, actions = outputs(settings)
     assert streamed_ids(alerts, actions) == {o.value.get("alert_id") or o.value["action_id"] for o in replayed}
 
     # each model as the backtest left it: as many summaries learnt, the same trees and score distribution

@@ -22,6 +22,7 @@ from typing import NamedTuple
 import msgpack
 
 from pipeline.detection.config import DAY_MS
+from pipeline.detection.store import ReplayMemo, dense, sparse
 
 RANK_BINS = 100
 """Score bins over [0, 1]: shares are told to a hundredth of the score."""
@@ -49,31 +50,26 @@ class ScoreRanks:
     """One tier segment's accounts on one partition by their latest harvest score (see the module
     docstring)."""
 
-    __slots__ = ("day", "days", "totals", "total", "applied_offset", "memo", "written")
+    __slots__ = ("day", "days", "totals", "total", "replays")
 
     def __init__(self) -> None:
         self.day = 0  # the segment's clock: the latest event-time day it has counted
         self.days: dict[int, list[int]] = {}  # day -> accounts per score bin whose latest summary was that day
         self.totals = [0] * RANK_BINS  # ``days`` summed over the days (derived, not written)
         self.total = 0
-        self.applied_offset = -1
-        self.memo: dict[int, Rank] = {}  # offset -> rank, of the moves made since the last write
-        self.written = False
+        self.replays: ReplayMemo[Rank] = ReplayMemo()
 
     def move(self, old: tuple[int, int] | None, ts: int, score: float, offset: int | None = None) -> Rank:
         """Count an account at ``score`` as of event time ``ts``, no longer where it was (``old``: the day and
         bin of its previous place, if any); its rank among the segment's accounts after the move."""
-        if offset is not None:
-            if offset <= self.applied_offset:  # counted before a crash: the same answer, no second move
-                hit = self.memo.get(offset)
-                if hit is not None:
-                    return hit
-                b = score_bin(score)
-                return Rank(old[0] if old else self.day, old[1] if old else b, *self._share(b))
-            if self.written:
-                self.memo.clear()
-                self.written = False
-            self.applied_offset = offset
+        replays = self.replays
+        if replays.replayed(offset):  # counted before a crash: the same answer, no second move
+            hit = replays.answer(offset)
+            if hit is not None:
+                return hit
+            b = score_bin(score)
+            return Rank(old[0] if old else self.day, old[1] if old else b, *self._share(b))
+        replays.learn(offset)
         day = max(self.day, ts // DAY_MS)  # a late event does not move the clock back
         totals = self.totals
         if day > self.day:
@@ -95,21 +91,19 @@ class ScoreRanks:
         counts[b] += 1
         totals[b] += 1
         self.total += 1
-        rank = Rank(day, b, *self._share(b))
-        if offset is not None:
-            self.memo[offset] = rank
-        return rank
+        return replays.keep(offset, Rank(day, b, *self._share(b)))
 
     def _share(self, b: int) -> tuple[float, int]:
         total = self.total
         return (sum(self.totals[b:]) / total if total else 1.0), total
 
     def to_bytes(self) -> bytes:
-        self.written = True
+        replays = self.replays
+        replays.written = True
         return msgpack.packb([
-            STATE_VERSION, self.day, self.applied_offset,
-            [[d, [[i, c] for i, c in enumerate(counts) if c]] for d, counts in sorted(self.days.items())],
-            [[o, r.day, r.bin, r.share, r.accounts] for o, r in self.memo.items()],
+            STATE_VERSION, self.day, replays.applied_offset,
+            [[d, sparse(counts)] for d, counts in sorted(self.days.items())],
+            [[o, r.day, r.bin, r.share, r.accounts] for o, r in replays.answers.items()],
         ])
 
     @classmethod
@@ -118,15 +112,11 @@ class ScoreRanks:
         if v[0] != STATE_VERSION:
             raise ValueError(f"score ranks state version {v[0]} is not {STATE_VERSION}")
         r = cls()
-        _, r.day, r.applied_offset, days, memo = v
+        _, r.day, applied, days, memo = v
         for d, pairs in days:
-            counts = [0] * RANK_BINS
-            for i, c in pairs:
-                counts[i] = c
-            r.days[d] = counts
+            counts = r.days[d] = dense(pairs, RANK_BINS)
             for i, c in enumerate(counts):
                 r.totals[i] += c
             r.total += sum(counts)
-        r.memo = {o: Rank(d, b, s, n) for o, d, b, s, n in memo}
-        r.written = True
+        r.replays = ReplayMemo(applied, {o: Rank(d, b, s, n) for o, d, b, s, n in memo})
         return r

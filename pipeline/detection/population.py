@@ -16,7 +16,7 @@ import msgpack
 from river import anomaly
 
 from pipeline.detection.config import DetectionConfig
-from pipeline.detection.store import Store
+from pipeline.detection.store import ReplayMemo, Store, dense, sparse
 
 # features fed to the model, each squashed into [0, 1] (HalfSpaceTrees expects that range)
 FEATURES = (
@@ -157,16 +157,6 @@ class ScoreHistogram:
                 return (i + 1) / SCORE_BINS
         return 1.0
 
-    def sparse(self) -> list[list[int]]:
-        return [[i, c] for i, c in enumerate(self.counts) if c]
-
-    @classmethod
-    def from_sparse(cls, pairs: list[list[int]]) -> ScoreHistogram:
-        counts = [0] * SCORE_BINS
-        for i, c in pairs:
-            counts[i] = c
-        return cls(counts)
-
 
 STATE_VERSION = 1
 
@@ -197,9 +187,7 @@ class Segment:
         self.scores = ScoreHistogram()
         self.seen = 0
         self.warmup = cfg.population_warmup
-        self.applied_offset = -1
-        self.memo: dict[int, PopulationScore] = {}  # offset -> score, of what was learnt since the last write
-        self.written = False
+        self.replays: ReplayMemo[PopulationScore] = ReplayMemo()
 
     def _score_then_learn(self, x: list[float]) -> float:
         if self.flat is not None:
@@ -215,13 +203,10 @@ class Segment:
         return score
 
     def score_and_learn(self, x: list[float], offset: int | None = None) -> PopulationScore:
-        if offset is not None:
-            if offset <= self.applied_offset:  # learnt before a crash: the same answer, nothing learnt again
-                return self.memo.get(offset, PopulationScore(0.0, None, False))
-            if self.written:
-                self.memo.clear()
-                self.written = False
-            self.applied_offset = offset
+        replays = self.replays
+        if replays.replayed(offset):  # learnt before a crash: the same answer, nothing learnt again
+            return replays.answer(offset) or PopulationScore(0.0, None, False)
+        replays.learn(offset)
         score = self._score_then_learn(x)
         self.seen += 1
         # HalfSpaceTrees scores nothing until its first reference window is full: the calibration starts
@@ -233,18 +218,16 @@ class Segment:
             threshold = self.scores.quantile(self.q) if calibrated else None
             self.scores.add(score)
             out = PopulationScore(score, threshold, threshold is not None and score > threshold)
-        if offset is not None:
-            self.memo[offset] = out
-        return out
+        return replays.keep(offset, out)
 
     def to_bytes(self) -> bytes:
-        flat = self.flat
-        self.written = True
+        flat, replays = self.flat, self.replays
+        replays.written = True
         return msgpack.packb([
-            STATE_VERSION, self.seed, self.seen, self.applied_offset, self.first,
+            STATE_VERSION, self.seed, self.seen, replays.applied_offset, self.first,
             None if flat is None else [flat.height, flat.window_size, flat.counter, flat.trees],
-            self.scores.sparse(),
-            [[o, s.score, s.threshold, s.anomalous] for o, s in self.memo.items()],
+            sparse(self.scores.counts),
+            [[o, s.score, s.threshold, s.anomalous] for o, s in replays.answers.items()],
         ])
 
     @classmethod
@@ -254,7 +237,7 @@ class Segment:
             raise ValueError(f"population model state version {v[0]} is not {STATE_VERSION}")
         _, seed, seen, applied, first, flat, scores, memo = v
         seg = cls(cfg, seed)
-        seg.seen, seg.applied_offset = seen, applied
+        seg.seen = seen
         if flat is None:
             model = seg.model
             assert model is not None
@@ -266,9 +249,8 @@ class Segment:
             seg.model = None
             seg.flat = FlatTrees([(list(f), list(t), list(c), list(r)) for f, t, c, r in trees], height,
                                  window_size, counter)
-        seg.scores = ScoreHistogram.from_sparse(scores)
-        seg.memo = {o: PopulationScore(s, t, a) for o, s, t, a in memo}
-        seg.written = True
+        seg.scores = ScoreHistogram(dense(scores, SCORE_BINS))
+        seg.replays = ReplayMemo(applied, {o: PopulationScore(s, t, a) for o, s, t, a in memo})
         return seg
 
 

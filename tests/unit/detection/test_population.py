@@ -12,6 +12,7 @@ from river import anomaly
 from pipeline.detection.config import DetectionConfig
 from pipeline.detection.population import (
     FEATURES,
+    SCORE_BINS,
     FlatTrees,
     PopulationModels,
     PopulationScore,
@@ -19,6 +20,7 @@ from pipeline.detection.population import (
     Segment,
     model_vector,
 )
+from pipeline.detection.store import dense, sparse
 
 WARMUP = 60
 CFG = DetectionConfig(population_warmup=WARMUP, population_quantile=0.99)
@@ -93,7 +95,7 @@ def test_the_histogram_quantile_is_the_upper_edge_of_the_bin_that_reaches_the_sh
     assert h.quantile(1 / 6) == 0.001  # -0.1 counts in the first bin
     assert h.quantile(0.5) == 0.201
     assert h.quantile(1.0) == 1.0
-    assert ScoreHistogram.from_sparse(h.sparse()).counts == h.counts
+    assert dense(sparse(h.counts), SCORE_BINS) == h.counts
 
 
 def test_an_extreme_vector_among_similar_ones_is_anomalous() -> None:
